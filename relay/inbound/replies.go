@@ -1,0 +1,44 @@
+package inbound
+
+import (
+	"fmt"
+
+	"github.com/emersion/go-smtp"
+)
+
+// reply kinds: every refusal the front end gives comes from this table, so
+// the wire text stays generic and the real cause goes to the log only.
+type replyKind int
+
+const (
+	replyNotCampaign replyKind = iota
+	replyTooBig
+	replyBadFrom
+	replyBareLineEnding
+	replyUnverified
+	replyDNSTemporary
+	replyStoreFailed
+	replyTimeout
+	replyReadFailed
+)
+
+var replies = map[replyKind]smtp.SMTPError{
+	replyNotCampaign:    {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "relaying denied: this server takes letters for the campaign's addresses only"},
+	replyTooBig:         {Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "message too big"},
+	replyBadFrom:        {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "a letter needs exactly one From: header with exactly one address"},
+	replyBareLineEnding: {Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "bare CR or LF in the message; lines must end with CRLF"},
+	replyUnverified:     {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 20}, Message: "no valid DKIM signature aligned with the From: domain"},
+	replyDNSTemporary:   {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}, Message: "DKIM key lookup failed temporarily; try again later"},
+	replyStoreFailed:    {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary problem storing the letter; try again later"},
+	replyTimeout:        {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "timeout reading the message; try again"},
+	replyReadFailed:     {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "error reading the message; try again"},
+}
+
+// reply builds the bare *smtp.SMTPError go-smtp needs to keep the code (a
+// wrapped error would become a permanent 554 carrying internal text), tagged
+// with the session ID so an admin can find the log lines.
+func (ss *session) reply(k replyKind) error {
+	r := replies[k]
+	r.Message = fmt.Sprintf("%s (session %s)", r.Message, ss.id)
+	return &r
+}

@@ -1,0 +1,208 @@
+// Package inbound is petitiond's SMTP front end: it takes letters for the
+// campaign's addresses only, enforces the session limits, rejects broken and
+// hostile input, has each letter verified and stored, and is the one place
+// where SMTP replies are chosen.
+package inbound
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/relay/verify"
+	"github.com/petitiond/petitiond/store"
+)
+
+// Store is what the front end needs of the store.
+type Store interface {
+	Accept(ctx context.Context, nl store.NewLetter) (store.Accepted, error)
+	Reject(ctx context.Context, r store.Rejection) error
+}
+
+// Verifier checks a letter's DKIM signatures.
+type Verifier interface {
+	Verify(ctx context.Context, msg []byte, from verify.Sender) verify.Verdict
+}
+
+// Metrics receives counts of what the front end saw; nil-safe.
+type Metrics interface {
+	Session()
+	SessionRefused(why string)
+	Verdict(outcome string)
+}
+
+// Options are the front end's moving parts, passed in so tests drive them.
+type Options struct {
+	Logger  *slog.Logger
+	Now     func() time.Time
+	Metrics Metrics
+}
+
+// Server is the SMTP front end.
+type Server struct {
+	cfg      *config.Config
+	store    Store
+	verifier Verifier
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  Metrics
+	srv      *smtp.Server
+	fold     verify.FoldOptions
+	// addresses and domains are lower-cased campaign addresses and their
+	// domains (for postmaster@).
+	addresses map[string]bool
+	domains   map[string]bool
+
+	mu        sync.Mutex
+	listeners []net.Listener
+}
+
+// New makes a front end from the config; it does not listen yet.
+func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error) {
+	s := &Server{
+		cfg: cfg, store: st, verifier: v, log: opt.Logger, now: opt.Now, metrics: opt.Metrics,
+		fold:      verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
+		addresses: map[string]bool{}, domains: map[string]bool{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.metrics == nil {
+		s.metrics = nopMetrics{}
+	}
+	for _, a := range cfg.Campaign.Addresses {
+		a = strings.ToLower(a)
+		s.addresses[a] = true
+		if at := strings.LastIndexByte(a, '@'); at >= 0 {
+			s.domains[a[at+1:]] = true
+		}
+	}
+	srv := smtp.NewServer(backend{s})
+	srv.Domain = cfg.SMTP.Hostname
+	srv.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
+	srv.MaxRecipients = 20
+	srv.ReadTimeout = cfg.SMTP.Timeout.Duration
+	srv.WriteTimeout = cfg.SMTP.Timeout.Duration
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = slogErrorLog{s.log}
+	if cfg.SMTP.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("inbound: load TLS certificate (smtp.tls_cert, smtp.tls_key): %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// Listen opens every smtp.listen address; Serve then takes connections.
+func (s *Server) Listen() error {
+	for _, addr := range s.cfg.SMTP.Listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("inbound: listen on %s (smtp.listen): %w", addr, err)
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, newLimitListener(ln, s.cfg.SMTP.Hostname,
+			s.cfg.SMTP.MaxConnections, s.cfg.SMTP.MaxPerIP, s.refused))
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Addrs are the addresses actually listened on (ports resolved).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Serve takes connections on every listener until Shutdown.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	lns := append([]net.Listener(nil), s.listeners...)
+	s.mu.Unlock()
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- s.srv.Serve(ln) }()
+	}
+	var first error
+	for range lns {
+		if err := <-errs; err != nil && !errors.Is(err, smtp.ErrServerClosed) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Shutdown stops taking connections and waits for open sessions to end, or
+// for ctx; then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	return err
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.listeners = nil
+}
+
+func (s *Server) refused(ip, why string) {
+	s.metrics.SessionRefused(why)
+	s.log.Warn("connection refused", "ip", ip, "reason", why)
+}
+
+type backend struct{ s *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	b.s.metrics.Session()
+	return &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr())}, nil
+}
+
+func newSessionID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// slogErrorLog routes go-smtp's internal errors (broken connections and the
+// like) to the structured log.
+type slogErrorLog struct{ log *slog.Logger }
+
+func (l slogErrorLog) Printf(format string, v ...any) {
+	l.log.Debug("smtp: " + fmt.Sprintf(format, v...))
+}
+func (l slogErrorLog) Println(v ...any) { l.log.Debug("smtp: " + fmt.Sprintln(v...)) }
+
+type nopMetrics struct{}
+
+func (nopMetrics) Session()              {}
+func (nopMetrics) SessionRefused(string) {}
+func (nopMetrics) Verdict(string)        {}

@@ -1,0 +1,182 @@
+package inbound
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/petitiond/petitiond/relay/verify"
+	"github.com/petitiond/petitiond/store"
+)
+
+// session is one SMTP session; go-smtp calls it from one goroutine.
+type session struct {
+	s          *Server
+	id         string
+	ip         string
+	mailFrom   string
+	rcpts      int
+	postmaster bool
+}
+
+func (ss *session) Reset() {
+	ss.mailFrom, ss.rcpts, ss.postmaster = "", 0, false
+}
+
+func (ss *session) Logout() error { return nil }
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if opts != nil && opts.Size > ss.s.cfg.SMTP.MaxMessageBytes {
+		return ss.reply(replyTooBig)
+	}
+	ss.mailFrom = from
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	addr := strings.ToLower(to)
+	switch {
+	case ss.s.addresses[addr]:
+	case ss.isPostmaster(addr):
+		// RFC 5321 4.5.1: postmaster must be accepted; such mail is kept
+		// for an admin and never counted.
+		ss.postmaster = true
+	default:
+		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
+		return ss.reply(replyNotCampaign)
+	}
+	ss.rcpts++
+	return nil
+}
+
+func (ss *session) isPostmaster(addr string) bool {
+	if addr == "postmaster" {
+		return true
+	}
+	local, domain, ok := strings.Cut(addr, "@")
+	return ok && local == "postmaster" && ss.s.domains[domain]
+}
+
+// Data reads the whole letter, then decides. Reading to the end first matters
+// for smuggling: the reply must come after the real end of data.
+func (ss *session) Data(r io.Reader) error {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code == 552 {
+			ss.reject(ss.mailFrom, "message over smtp.max_message_bytes")
+			return ss.reply(replyTooBig)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			ss.s.log.Warn("timeout reading the message", "session", ss.id, "ip", ss.ip)
+			return ss.reply(replyTimeout)
+		}
+		ss.s.log.Warn("reading the message failed", "session", ss.id, "ip", ss.ip, "err", err)
+		return ss.reply(replyReadFailed)
+	}
+	return ss.letter(msg)
+}
+
+// letter takes a complete message through the checks of SPEC 4 in order.
+func (ss *session) letter(msg []byte) error {
+	ctx := context.Background()
+	if where := bareLineEnding(msg); where >= 0 {
+		ss.reject(ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
+		return ss.reply(replyBareLineEnding)
+	}
+	received := ss.s.now()
+	sender, ferr := verify.ParseFrom(msg)
+	if ss.postmaster {
+		// Postmaster mail is kept even with a broken From:, since bounces
+		// and complaints are exactly what may arrive there.
+		from := sender.Address
+		if ferr != nil {
+			from = ss.mailFrom
+		}
+		return ss.store(ctx, store.NewLetter{Received: received, From: from, Name: sender.Name,
+			RemoteIP: ss.ip, Hold: store.HeldPostmaster, Body: msg})
+	}
+	if ferr != nil {
+		ss.reject(ss.mailFrom, ferr.Error())
+		return ss.reply(replyBadFrom)
+	}
+	verdict := ss.s.verifier.Verify(ctx, msg, sender)
+	if verdict.Pass {
+		ss.s.metrics.Verdict("pass")
+	} else if verdict.TempFail {
+		ss.s.metrics.Verdict("temperror")
+		ss.s.log.Warn("DKIM key lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
+			"sender", sender.Address, "domain", verdict.Domain, "reason", verdict.Reason)
+		return ss.reply(replyDNSTemporary)
+	} else {
+		ss.s.metrics.Verdict("fail")
+	}
+	dedup, err := verify.NormalizeAddress(sender.Address, ss.s.fold)
+	if err != nil {
+		ss.reject(sender.Address, "From address cannot be normalised: "+err.Error())
+		return ss.reply(replyBadFrom)
+	}
+	nl := store.NewLetter{
+		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: ss.ip,
+		Verdict:      store.Verdict{Pass: verdict.Pass, Domain: verdict.Domain, Selector: verdict.Selector, Reason: verdict.Reason},
+		DedupAddress: dedup, Body: msg,
+	}
+	if !verdict.Pass {
+		switch ss.s.cfg.Verify.Unverified {
+		case "reject":
+			ss.reject(sender.Address, "unverified: "+verdict.Reason)
+			return ss.reply(replyUnverified)
+		case "quarantine":
+			nl.Hold = store.HeldUnverified
+		}
+	}
+	return ss.store(ctx, nl)
+}
+
+func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
+	res, err := ss.s.store.Accept(ctx, nl)
+	if err != nil {
+		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
+			"sender", nl.From, "err", err)
+		return ss.reply(replyStoreFailed)
+	}
+	if res.Duplicate {
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
+			Message: "already counted, thank you"}
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
+		Message: "queued as " + res.ID}
+}
+
+// reject records a letter refused at the end of DATA. A store failure here
+// only loses a tally entry, never a letter, so it is logged and the
+// rejection goes out anyway.
+func (ss *session) reject(from, reason string) {
+	if err := ss.s.store.Reject(context.Background(), store.Rejection{From: from, RemoteIP: ss.ip, Reason: reason}); err != nil {
+		ss.s.log.Error("recording a rejection failed", "session", ss.id, "ip", ss.ip, "err", err)
+	}
+}
+
+// bareLineEnding returns the offset of the first CR not followed by LF or LF
+// not preceded by CR, or -1.
+func bareLineEnding(msg []byte) int {
+	for i := 0; i < len(msg); {
+		j := bytes.IndexAny(msg[i:], "\r\n")
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if msg[i] == '\n' || i+1 >= len(msg) || msg[i+1] != '\n' {
+			return i
+		}
+		i += 2
+	}
+	return -1
+}

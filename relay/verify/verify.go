@@ -1,0 +1,292 @@
+// Package verify decides whether a letter really comes from its From
+// address (SPEC 5) and what counts as the same supporter (SPEC 6).
+//
+// It does no I/O but the DNS lookups of DKIM keys, which go through a
+// resolver the caller chooses, with a deadline.
+package verify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+)
+
+// Verdict is the outcome of checking a letter's DKIM signatures against its
+// From domain. It is kept with the letter and shown in batches.
+type Verdict struct {
+	Pass     bool
+	Domain   string // d= of the passing signature, or of the first failing one ("" if no signature)
+	Selector string // s= of that signature
+	Reason   string // "pass", or why not: short, for logs and batches
+	// TempFail is set when nothing passed and a signature that could have
+	// passed (aligned, covering From) failed on a temporary DNS error
+	// (timeout, SERVFAIL): the sender should retry (451 4.7.5).
+	TempFail bool
+}
+
+// Options configure a Verifier.
+type Options struct {
+	// Resolver is the "host:port" of the DNS server for key lookups; ""
+	// uses the system resolver.
+	Resolver string
+	// Timeout bounds each key lookup; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// LookupTXT, if set, replaces DNS (Resolver is then unused). It gets
+	// "<selector>._domainkey.<domain>". Return a *net.DNSError (or another
+	// net.Error) with Timeout or Temporary set for a temporary failure.
+	LookupTXT func(ctx context.Context, name string) ([]string, error)
+	// MaxVerifications caps the signatures checked per message (each may
+	// cost a DNS lookup and an RSA operation); 0 means
+	// DefaultMaxVerifications. Signatures past the cap are ignored.
+	MaxVerifications int
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultTimeout          = 5 * time.Second
+	DefaultMaxVerifications = 5
+)
+
+// Verifier checks DKIM signatures. It is safe for concurrent use.
+type Verifier struct {
+	lookupTXT func(ctx context.Context, name string) ([]string, error)
+	timeout   time.Duration
+	max       int
+}
+
+// New returns a Verifier for opt.
+func New(opt Options) *Verifier {
+	v := &Verifier{
+		lookupTXT: opt.LookupTXT,
+		timeout:   opt.Timeout,
+		max:       opt.MaxVerifications,
+	}
+	if v.timeout <= 0 {
+		v.timeout = DefaultTimeout
+	}
+	if v.max <= 0 {
+		v.max = DefaultMaxVerifications
+	}
+	if v.lookupTXT == nil {
+		r := net.DefaultResolver
+		if opt.Resolver != "" {
+			addr := resolverAddr(opt.Resolver)
+			r = &net.Resolver{
+				PreferGo: true,
+				// Every query goes to the configured server, whatever
+				// resolv.conf lists.
+				Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				},
+			}
+		}
+		v.lookupTXT = func(ctx context.Context, name string) ([]string, error) {
+			// A key name is absolute: the trailing dot keeps the resolver
+			// from trying resolv.conf search domains after an NXDOMAIN.
+			if !strings.HasSuffix(name, ".") {
+				name += "."
+			}
+			return r.LookupTXT(ctx, name)
+		}
+	}
+	return v
+}
+
+// resolverAddr adds the DNS port to a bare host: a bare host would fail
+// every dial, and so defer every letter forever.
+func resolverAddr(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return net.JoinHostPort(addr, "53")
+	}
+	return addr
+}
+
+// Verify checks msg's DKIM signatures against from (as ParseFrom returned
+// it). A signature is valid when go-msgauth verifies it (which already
+// refuses l= and expired x=), it covers From, and its d= aligns with
+// from.Domain. One valid signature is enough.
+func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict {
+	lk := &lookups{errs: make(map[string]error)}
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
+		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, lk, name) },
+		MaxVerifications: v.max,
+	})
+	// ErrTooManySignatures comes with the verifications of the first max
+	// signatures; the rest are ignored.
+	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
+		return Verdict{Reason: "cannot verify: " + strings.TrimPrefix(err.Error(), "dkim: ")}
+	}
+	if len(verifs) == 0 {
+		return Verdict{Reason: "no signature"}
+	}
+	selectors := signatureSelectors(msg)
+
+	var first *Verdict
+	tempFail := false
+	for i, vf := range verifs {
+		sel := ""
+		if i < len(selectors) {
+			sel = selectors[i]
+		}
+		domain := strings.ToLower(vf.Domain) // as signed, in the canonical case
+		aligned := Aligned(domain, from.Domain)
+		var reason string
+		switch {
+		case vf.Err != nil:
+			reason = failReason(vf.Err, lk.get(sel, domain))
+			// Retrying helps only a signature that would count if its
+			// key could be fetched.
+			if dkim.IsTempFail(vf.Err) && aligned {
+				tempFail = true
+			}
+		case !coversFrom(vf.HeaderKeys):
+			reason = "from not signed"
+		case !aligned:
+			reason = fmt.Sprintf("not aligned: d=%s From %s", domain, from.Domain)
+		default:
+			return Verdict{Pass: true, Domain: domain, Selector: sel, Reason: "pass"}
+		}
+		if first == nil {
+			first = &Verdict{Domain: domain, Selector: sel, Reason: reason}
+		}
+	}
+	first.TempFail = tempFail
+	return *first
+}
+
+// lookup fetches a key record with a deadline, and returns errors in the
+// shape go-msgauth needs: it tells a temporary failure only by a type
+// assertion to net.Error (no unwrapping), so the error must be a bare
+// net.Error.
+func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]string, error) {
+	lctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	txts, err := v.lookupTXT(lctx, name)
+	if err != nil {
+		err = asNetError(err, name, lctx.Err() != nil)
+	}
+	lk.set(name, err)
+	return txts, err
+}
+
+// asNetError flattens err into a *net.DNSError that keeps its temporary or
+// not-found nature. A lookup cut short by its deadline or by the caller
+// counts as a timeout: the key may well exist.
+func asNetError(err error, name string, ctxDone bool) error {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		if ctxDone && !dnsErr.Temporary() {
+			d := *dnsErr
+			d.IsTimeout = true
+			return &d
+		}
+		return dnsErr
+	}
+	d := &net.DNSError{Err: err.Error(), Name: name}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		d.IsTimeout = netErr.Timeout()
+		// Deprecated in net, but it is what go-msgauth reads.
+		d.IsTemporary = netErr.Temporary()
+	}
+	if ctxDone {
+		d.IsTimeout = true
+	}
+	return d
+}
+
+// lookups remembers each key lookup's error, to tell "key not found" from
+// other failures in a Verdict. go-msgauth runs lookups of several signatures
+// in parallel, hence the lock.
+type lookups struct {
+	mu   sync.Mutex
+	errs map[string]error
+}
+
+func (l *lookups) set(name string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errs[strings.ToLower(strings.TrimSuffix(name, "."))] = err
+}
+
+func (l *lookups) get(selector, domain string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.errs[strings.ToLower(selector+"._domainkey."+domain)]
+}
+
+// failReason turns a go-msgauth verification error into a short reason.
+func failReason(err, lookupErr error) string {
+	// go-msgauth reports a failed lookup as a temporary failure or as "no
+	// key for signature"; only then is the lookup error the reason (another
+	// signature may have used the same key name and failed before looking).
+	if lookupErr != nil && (dkim.IsTempFail(err) || strings.Contains(err.Error(), "no key for signature")) {
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(lookupErr, &dnsErr) && dnsErr.IsNotFound:
+			return "key not found"
+		case errors.As(lookupErr, &dnsErr) && dnsErr.Timeout():
+			return "key lookup timed out"
+		case errors.As(lookupErr, &dnsErr) && dnsErr.Temporary():
+			return "key lookup failed temporarily"
+		default:
+			return "key lookup failed"
+		}
+	}
+	msg := strings.TrimPrefix(err.Error(), "dkim: ")
+	switch {
+	case strings.Contains(msg, "body hash did not verify"):
+		return "body hash mismatch"
+	case strings.Contains(msg, "signature did not verify"):
+		return "bad signature"
+	case strings.Contains(msg, "signature has expired"):
+		return "expired"
+	case strings.Contains(msg, "body length tag"):
+		return "body length limit (l=)"
+	case strings.Contains(msg, "From field not signed"):
+		return "from not signed"
+	case strings.Contains(msg, "key revoked"):
+		return "key revoked"
+	}
+	return msg
+}
+
+func coversFrom(keys []string) bool {
+	for _, k := range keys {
+		if strings.EqualFold(strings.TrimSpace(k), "from") {
+			return true
+		}
+	}
+	return false
+}
+
+// signatureSelectors returns the s= tag of each DKIM-Signature field, in
+// header order: the order of go-msgauth's verifications, which do not carry
+// the selector.
+func signatureSelectors(msg []byte) []string {
+	var sels []string
+	for _, f := range headerFields(msg) {
+		name, value := splitField(f)
+		if !strings.EqualFold(name, "DKIM-Signature") {
+			continue
+		}
+		sel := ""
+		for tag := range strings.SplitSeq(unfold(value), ";") {
+			k, val, ok := strings.Cut(tag, "=")
+			if ok && strings.TrimSpace(k) == "s" {
+				sel = strings.Join(strings.Fields(val), "")
+				break
+			}
+		}
+		sels = append(sels, sel)
+	}
+	return sels
+}

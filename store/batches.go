@@ -1,0 +1,446 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var ctrBatched = []byte("n_batched") // letters in batches so far
+
+// BatchLetter is a letter going into a batch, with its body.
+type BatchLetter struct {
+	Letter
+	Body []byte
+}
+
+// BatchContent is what a new batch holds, handed to the message builder.
+type BatchContent struct {
+	Number       uint64
+	Created      time.Time
+	RunningTotal uint64
+	Letters      []BatchLetter
+}
+
+// BuildFunc makes a batch's message. It runs inside the closing transaction
+// and may run more than once, so it must be free of outside effects; the
+// letters' bodies are valid only during the call (copy what is kept).
+type BuildFunc func(BatchContent) (messageID string, message []byte, err error)
+
+// CloseBatch takes up to max of the oldest pending letters and closes them
+// into a new batch in one transaction: the batch record, its message (built
+// once, the same bytes for every recipient), a queued delivery per recipient
+// and the letters' new state. It returns nil when no letter waits.
+func (s *Store) CloseBatch(ctx context.Context, max int, recipients []string, build BuildFunc) (*Batch, error) {
+	created := s.now().UTC()
+	var out *Batch
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		out = nil
+		meta := tx.Bucket(bucketMeta)
+		pending := tx.Bucket(bucketPending)
+		var letters []BatchLetter
+		c := pending.Cursor()
+		for k, _ := c.First(); k != nil && len(letters) < max; k, _ = c.Next() {
+			l, err := getLetter(tx, string(k))
+			if err != nil {
+				return err
+			}
+			body := tx.Bucket(bucketBodies).Get(k)
+			if body == nil {
+				return fmt.Errorf("body of pending letter %s: %w", k, ErrNotFound)
+			}
+			letters = append(letters, BatchLetter{Letter: *l, Body: body})
+		}
+		if len(letters) == 0 {
+			return nil
+		}
+		number := getU64(meta, ctrBatches) + 1
+		total := getU64(meta, ctrBatched) + uint64(len(letters))
+		msgID, msg, err := build(BatchContent{Number: number, Created: created, RunningTotal: total, Letters: letters})
+		if err != nil {
+			return fmt.Errorf("build batch %d: %w", number, err)
+		}
+		b := &Batch{ID: number, Created: created, MessageID: msgID}
+		for _, bl := range letters {
+			l := bl.Letter
+			l.State, l.Batch = StateBatched, number
+			if err := putLetter(tx, &l); err != nil {
+				return err
+			}
+			if err := pending.Delete([]byte(l.ID)); err != nil {
+				return err
+			}
+			b.LetterIDs = append(b.LetterIDs, l.ID)
+		}
+		for i, r := range recipients {
+			d := Delivery{Address: r, State: DeliveryQueued, NextAttempt: created, Since: created}
+			b.Recipients = append(b.Recipients, d)
+			if err := tx.Bucket(bucketQueue).Put(queueKey(created, number, i), nil); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketBatchMsg).Put(u64(number), msg); err != nil {
+			return err
+		}
+		if err := putBatch(tx, b); err != nil {
+			return err
+		}
+		for _, kv := range []struct {
+			key   []byte
+			delta int64
+		}{{ctrBatches, 1}, {ctrBatched, int64(len(letters))}, {ctrPending, -int64(len(letters))}} {
+			if err := addU64(meta, kv.key, kv.delta); err != nil {
+				return err
+			}
+		}
+		out = b
+		return w.event(Event{Event: EventBatched, Batch: number,
+			Reason: fmt.Sprintf("%d letters, %s", len(letters), msgID)})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: close batch: %w", err)
+	}
+	return out, nil
+}
+
+func queueKey(at time.Time, batch uint64, idx int) []byte {
+	k := make([]byte, 18)
+	binary.BigEndian.PutUint64(k[0:], uint64(at.UnixNano()))
+	binary.BigEndian.PutUint64(k[8:], batch)
+	binary.BigEndian.PutUint16(k[16:], uint16(idx))
+	return k
+}
+
+func putBatch(tx *bolt.Tx, b *Batch) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encode batch %d: %w", b.ID, err)
+	}
+	if err := tx.Bucket(bucketBatches).Put(u64(b.ID), data); err != nil {
+		return fmt.Errorf("put batch %d: %w", b.ID, err)
+	}
+	return nil
+}
+
+func getBatch(tx *bolt.Tx, id uint64) (*Batch, error) {
+	v := tx.Bucket(bucketBatches).Get(u64(id))
+	if v == nil {
+		return nil, fmt.Errorf("batch %d: %w", id, ErrNotFound)
+	}
+	var b Batch
+	if err := json.Unmarshal(v, &b); err != nil {
+		return nil, fmt.Errorf("decode batch %d: %w", id, err)
+	}
+	return &b, nil
+}
+
+// Batch returns one batch.
+func (s *Store) Batch(id uint64) (*Batch, error) {
+	var b *Batch
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		b, err = getBatch(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return b, nil
+}
+
+// Batches lists all batches, oldest first.
+func (s *Store) Batches() ([]Batch, error) {
+	var out []Batch
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
+			var b Batch
+			if err := json.Unmarshal(v, &b); err != nil {
+				return err
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list batches: %w", err)
+	}
+	return out, nil
+}
+
+// BatchMessage returns a copy of the batch's message, as delivered.
+func (s *Store) BatchMessage(id uint64) ([]byte, error) {
+	var msg []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBatchMsg).Get(u64(id))
+		if v == nil {
+			return fmt.Errorf("message of batch %d (purged after retention, or no such batch): %w", id, ErrNotFound)
+		}
+		msg = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return msg, nil
+}
+
+// DeliveryRef names one recipient's copy of a batch.
+type DeliveryRef struct {
+	Batch uint64
+	Index int
+}
+
+// Due returns up to limit deliveries whose next attempt is at or before now,
+// earliest first, and the time of the next one after those (zero if none).
+func (s *Store) Due(now time.Time, limit int) (due []DeliveryRef, next time.Time, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketQueue).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			at := time.Unix(0, int64(binary.BigEndian.Uint64(k[0:8])))
+			if at.After(now) || len(due) >= limit {
+				next = at
+				return nil
+			}
+			due = append(due, DeliveryRef{Batch: binary.BigEndian.Uint64(k[8:16]), Index: int(binary.BigEndian.Uint16(k[16:18]))})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("store: due deliveries: %w", err)
+	}
+	return due, next, nil
+}
+
+// open reports whether a copy still waits for delivery; only open copies
+// may change state, so a late outcome cannot undo a delivery.
+func open(d *Delivery) error {
+	if d.State != DeliveryQueued && d.State != DeliveryDeferred {
+		return fmt.Errorf("copy to %s is already %s: %w", d.Address, d.State, ErrState)
+	}
+	return nil
+}
+
+// updateDelivery loads a delivery, lets fn change it, moves its queue entry to
+// match, and saves the batch, all in one transaction.
+func (s *Store) updateDelivery(ctx context.Context, ref DeliveryRef, fn func(b *Batch, d *Delivery, w *writer) error) (*Batch, error) {
+	var out *Batch
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		b, err := getBatch(tx, ref.Batch)
+		if err != nil {
+			return err
+		}
+		if ref.Index < 0 || ref.Index >= len(b.Recipients) {
+			return fmt.Errorf("batch %d has no recipient %d: %w", ref.Batch, ref.Index, ErrNotFound)
+		}
+		d := &b.Recipients[ref.Index]
+		q := tx.Bucket(bucketQueue)
+		if d.State == DeliveryQueued || d.State == DeliveryDeferred {
+			if err := q.Delete(queueKey(d.NextAttempt, ref.Batch, ref.Index)); err != nil {
+				return err
+			}
+		}
+		if err := fn(b, d, w); err != nil {
+			return err
+		}
+		if d.State == DeliveryQueued || d.State == DeliveryDeferred {
+			if err := q.Put(queueKey(d.NextAttempt, ref.Batch, ref.Index), nil); err != nil {
+				return err
+			}
+		}
+		if b.Complete() && !b.Purged && b.PurgeAt.IsZero() {
+			b.PurgeAt = s.now().UTC().Add(s.retention)
+			if err := tx.Bucket(bucketPurge).Put(purgeKey(b.PurgeAt, b.ID), nil); err != nil {
+				return err
+			}
+		}
+		out = b
+		return putBatch(tx, b)
+	})
+	return out, err
+}
+
+// StartAttempt records an attempt before dialing: attempts+1 and the next
+// attempt moved to retryAt(attempts), so a crash mid-delivery retries after
+// a backoff instead of storming. It returns the batch as it now is.
+func (s *Store) StartAttempt(ctx context.Context, ref DeliveryRef, retryAt func(attempts int) time.Time) (*Batch, error) {
+	b, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
+		if err := open(d); err != nil {
+			return err
+		}
+		d.Attempts++
+		d.NextAttempt = retryAt(d.Attempts).UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: start attempt: %w", err)
+	}
+	return b, nil
+}
+
+// MarkDelivered records that the recipient's host accepted the copy.
+func (s *Store) MarkDelivered(ctx context.Context, ref DeliveryRef, detail string) error {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
+		if err := open(d); err != nil {
+			return err
+		}
+		d.State, d.LastError, d.Done, d.NextAttempt = DeliveryDelivered, "", s.now().UTC(), time.Time{}
+		return w.event(Event{Event: EventDelivered, Batch: b.ID, Recipient: d.Address, Reason: detail})
+	})
+	if err != nil {
+		return fmt.Errorf("store: mark delivered: %w", err)
+	}
+	return nil
+}
+
+// Defer records a temporary failure and when to try next.
+func (s *Store) Defer(ctx context.Context, ref DeliveryRef, next time.Time, reason string) error {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
+		if err := open(d); err != nil {
+			return err
+		}
+		d.State, d.LastError, d.NextAttempt = DeliveryDeferred, reason, next.UTC()
+		return w.event(Event{Event: EventDeferred, Batch: b.ID, Recipient: d.Address,
+			Reason: fmt.Sprintf("attempt %d: %s; next try %s", d.Attempts, reason, d.NextAttempt.Format(time.RFC3339))})
+	})
+	if err != nil {
+		return fmt.Errorf("store: defer delivery: %w", err)
+	}
+	return nil
+}
+
+// Fail records a permanent failure; only an admin's Retry brings it back.
+func (s *Store) Fail(ctx context.Context, ref DeliveryRef, reason string) error {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
+		if err := open(d); err != nil {
+			return err
+		}
+		d.State, d.LastError, d.Done, d.NextAttempt = DeliveryFailed, reason, s.now().UTC(), time.Time{}
+		return w.event(Event{Event: EventFailed, Batch: b.ID, Recipient: d.Address, Reason: reason})
+	})
+	if err != nil {
+		return fmt.Errorf("store: fail delivery: %w", err)
+	}
+	return nil
+}
+
+// Retry puts a batch's failed copies back in the queue, now, with a fresh
+// give-up clock. It returns how many copies it requeued.
+func (s *Store) Retry(ctx context.Context, batch uint64) (int, error) {
+	var n int
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		n = 0
+		b, err := getBatch(tx, batch)
+		if err != nil {
+			return err
+		}
+		if b.Purged {
+			return fmt.Errorf("batch %d was purged after retention: %w", batch, ErrState)
+		}
+		now := s.now().UTC()
+		for i := range b.Recipients {
+			d := &b.Recipients[i]
+			if d.State != DeliveryFailed {
+				continue
+			}
+			// A fresh start: attempts and the give-up clock from zero.
+			d.State, d.NextAttempt, d.Since, d.Done, d.Attempts = DeliveryQueued, now, now, time.Time{}, 0
+			if err := tx.Bucket(bucketQueue).Put(queueKey(now, batch, i), nil); err != nil {
+				return err
+			}
+			if err := w.event(Event{Event: EventDeferred, Batch: batch, Recipient: d.Address,
+				Reason: "requeued by an admin after: " + d.LastError}); err != nil {
+				return err
+			}
+			n++
+		}
+		if n == 0 {
+			return fmt.Errorf("batch %d has no failed copy: %w", batch, ErrState)
+		}
+		return putBatch(tx, b)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: retry batch %d: %w", batch, err)
+	}
+	return n, nil
+}
+
+func purgeKey(at time.Time, batch uint64) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k[0:], uint64(at.UnixNano()))
+	binary.BigEndian.PutUint64(k[8:], batch)
+	return k
+}
+
+// DuePurges returns batches whose retention ended at or before now, and the
+// time of the next purge (zero if none).
+func (s *Store) DuePurges(now time.Time) (due []uint64, next time.Time, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPurge).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			at := time.Unix(0, int64(binary.BigEndian.Uint64(k[0:8])))
+			if at.After(now) {
+				next = at
+				return nil
+			}
+			due = append(due, binary.BigEndian.Uint64(k[8:16]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("store: due purges: %w", err)
+	}
+	return due, next, nil
+}
+
+// Purge removes a delivered batch's letter bodies and message; the batch
+// record, letter records, counts and dedup keys stay.
+func (s *Store) Purge(ctx context.Context, batch uint64) error {
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		b, err := getBatch(tx, batch)
+		if err != nil {
+			return err
+		}
+		if b.Purged {
+			return nil
+		}
+		if !b.Complete() {
+			return fmt.Errorf("batch %d is not delivered to every recipient: %w", batch, ErrState)
+		}
+		if !b.PurgeAt.IsZero() {
+			if err := tx.Bucket(bucketPurge).Delete(purgeKey(b.PurgeAt, batch)); err != nil {
+				return err
+			}
+		}
+		for _, id := range b.LetterIDs {
+			l, err := getLetter(tx, id)
+			if err != nil {
+				return err
+			}
+			l.Purged = true
+			if err := putLetter(tx, l); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketBodies).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketBatchMsg).Delete(u64(batch)); err != nil {
+			return err
+		}
+		b.Purged = true
+		if err := putBatch(tx, b); err != nil {
+			return err
+		}
+		return w.event(Event{Event: EventPurged, Batch: batch,
+			Reason: fmt.Sprintf("%d letter bodies removed after retention", len(b.LetterIDs))})
+	})
+	if err != nil {
+		return fmt.Errorf("store: purge batch %d: %w", batch, err)
+	}
+	return nil
+}

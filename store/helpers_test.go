@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// testClock is a clock the tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *testClock {
+	return &testClock{t: time.Date(2019, 10, 18, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	return c.t
+}
+
+// openStore opens a store in dir and closes it when the test ends.
+func openStore(t testing.TB, dir string, opt Options) *Store {
+	t.Helper()
+	if opt.LockTimeout == 0 {
+		opt.LockTimeout = 500 * time.Millisecond
+	}
+	s, err := Open(dir, opt)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// verified is a counted letter from sender that passed DKIM.
+func verified(clk *testClock, sender string) NewLetter {
+	domain := sender[strings.IndexByte(sender, '@')+1:]
+	return NewLetter{
+		Received:     clk.Now(),
+		From:         sender,
+		Name:         "Supporter " + sender,
+		RemoteIP:     "192.0.2.10",
+		Verdict:      Verdict{Pass: true, Domain: domain, Selector: "s1"},
+		DedupAddress: strings.ToLower(sender),
+		Body:         []byte(fmt.Sprintf("From: <%s>\r\nSubject: Libertad\r\n\r\nLiberen a los presos politicos. -- %s\r\n", sender, sender)),
+	}
+}
+
+// unverified is a letter from sender without a passing signature; hold is
+// "" (policy relay) or a Held* reason.
+func unverified(clk *testClock, sender, hold string) NewLetter {
+	nl := verified(clk, sender)
+	nl.Verdict = Verdict{Pass: false, Reason: "no signature"}
+	nl.Hold = hold
+	return nl
+}
+
+func mustAccept(t testing.TB, s *Store, nl NewLetter) Accepted {
+	t.Helper()
+	res, err := s.Accept(context.Background(), nl)
+	if err != nil {
+		t.Fatalf("Accept(%s): %v", nl.From, err)
+	}
+	return res
+}
+
+func mustStats(t testing.TB, s *Store) Stats {
+	t.Helper()
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	return st
+}
+
+func mustLetter(t testing.TB, s *Store, id string) *Letter {
+	t.Helper()
+	l, err := s.Letter(id)
+	if err != nil {
+		t.Fatalf("Letter(%s): %v", id, err)
+	}
+	return l
+}
+
+// allEvents returns the whole journal, oldest first.
+func allEvents(t testing.TB, s *Store) []Event {
+	t.Helper()
+	evs, err := s.Events(0, 0)
+	if err != nil {
+		t.Fatalf("Events: %v", err)
+	}
+	return evs
+}
+
+// eventsOfKind returns the journal events of one kind.
+func eventsOfKind(t testing.TB, s *Store, kind string) []Event {
+	t.Helper()
+	var out []Event
+	for _, e := range allEvents(t, s) {
+		if e.Event == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// bucketLen counts the keys of one bucket.
+func bucketLen(t testing.TB, s *Store, name []byte) int {
+	t.Helper()
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(name).ForEach(func(_, _ []byte) error { n++; return nil })
+	})
+	if err != nil {
+		t.Fatalf("count bucket %s: %v", name, err)
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recv takes one event from a subscription, failing after a deadline.
+func recv(t testing.TB, sub *Subscription) Event {
+	t.Helper()
+	select {
+	case e, ok := <-sub.C:
+		if !ok {
+			t.Fatal("subscription closed")
+		}
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out waiting for an event")
+	}
+	return Event{}
+}
+
+// simpleBuild is a deterministic BuildFunc: the message lists the letters'
+// IDs and bodies.
+func simpleBuild(c BatchContent) (string, []byte, error) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "Subject: [test] batch %d: %d letters (total %d)\r\n\r\n", c.Number, len(c.Letters), c.RunningTotal)
+	for _, l := range c.Letters {
+		fmt.Fprintf(&sb, "--- %s\r\n%s", l.ID, l.Body)
+	}
+	return fmt.Sprintf("<batch-%d@campaign.example>", c.Number), []byte(sb.String()), nil
+}
+
+// holdLoop makes the commit loop busy with one write until the returned
+// release func is called, so the test can queue writes that then share the
+// next group.
+func holdLoop(t *testing.T, s *Store) (release func()) {
+	t.Helper()
+	started := make(chan struct{})
+	gate := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.update(context.Background(), func(*bolt.Tx, *writer) error {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+			<-gate
+			return nil
+		})
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("commit loop never ran the blocking write")
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(gate)
+			if err := <-done; err != nil {
+				t.Errorf("blocking write: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+var errInjected = errors.New("injected failure")
+
+// failingWrite queues a write that fails, and returns its result channel.
+func failingWrite(s *Store) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		ch <- s.update(context.Background(), func(*bolt.Tx, *writer) error { return errInjected })
+	}()
+	return ch
+}
+
+// at is a StartAttempt backoff that always answers t.
+func at(t time.Time) func(attempts int) time.Time {
+	return func(int) time.Time { return t }
+}

@@ -1,0 +1,407 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// NewLetter is a letter the SMTP front end wants stored.
+type NewLetter struct {
+	Received time.Time
+	From     string // the From: address as written
+	Name     string // display name, decoded
+	RemoteIP string
+	Verdict  Verdict
+	// DedupAddress is the normalised sender address (SPEC 6); the store
+	// keeps only its HMAC. Empty for postmaster mail.
+	DedupAddress string
+	// Hold, when set, keeps the letter for an admin instead of counting it
+	// (HeldUnverified or HeldPostmaster).
+	Hold string
+	Body []byte
+}
+
+// Accepted is what Accept did with a letter.
+type Accepted struct {
+	// ID is the letter's ID; empty when the letter was a duplicate of a
+	// counted sender and so was not stored.
+	ID string
+	// Duplicate is set when a verified sender was already counted (and so
+	// the letter was not stored). An unverified repeat is stored as a
+	// duplicate record under its own ID instead, with Duplicate false, so
+	// its reply looks like any other.
+	Duplicate bool
+}
+
+// DedupKey is the HMAC-SHA256 of a normalised address under the store's
+// secret, so that the dedup index holds no readable address.
+func (s *Store) DedupKey(normalised string) []byte {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(normalised))
+	return m.Sum(nil)
+}
+
+// Accept stores a letter durably: record, body, dedup key and event in one
+// transaction, fsynced before it returns nil. A letter to be counted whose
+// sender is already counted is not stored: Accepted.Duplicate says so.
+//
+// A letter counted without verification (policy "relay") whose sender is
+// already counted is recorded as a duplicate under its own ID, so the reply
+// the sender sees does not reveal that the address signed before.
+func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
+	var key []byte
+	if nl.DedupAddress != "" {
+		key = s.DedupKey(nl.DedupAddress)
+	}
+	if nl.Received.IsZero() {
+		nl.Received = s.now()
+	}
+	var res Accepted
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		res = Accepted{}
+		if nl.Hold == "" && key == nil {
+			return fmt.Errorf("store: accept: a counted letter needs a dedup address")
+		}
+		dedup := tx.Bucket(bucketDedup)
+		meta := tx.Bucket(bucketMeta)
+		ev := Event{Sender: nl.From, IP: nl.RemoteIP}
+		counted := nl.Hold == "" && dedup.Get(key) != nil
+		if counted && nl.Verdict.Pass {
+			res.Duplicate = true
+			ev.Event, ev.Reason = EventDuplicate, "already counted"
+			if err := addU64(meta, ctrDuplicates, 1); err != nil {
+				return err
+			}
+			return w.event(ev)
+		}
+		id, err := nextLetterID(meta)
+		if err != nil {
+			return err
+		}
+		res.ID = id
+		l := Letter{
+			ID: id, Received: nl.Received.UTC(), From: nl.From, Name: nl.Name, RemoteIP: nl.RemoteIP,
+			Verdict: nl.Verdict, Size: len(nl.Body), DedupKey: key,
+		}
+		ev.Letter = id
+		switch {
+		case counted:
+			// Unverified and already counted: keep only the record.
+			l.State = StateDuplicate
+			ev.Event, ev.Reason = EventDuplicate, "already counted (unverified)"
+			if err := addU64(meta, ctrDuplicates, 1); err != nil {
+				return err
+			}
+		case nl.Hold != "":
+			l.State, l.HeldReason = StateHeld, nl.Hold
+			ev.Event, ev.Reason = EventHeld, heldReason(nl)
+			if err := tx.Bucket(bucketHeld).Put([]byte(id), nil); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
+				return err
+			}
+			if err := addU64(meta, ctrHeld, 1); err != nil {
+				return err
+			}
+		default:
+			l.State = StatePending
+			ev.Event, ev.Reason = EventAccepted, verdictReason(nl.Verdict)
+			if err := countLetter(tx, &l, nl.Body); err != nil {
+				return err
+			}
+		}
+		if err := putLetter(tx, &l); err != nil {
+			return err
+		}
+		return w.event(ev)
+	})
+	if err != nil {
+		return Accepted{}, fmt.Errorf("store: accept letter from %s: %w", nl.From, err)
+	}
+	return res, nil
+}
+
+func heldReason(nl NewLetter) string {
+	if nl.Hold == HeldPostmaster {
+		return HeldPostmaster
+	}
+	return "unverified: " + nl.Verdict.Reason
+}
+
+func verdictReason(v Verdict) string {
+	if v.Pass {
+		return "dkim pass d=" + v.Domain
+	}
+	return "UNVERIFIED: " + v.Reason
+}
+
+// countLetter marks a letter counted: dedup key, pending queue, counters.
+func countLetter(tx *bolt.Tx, l *Letter, body []byte) error {
+	meta := tx.Bucket(bucketMeta)
+	if err := tx.Bucket(bucketDedup).Put(l.DedupKey, []byte(l.ID)); err != nil {
+		return fmt.Errorf("put dedup key: %w", err)
+	}
+	if body != nil {
+		if err := tx.Bucket(bucketBodies).Put([]byte(l.ID), body); err != nil {
+			return fmt.Errorf("put body: %w", err)
+		}
+	}
+	if err := tx.Bucket(bucketPending).Put([]byte(l.ID), nil); err != nil {
+		return fmt.Errorf("put pending: %w", err)
+	}
+	if err := addU64(meta, ctrCounted, 1); err != nil {
+		return err
+	}
+	return addU64(meta, ctrPending, 1)
+}
+
+// nextLetterID hands out IDs in arrival order, so the pending bucket's key
+// order is the order letters were counted.
+func nextLetterID(meta *bolt.Bucket) (string, error) {
+	n := getU64(meta, keyLetterSeq) + 1
+	if err := meta.Put(keyLetterSeq, u64(n)); err != nil {
+		return "", fmt.Errorf("next letter id: %w", err)
+	}
+	return fmt.Sprintf("L%08X", n), nil
+}
+
+func putLetter(tx *bolt.Tx, l *Letter) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encode letter %s: %w", l.ID, err)
+	}
+	if err := tx.Bucket(bucketLetters).Put([]byte(l.ID), data); err != nil {
+		return fmt.Errorf("put letter %s: %w", l.ID, err)
+	}
+	return nil
+}
+
+func getLetter(tx *bolt.Tx, id string) (*Letter, error) {
+	v := tx.Bucket(bucketLetters).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("letter %s: %w", id, ErrNotFound)
+	}
+	var l Letter
+	if err := json.Unmarshal(v, &l); err != nil {
+		return nil, fmt.Errorf("decode letter %s: %w", id, err)
+	}
+	return &l, nil
+}
+
+// Rejection is a letter refused at the end of DATA, recorded for the tally
+// and the journal (nothing of it is stored).
+type Rejection struct {
+	From, RemoteIP, Reason string
+}
+
+// Reject records a rejected letter.
+func (s *Store) Reject(ctx context.Context, r Rejection) error {
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		if err := addU64(tx.Bucket(bucketMeta), ctrRejected, 1); err != nil {
+			return err
+		}
+		return w.event(Event{Event: EventRejected, Sender: r.From, IP: r.RemoteIP, Reason: r.Reason})
+	})
+	if err != nil {
+		return fmt.Errorf("store: record rejection: %w", err)
+	}
+	return nil
+}
+
+// Letter returns a letter's record.
+func (s *Store) Letter(id string) (*Letter, error) {
+	var l *Letter
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		l, err = getLetter(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return l, nil
+}
+
+// Body returns a copy of a letter's original bytes.
+func (s *Store) Body(id string) ([]byte, error) {
+	var body []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBodies).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("body of letter %s: %w", id, ErrNotFound)
+		}
+		body = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return body, nil
+}
+
+// Held lists the letters waiting for an admin, oldest first.
+func (s *Store) Held() ([]Letter, error) {
+	var out []Letter
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHeld).ForEach(func(k, _ []byte) error {
+			l, err := getLetter(tx, string(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, *l)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list held: %w", err)
+	}
+	return out, nil
+}
+
+// Release counts a held letter as an admin decided. If its sender was counted
+// meanwhile it becomes a duplicate (SPEC 5) and is never batched. Mail to
+// postmaster is never counted: it can only be dropped.
+func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		duplicate = false
+		l, err := getLetter(tx, id)
+		if err != nil {
+			return err
+		}
+		if l.State != StateHeld {
+			return fmt.Errorf("letter %s is %s, not held: %w", id, l.State, ErrState)
+		}
+		if l.HeldReason == HeldPostmaster {
+			return fmt.Errorf("letter %s is postmaster mail, which is never counted (drop it): %w", id, ErrState)
+		}
+		if l.DedupKey == nil {
+			return fmt.Errorf("letter %s has no sender address to count: %w", id, ErrState)
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := tx.Bucket(bucketHeld).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := addU64(meta, ctrHeld, -1); err != nil {
+			return err
+		}
+		ev := Event{Letter: id, Sender: l.From, IP: l.RemoteIP}
+		if tx.Bucket(bucketDedup).Get(l.DedupKey) != nil {
+			duplicate = true
+			l.State = StateDuplicate
+			ev.Event, ev.Reason = EventDuplicate, "released, but the sender was counted meanwhile"
+			if err := tx.Bucket(bucketBodies).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := addU64(meta, ctrDuplicates, 1); err != nil {
+				return err
+			}
+		} else {
+			l.State, l.HeldReason = StatePending, ""
+			ev.Event, ev.Reason = EventReleased, "UNVERIFIED: "+l.Verdict.Reason
+			if err := countLetter(tx, l, nil); err != nil {
+				return err
+			}
+		}
+		if err := putLetter(tx, l); err != nil {
+			return err
+		}
+		return w.event(ev)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: release %s: %w", id, err)
+	}
+	return duplicate, nil
+}
+
+// Drop removes a held letter and its body.
+func (s *Store) Drop(ctx context.Context, id string) error {
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		l, err := getLetter(tx, id)
+		if err != nil {
+			return err
+		}
+		if l.State != StateHeld {
+			return fmt.Errorf("letter %s is %s, not held: %w", id, l.State, ErrState)
+		}
+		for _, b := range [][]byte{bucketHeld, bucketBodies, bucketLetters} {
+			if err := tx.Bucket(b).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		if err := addU64(tx.Bucket(bucketMeta), ctrHeld, -1); err != nil {
+			return err
+		}
+		return w.event(Event{Event: EventDropped, Letter: id, Sender: l.From, IP: l.RemoteIP, Reason: l.HeldReason})
+	})
+	if err != nil {
+		return fmt.Errorf("store: drop %s: %w", id, err)
+	}
+	return nil
+}
+
+// Stats returns the tally.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	err := s.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		st.Counted = getU64(meta, ctrCounted)
+		st.Duplicates = getU64(meta, ctrDuplicates)
+		st.Held = getU64(meta, ctrHeld)
+		st.Rejected = getU64(meta, ctrRejected)
+		st.Batches = getU64(meta, ctrBatches)
+		st.Pending = getU64(meta, ctrPending)
+		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
+			var b Batch
+			if err := json.Unmarshal(v, &b); err != nil {
+				return err
+			}
+			for _, d := range b.Recipients {
+				switch d.State {
+				case DeliveryQueued:
+					st.Deliveries.Queued++
+				case DeliveryDeferred:
+					st.Deliveries.Deferred++
+				case DeliveryDelivered:
+					st.Deliveries.Delivered++
+				case DeliveryFailed:
+					st.Deliveries.Failed++
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("store: stats: %w", err)
+	}
+	return st, nil
+}
+
+// Pending reports how many counted letters wait for a batch and when the
+// oldest arrived (zero time when none wait).
+func (s *Store) Pending() (n int, oldest time.Time, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		n = int(getU64(tx.Bucket(bucketMeta), ctrPending))
+		k, _ := tx.Bucket(bucketPending).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		l, err := getLetter(tx, string(k))
+		if err != nil {
+			return err
+		}
+		oldest = l.Received
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("store: pending: %w", err)
+	}
+	return n, oldest, nil
+}

@@ -1,0 +1,388 @@
+// Package store owns petitiond's durable state: one bbolt file with the
+// letters, the dedup index, batches, the delivery queue and the event
+// journal. Every state change is one transaction that also appends its
+// event; writes from concurrent sessions share fsyncs through a commit loop.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this code reads and writes.
+const SchemaVersion = 1
+
+// FileName is the bbolt file inside the store directory.
+const FileName = "petitiond.db"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketLetters  = []byte("letters")
+	bucketBodies   = []byte("bodies")
+	bucketDedup    = []byte("dedup")
+	bucketPending  = []byte("pending")
+	bucketHeld     = []byte("held")
+	bucketBatches  = []byte("batches")
+	bucketBatchMsg = []byte("batchmsg")
+	bucketQueue    = []byte("queue")
+	bucketPurge    = []byte("purge")
+	bucketEvents   = []byte("events")
+	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
+		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents}
+
+	keySchema    = []byte("schema")
+	keySecret    = []byte("secret")
+	keyLetterSeq = []byte("letter_seq")
+)
+
+// Counter keys in the meta bucket.
+var (
+	ctrCounted    = []byte("n_counted")
+	ctrDuplicates = []byte("n_duplicates")
+	ctrHeld       = []byte("n_held")
+	ctrRejected   = []byte("n_rejected")
+	ctrBatches    = []byte("n_batches")
+	ctrPending    = []byte("n_pending")
+)
+
+// Errors callers can test for.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrSchema   = errors.New("unknown store schema version")
+	ErrClosed   = errors.New("store closed")
+	ErrState    = errors.New("not allowed in this state")
+	ErrLocked   = errors.New("store is locked by another process")
+)
+
+// Options tunes a store; the zero value is usable.
+type Options struct {
+	// Logger gets one line per event; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// JournalMax bounds the event journal; 0 means 100000 events.
+	JournalMax uint64
+	// MaxGroup caps how many writes share one commit; 0 means 256.
+	MaxGroup int
+	// LockTimeout is how long Open waits for the file lock; 0 means 2s.
+	LockTimeout time.Duration
+	// Retention is how long letter bodies stay after their batch reached
+	// every recipient; 0 means 720h.
+	Retention time.Duration
+}
+
+// Store is an open store. Safe for concurrent use.
+type Store struct {
+	db         *bolt.DB
+	log        *slog.Logger
+	now        func() time.Time
+	journalMax uint64
+	maxGroup   int
+	secret     []byte
+	retention  time.Duration
+
+	ops     chan *op
+	stop    chan struct{}
+	stopped chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+
+	commits   atomic.Uint64 // commits done by the group-commit loop
+	commitOps atomic.Uint64 // writes carried by those commits
+	subsMu    sync.Mutex
+	subs      map[*subscription]struct{}
+}
+
+// Open opens (creating if needed) the store in dir. The directory is created
+// 0700 because the store holds who signed.
+func Open(dir string, opt Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	timeout := opt.LockTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      timeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s: %w (is petitiond already running?)", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{
+		db:         db,
+		log:        opt.Logger,
+		now:        opt.Now,
+		journalMax: opt.JournalMax,
+		maxGroup:   opt.MaxGroup,
+		retention:  opt.Retention,
+		ops:        make(chan *op, 1024),
+		stop:       make(chan struct{}),
+		stopped:    make(chan struct{}),
+		subs:       map[*subscription]struct{}{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.journalMax == 0 {
+		s.journalMax = 100000
+	}
+	if s.retention == 0 {
+		s.retention = 720 * time.Hour
+	}
+	if s.maxGroup == 0 {
+		s.maxGroup = 256
+	}
+	if err := s.init(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// init creates the buckets and the secret on first start, and checks the
+// schema version on every start.
+func (s *Store) init(path string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta != nil {
+			v := meta.Get(keySchema)
+			if len(v) != 8 || binary.BigEndian.Uint64(v) != SchemaVersion {
+				got := "none"
+				if len(v) == 8 {
+					got = fmt.Sprint(binary.BigEndian.Uint64(v))
+				}
+				return fmt.Errorf("store: %s has schema version %s, this petitiond reads version %d: %w",
+					path, got, SchemaVersion, ErrSchema)
+			}
+		} else if tx.Bucket(bucketLetters) != nil || hasAnyBucket(tx) {
+			return fmt.Errorf("store: %s is not a petitiond store (no meta bucket): %w", path, ErrSchema)
+		}
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
+		}
+		meta = tx.Bucket(bucketMeta)
+		if meta.Get(keySchema) == nil {
+			if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
+				return err
+			}
+		}
+		if sec := meta.Get(keySecret); sec != nil {
+			s.secret = append([]byte(nil), sec...)
+		} else {
+			s.secret = make([]byte, 32)
+			if _, err := rand.Read(s.secret); err != nil {
+				return fmt.Errorf("store: make dedup secret: %w", err)
+			}
+			if err := meta.Put(keySecret, s.secret); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func hasAnyBucket(tx *bolt.Tx) bool {
+	found := false
+	_ = tx.ForEach(func([]byte, *bolt.Bucket) error { found = true; return nil })
+	return found
+}
+
+// Close stops the commit loop after the writes already queued and closes the
+// file.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.stop)
+	<-s.stopped
+	s.subsMu.Lock()
+	for sub := range s.subs {
+		sub.close()
+	}
+	s.subs = map[*subscription]struct{}{}
+	s.subsMu.Unlock()
+	return s.db.Close()
+}
+
+// Path is the bbolt file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// CommitStats reports how many group commits ran and how many writes they
+// carried since Open: writes/commits is the letters per fsync.
+func (s *Store) CommitStats() (commits, writes uint64) {
+	return s.commits.Load(), s.commitOps.Load()
+}
+
+// op is one write waiting for the commit loop. fn may run more than once
+// (when another write in its group fails the group is retried one by one), so
+// it must only touch the transaction and reset its own outputs on entry.
+type op struct {
+	fn     func(tx *bolt.Tx, w *writer) error
+	done   chan error
+	events []Event
+}
+
+// writer collects the events a write appends, so they can be published only
+// after the commit.
+type writer struct {
+	s      *Store
+	tx     *bolt.Tx
+	events []Event
+}
+
+// update runs fn in a group commit and returns once it is fsynced (or failed).
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx, w *writer) error) error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	// Once queued the write may commit, so wait for the verdict even if ctx
+	// ends: the caller must not believe a committed write failed.
+	return <-o.done
+}
+
+// commitLoop takes whatever writes are waiting and commits them in one
+// transaction: while one fsync runs, the next group gathers, so concurrent
+// sessions share fsyncs without a fixed delay that would slow a lone session.
+func (s *Store) commitLoop() {
+	defer close(s.stopped)
+	group := make([]*op, 0, s.maxGroup)
+	for {
+		group = group[:0]
+		select {
+		case o := <-s.ops:
+			group = append(group, o)
+		case <-s.stop:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case o := <-s.ops:
+					s.commitGroup([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+	gather:
+		for len(group) < s.maxGroup {
+			select {
+			case o := <-s.ops:
+				group = append(group, o)
+			default:
+				break gather
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+func (s *Store) commitGroup(group []*op) {
+	err := s.runGroup(group)
+	if err == nil {
+		s.commits.Add(1)
+		s.commitOps.Add(uint64(len(group)))
+		// Publish here, in commit order, so followers and the log see
+		// events in journal order.
+		for _, o := range group {
+			s.publish(o.events)
+			o.done <- nil
+		}
+		return
+	}
+	if len(group) == 1 {
+		group[0].done <- err
+		return
+	}
+	// One write failed and took the group down: retry each alone so only
+	// the failing one sees its error.
+	for _, o := range group {
+		s.commitGroup([]*op{o})
+	}
+}
+
+func (s *Store) runGroup(group []*op) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range group {
+			w := &writer{s: s, tx: tx}
+			if err := o.run(tx, w); err != nil {
+				return err
+			}
+			o.events = w.events
+		}
+		return nil
+	})
+}
+
+// run calls the write's function; a panic in it (say, a message builder
+// choking on a hostile letter) fails that write instead of the daemon.
+func (o *op) run(tx *bolt.Tx, w *writer) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: write panicked: %v", r)
+		}
+	}()
+	return o.fn(tx, w)
+}
+
+// view runs a read-only transaction.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return s.db.View(fn)
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(b *bolt.Bucket, key []byte) uint64 {
+	v := b.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func addU64(b *bolt.Bucket, key []byte, delta int64) error {
+	v := int64(getU64(b, key)) + delta
+	if v < 0 {
+		v = 0
+	}
+	return b.Put(key, u64(uint64(v)))
+}
