@@ -1,0 +1,134 @@
+// Command petitiond is the campaign mail daemon and its admin tool.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/relay"
+)
+
+// command is one subcommand: its name, one line of help and its body.
+type command struct {
+	name, usage, help string
+	run               func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "serve [-config FILE]", "run the daemon", runServe},
+		{"check-config", "check-config [-config FILE]", "validate a config and print the effective one", runCheckConfig},
+	}
+}
+
+// errUsage marks an error already explained to the user (exit 2, no extra text).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		default:
+			fmt.Fprintf(stderr, "petitiond %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "petitiond: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: petitiond COMMAND [flags] [args]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-28s %s\n", c.usage, c.help)
+	}
+	fmt.Fprintln(w, "\nEvery command takes -h.")
+}
+
+// newFlags makes a subcommand's flag set whose -h prints its usage and
+// returns flag.ErrHelp (exit 0).
+func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: petitiond %s\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("serve", "serve [-config FILE]", stderr)
+	path := fs.String("config", "", "config file (default ./petitiond.toml if present, else the embedded default)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, source, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	log.Info("starting petitiond", "config", source, "store", cfg.Store.Dir)
+	return relay.Run(ctx, cfg, relay.Options{Logger: log})
+}
+
+func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", "check-config [-config FILE]", stderr)
+	path := fs.String("config", "", "config file (default ./petitiond.toml if present, else the embedded default)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, source, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "# %s: OK\n", source)
+	_, err = stdout.Write(cfg.TOML())
+	return err
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}

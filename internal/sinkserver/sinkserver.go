@@ -1,0 +1,345 @@
+// Package sinkserver runs a real receiving SMTP server on loopback that stands
+// in for a recipient's mail host in tests and demos. It stores what it
+// receives in memory and can be told to answer with faults, so callers can
+// exercise their delivery error handling against real SMTP dialogues.
+package sinkserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Message is one message the server accepted (or, with FailDataAfterReceive,
+// took in full before answering the fault).
+type Message struct {
+	From     string
+	To       []string
+	Data     []byte
+	Received time.Time
+}
+
+// Fault is an SMTP reply the server answers instead of 250.
+// A zero Enhanced code makes the server send the generic X.0.0.
+type Fault struct {
+	Code     int
+	Enhanced [3]int
+	Msg      string
+}
+
+func (f *Fault) smtpError() *smtp.SMTPError {
+	msg := f.Msg
+	if msg == "" {
+		msg = "injected fault"
+	}
+	return &smtp.SMTPError{Code: f.Code, EnhancedCode: smtp.EnhancedCode(f.Enhanced), Message: msg}
+}
+
+// Options configures a Server.
+type Options struct {
+	// TLSConfig, when non-nil, makes the server offer STARTTLS.
+	TLSConfig *tls.Config
+	// AuthUser and AuthPass, when both non-empty, make AUTH PLAIN required
+	// before MAIL. AUTH is offered on plain connections too, because the
+	// server only ever listens on loopback and tests need that case.
+	AuthUser, AuthPass string
+	// Hostname is the name in the greeting; "" means "sink.localhost".
+	Hostname string
+}
+
+// ioTimeout bounds every read and write of a session so a client that goes
+// silent cannot keep a test's server goroutine alive forever.
+const ioTimeout = 30 * time.Second
+
+// Server is a running sink. Addr is its "127.0.0.1:port".
+type Server struct {
+	Addr string
+
+	opt    Options
+	srv    *smtp.Server
+	ln     net.Listener
+	served chan struct{} // closed when Serve returned
+
+	mu              sync.Mutex
+	messages        []Message
+	arrived         chan struct{} // closed and replaced on every stored message
+	sessions        int
+	sawTLS          bool
+	authUser        string
+	failRcpt        *Fault
+	failData        *Fault
+	failDataReceive *Fault
+	closed          bool
+}
+
+// Start listens on 127.0.0.1 with a free port and serves until Close.
+func Start(opt Options) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("sinkserver: listen: %w", err)
+	}
+	s := &Server{
+		Addr:    ln.Addr().String(),
+		opt:     opt,
+		served:  make(chan struct{}),
+		arrived: make(chan struct{}),
+	}
+	s.ln = &countingListener{Listener: ln, s: s}
+
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = opt.Hostname
+	if srv.Domain == "" {
+		srv.Domain = "sink.localhost"
+	}
+	srv.TLSConfig = opt.TLSConfig
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = ioTimeout
+	srv.WriteTimeout = ioTimeout
+	srv.MaxMessageBytes = 32 << 20
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv = srv
+
+	go func() {
+		defer close(s.served)
+		_ = srv.Serve(s.ln) // returns when Close closes the listener
+	}()
+	return s, nil
+}
+
+// countingListener counts accepted connections: go-smtp creates sessions
+// only after EHLO (and again after STARTTLS), so sessions are not connections.
+type countingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.s.mu.Lock()
+		l.s.sessions++
+		l.s.mu.Unlock()
+	}
+	return c, err
+}
+
+// Messages returns a copy of every stored message, oldest first.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.copyMessagesLocked()
+}
+
+func (s *Server) copyMessagesLocked() []Message {
+	out := make([]Message, len(s.messages))
+	for i, m := range s.messages {
+		out[i] = Message{
+			From:     m.From,
+			To:       slices.Clone(m.To),
+			Data:     bytes.Clone(m.Data),
+			Received: m.Received,
+		}
+	}
+	return out
+}
+
+// Wait returns the stored messages once at least n have arrived, or ctx's
+// error (with the messages so far) when ctx ends first.
+func (s *Server) Wait(ctx context.Context, n int) ([]Message, error) {
+	for {
+		s.mu.Lock()
+		if len(s.messages) >= n {
+			msgs := s.copyMessagesLocked()
+			s.mu.Unlock()
+			return msgs, nil
+		}
+		arrived := s.arrived
+		s.mu.Unlock()
+
+		select {
+		case <-arrived:
+		case <-ctx.Done():
+			return s.Messages(), fmt.Errorf("sinkserver: waiting for %d messages: %w", n, ctx.Err())
+		}
+	}
+}
+
+// FailRcpt makes every RCPT get f until cleared with nil.
+func (s *Server) FailRcpt(f *Fault) { s.setFault(&s.failRcpt, f) }
+
+// FailData makes every DATA get f without storing the message.
+func (s *Server) FailData(f *Fault) { s.setFault(&s.failData, f) }
+
+// FailDataAfterReceive makes every DATA store the message and then answer
+// f: the remote has the message while the sender believes it failed.
+func (s *Server) FailDataAfterReceive(f *Fault) { s.setFault(&s.failDataReceive, f) }
+
+func (s *Server) setFault(dst **Fault, f *Fault) {
+	if f != nil {
+		c := *f // the caller may reuse its value
+		f = &c
+	}
+	s.mu.Lock()
+	*dst = f
+	s.mu.Unlock()
+}
+
+// Sessions returns the number of connections accepted so far.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions
+}
+
+// SawTLS reports whether any session got as far as a command after STARTTLS.
+func (s *Server) SawTLS() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sawTLS
+}
+
+// SawAuth returns the user of the last successful AUTH, or "".
+func (s *Server) SawAuth() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authUser
+}
+
+// Close stops the server, drops open connections and waits for the accept
+// loop to end. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	err := s.srv.Close()
+	// Serve may not have registered the listener with go-smtp yet (Close
+	// right after Start), so close it here too or Serve would block forever.
+	if lerr := s.ln.Close(); err == nil && !errors.Is(lerr, net.ErrClosed) {
+		err = lerr
+	}
+	<-s.served
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) authRequired() bool { return s.opt.AuthUser != "" && s.opt.AuthPass != "" }
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	if _, ok := c.TLSConnectionState(); ok {
+		s.mu.Lock()
+		s.sawTLS = true
+		s.mu.Unlock()
+	}
+	return &session{s: s}, nil
+}
+
+// session is one SMTP transaction state; go-smtp calls it from one goroutine.
+type session struct {
+	s      *Server
+	authed bool
+	from   string
+	to     []string
+}
+
+func (ss *session) AuthMechanisms() []string {
+	if !ss.s.authRequired() {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if !ss.s.authRequired() || mech != sasl.Plain {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		if (identity != "" && identity != user) || user != ss.s.opt.AuthUser || pass != ss.s.opt.AuthPass {
+			return smtp.ErrAuthFailed
+		}
+		ss.authed = true
+		ss.s.mu.Lock()
+		ss.s.authUser = user
+		ss.s.mu.Unlock()
+		return nil
+	}), nil
+}
+
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.s.authRequired() && !ss.authed {
+		return smtp.ErrAuthRequired
+	}
+	ss.from = from
+	ss.to = nil
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.s.mu.Lock()
+	f := ss.s.failRcpt
+	ss.s.mu.Unlock()
+	if f != nil {
+		return f.smtpError()
+	}
+	ss.to = append(ss.to, to)
+	return nil
+}
+
+func (ss *session) Data(r io.Reader) error {
+	ss.s.mu.Lock()
+	failData, failAfter := ss.s.failData, ss.s.failDataReceive
+	ss.s.mu.Unlock()
+	if failData != nil {
+		return failData.smtpError() // go-smtp drains the body itself
+	}
+
+	data, err := io.ReadAll(r)
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se // e.g. message too large: keep its code
+		}
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "read error"}
+	}
+
+	s := ss.s
+	s.mu.Lock()
+	s.messages = append(s.messages, Message{
+		From:     ss.from,
+		To:       slices.Clone(ss.to),
+		Data:     data,
+		Received: time.Now(),
+	})
+	close(s.arrived)
+	s.arrived = make(chan struct{})
+	s.mu.Unlock()
+
+	if failAfter != nil {
+		return failAfter.smtpError()
+	}
+	return nil
+}
+
+func (ss *session) Reset() {
+	ss.from = ""
+	ss.to = nil
+}
+
+func (ss *session) Logout() error { return nil }

@@ -1,0 +1,173 @@
+package deliver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Maildir writes a standard Maildir (tmp/new/cur) per recipient below Root:
+// Root/<address>/new/<unique name>, where <address> is the recipient
+// lower-cased with every byte outside [a-z0-9@._+=-] (and a leading dot)
+// written as %XX, so distinct addresses never share a folder and none can
+// climb out of Root. The message bytes are stored unchanged (CRLF kept), so
+// every recipient's copy is identical and its DKIM signature still verifies.
+type Maildir struct {
+	Root string
+}
+
+// Dir returns rcpt's Maildir (the folder holding tmp, new and cur).
+func (m Maildir) Dir(rcpt string) string {
+	return filepath.Join(m.Root, mailboxName(rcpt))
+}
+
+// Deliver writes msg to tmp, fsyncs it, renames it into new and fsyncs new,
+// so a message is either complete in new/ or absent after a crash.
+// Directories are created 0700, the file 0600. Disk errors are temporary.
+func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return temporary("maildir: delivery to "+rcpt, err)
+	}
+	if m.Root == "" {
+		return permanent("maildir", errors.New("no root directory configured"))
+	}
+	if rcpt == "" || !strings.Contains(rcpt, "@") {
+		return permanent("maildir: recipient "+strconv.Quote(rcpt), errors.New("not an address"))
+	}
+	name := mailboxName(rcpt)
+	if len(name) > 255 {
+		return permanent("maildir: recipient "+rcpt, errors.New("address too long for a folder name"))
+	}
+	dir := filepath.Join(m.Root, name)
+	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "new"), filepath.Join(dir, "cur")} {
+		if err := mkdirDurable(d); err != nil {
+			return temporary("maildir: "+d, err)
+		}
+	}
+
+	unique, err := uniqueName(len(msg))
+	if err != nil {
+		return temporary("maildir: unique name", err)
+	}
+	tmpPath := filepath.Join(dir, "tmp", unique)
+	newPath := filepath.Join(dir, "new", unique)
+	if err := writeSynced(tmpPath, msg); err != nil {
+		os.Remove(tmpPath)
+		return temporary("maildir: write "+tmpPath, err)
+	}
+	if err := os.Rename(tmpPath, newPath); err != nil {
+		os.Remove(tmpPath)
+		return temporary("maildir: rename into new", err)
+	}
+	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+		// The file is in place but maybe not durable: report failure so the
+		// scheduler retries; a second copy beats a lost one.
+		return temporary("maildir: sync "+filepath.Join(dir, "new"), err)
+	}
+	return nil
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// mkdirDurable creates path (and missing parents) with mode 0700 and fsyncs
+// the parent of each directory it created, so the new entries survive a
+// crash along with the message written below them.
+func mkdirDurable(path string) error {
+	err := os.Mkdir(path, 0o700)
+	switch {
+	case err == nil:
+		return syncDir(filepath.Dir(path))
+	case errors.Is(err, fs.ErrExist):
+		fi, serr := os.Stat(path)
+		if serr != nil {
+			return serr
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", path)
+		}
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		parent := filepath.Dir(path)
+		if parent == path {
+			return err
+		}
+		if perr := mkdirDurable(parent); perr != nil {
+			return perr
+		}
+		return mkdirDurable(path)
+	default:
+		return err
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return serr
+	}
+	return cerr
+}
+
+// uniqueName follows the Maildir convention time.unique.host, with 128
+// random bits as the unique part (no counter: no shared state between
+// deliveries) and the size as Dovecot's ",S=" hint.
+func uniqueName(size int) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	// The Maildir spec escapes these two; they separate name and flags.
+	host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
+	return fmt.Sprintf("%d.R%s.%s,S=%d", time.Now().Unix(), hex.EncodeToString(b[:]), host, size), nil
+}
+
+// mailboxName maps an address to a folder name injectively (see Maildir).
+func mailboxName(rcpt string) string {
+	lower := strings.ToLower(rcpt)
+	var b strings.Builder
+	for i := 0; i < len(lower); i++ {
+		c := lower[i]
+		safe := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("@._+=-", c) >= 0
+		if c == '.' && i == 0 {
+			safe = false // no hidden folder, no "." or ".."
+		}
+		if safe {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}

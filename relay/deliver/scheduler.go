@@ -1,0 +1,197 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/petitiond/petitiond/store"
+)
+
+// Policy is the retry policy (RFC 5321 4.5.4.1): the first retry after Min,
+// doubling up to Max, and failed once GiveUpAfter has passed.
+type Policy struct {
+	Min, Max, GiveUpAfter time.Duration
+}
+
+// Backoff is the wait after the n-th attempt (n >= 1), with ±10% jitter so
+// copies deferred together do not retry in lockstep.
+func (p Policy) Backoff(n int) time.Duration {
+	d := p.Min
+	for i := 1; i < n && d < p.Max; i++ {
+		d *= 2
+	}
+	d = min(d, p.Max)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return d + jitter
+}
+
+// Scheduler is the one delivery scheduler: it reads due copies from the
+// store's next-attempt index and hands them to a small worker pool. Every
+// attempt is recorded before dialing, so a crash cannot cause a retry storm
+// and a restart resumes from the store.
+type Scheduler struct {
+	store     *store.Store
+	transport Transport
+	from      string
+	policy    Policy
+	workers   int
+	log       *slog.Logger
+	now       func() time.Time
+
+	wake     chan struct{}
+	mu       sync.Mutex
+	inflight map[store.DeliveryRef]bool
+}
+
+// SchedulerOptions configure a Scheduler.
+type SchedulerOptions struct {
+	From    string // envelope sender: campaign.from, never a supporter
+	Policy  Policy
+	Workers int // default 4
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// NewScheduler makes a scheduler.
+func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
+	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
+		log: opt.Logger, now: opt.Now, wake: make(chan struct{}, 1), inflight: map[store.DeliveryRef]bool{}}
+	if s.workers <= 0 {
+		s.workers = 4
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Wake makes the scheduler look at the queue now (a batch was closed or an
+// admin requeued a copy).
+func (s *Scheduler) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends, then waits for the attempts in flight; those
+// run under abort, which the caller cancels to abandon them (their copies
+// stay queued for the next start).
+func (s *Scheduler) Run(ctx, abort context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, s.workers)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		wait := s.dispatch(abort, sem, &wg)
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// dispatch starts every due copy a worker is free for and says how long to
+// sleep until the next one.
+func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup) time.Duration {
+	const idle = time.Minute
+	s.mu.Lock()
+	limit := 2*s.workers + len(s.inflight)
+	s.mu.Unlock()
+	due, next, err := s.store.Due(s.now(), limit)
+	if err != nil {
+		s.log.Error("reading the delivery queue failed", "err", err)
+		return 5 * time.Second
+	}
+	for _, ref := range due {
+		s.mu.Lock()
+		busy := s.inflight[ref]
+		s.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			// All workers busy: a finishing worker wakes us.
+			return idle
+		}
+		s.mu.Lock()
+		s.inflight[ref] = true
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.attempt(abort, ref)
+			s.mu.Lock()
+			delete(s.inflight, ref)
+			s.mu.Unlock()
+			<-sem
+			s.Wake()
+		}()
+	}
+	if next.IsZero() {
+		return idle
+	}
+	return min(max(next.Sub(s.now()), time.Millisecond), idle)
+}
+
+// attempt makes one delivery attempt of one copy.
+func (s *Scheduler) attempt(ctx context.Context, ref store.DeliveryRef) {
+	// Record the attempt before dialing (the retry time if we crash now).
+	b, err := s.store.StartAttempt(ctx, ref, func(attempts int) time.Time {
+		return s.now().Add(s.policy.Backoff(attempts))
+	})
+	if err != nil {
+		if !errors.Is(err, store.ErrState) {
+			s.log.Error("recording a delivery attempt failed", "batch", ref.Batch, "err", err)
+		}
+		return
+	}
+	d := b.Recipients[ref.Index]
+	msg, err := s.store.BatchMessage(b.ID)
+	if err != nil {
+		s.finish(ref, d, &Error{Permanent: true, Msg: "batch message missing: " + err.Error()})
+		return
+	}
+	err = s.transport.Deliver(ctx, s.from, d.Address, msg)
+	if err != nil && ctx.Err() != nil {
+		// Shutting down: leave the copy queued; it is retried at start.
+		s.log.Info("delivery abandoned at shutdown; will retry", "batch", b.ID, "recipient", d.Address)
+		return
+	}
+	s.finish(ref, d, err)
+}
+
+// finish records the attempt's outcome. The store writes use a fresh
+// context: the outcome must be recorded even while shutting down.
+func (s *Scheduler) finish(ref store.DeliveryRef, d store.Delivery, err error) {
+	ctx := context.Background()
+	now := s.now()
+	var werr error
+	switch {
+	case err == nil:
+		werr = s.store.MarkDelivered(ctx, ref, "accepted by the recipient's mail host")
+	case IsPermanent(err):
+		werr = s.store.Fail(ctx, ref, err.Error())
+	case now.Sub(d.Since) >= s.policy.GiveUpAfter:
+		werr = s.store.Fail(ctx, ref, "gave up after "+s.policy.GiveUpAfter.String()+": "+err.Error())
+	default:
+		werr = s.store.Defer(ctx, ref, now.Add(s.policy.Backoff(d.Attempts)), err.Error())
+	}
+	if werr != nil {
+		s.log.Error("recording a delivery outcome failed; the copy will be retried", "batch", ref.Batch,
+			"recipient", d.Address, "err", werr)
+	}
+}

@@ -1,0 +1,645 @@
+package deliver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// STARTTLS policies for SMTPOptions.StartTLS.
+const (
+	// StartTLSOpportunistic encrypts whenever the server offers STARTTLS
+	// (RFC 7435): the certificate is checked but a failed check does not stop
+	// the delivery, because unauthenticated encryption still beats plain text
+	// against passive eavesdroppers, and public MX hosts often have
+	// certificates for names we cannot know. If the TLS handshake itself
+	// fails, the same address is tried once more in plain text, as other MTAs
+	// do. Credentials are never sent over such a connection (see Username).
+	StartTLSOpportunistic = "opportunistic"
+	// StartTLSRequired delivers only over TLS with a verified certificate for
+	// the host name; anything less is a temporary failure, so an operator can
+	// fix the remote side before the recipient's copy gives up.
+	StartTLSRequired = "required"
+	// StartTLSOff never sends STARTTLS.
+	StartTLSOff = "off"
+)
+
+const (
+	// defaultTimeout is RFC 5321 4.5.3.2's command timeout.
+	defaultTimeout = 5 * time.Minute
+	// maxAddrAttempts caps the connections one Deliver call opens, across all
+	// MX hosts and their addresses, so a domain with many broken MX hosts
+	// cannot hold a worker for long.
+	maxAddrAttempts = 10
+	// bodyChunk is how much of the message is written per deadline refresh:
+	// a stalled peer is detected within Timeout, while a slow but moving
+	// transfer of a large message is not cut off.
+	bodyChunk = 64 << 10
+)
+
+// SMTPOptions configures SMTP delivery.
+type SMTPOptions struct {
+	// Hostname is our EHLO name; "" means "localhost".
+	Hostname string
+	// Smarthost is "host:port" to deliver every message to; "" means look up
+	// the MX of each recipient's domain.
+	Smarthost string
+	// Port is the port of MX hosts; "" means "25". Tests set a sink's port.
+	Port string
+	// Username and Password enable AUTH PLAIN at the smarthost (never at MX
+	// hosts). They are sent only over TLS with a verified certificate, or to
+	// a loopback smarthost; any other case is a permanent configuration error.
+	Username, Password string
+	// StartTLS is StartTLSOpportunistic (the default when ""),
+	// StartTLSRequired or StartTLSOff.
+	StartTLS string
+	// TLSConfig is the base TLS configuration (RootCAs in tests); ServerName
+	// is set per host.
+	TLSConfig *tls.Config
+	// Resolver is "host:port" of the DNS server for MX and address lookups;
+	// "" means the system resolver.
+	Resolver string
+	// Timeout bounds each step: DNS lookup, connect, TLS handshake, every
+	// command, every chunk of the body and the reply to the final dot.
+	// 0 means 5 minutes.
+	Timeout time.Duration
+	// Dial opens connections; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Validate reports configuration mistakes that would make every delivery
+// fail, so they can be caught when the configuration is loaded.
+func (o SMTPOptions) Validate() error {
+	switch o.StartTLS {
+	case "", StartTLSOpportunistic, StartTLSRequired, StartTLSOff:
+	default:
+		return fmt.Errorf("deliver: starttls %q: want %q, %q or %q", o.StartTLS, StartTLSOpportunistic, StartTLSRequired, StartTLSOff)
+	}
+	if strings.ContainsAny(o.Hostname, " \t\r\n") {
+		return fmt.Errorf("deliver: hostname %q contains white space", o.Hostname)
+	}
+	var host string
+	if o.Smarthost != "" {
+		h, port, err := net.SplitHostPort(o.Smarthost)
+		if err != nil || h == "" || port == "" {
+			return fmt.Errorf("deliver: smarthost %q: want host:port", o.Smarthost)
+		}
+		host = h
+	}
+	if o.Username != "" || o.Password != "" {
+		if o.Smarthost == "" {
+			// Credentials meant for a smarthost must not go to whatever MX
+			// host a recipient domain names.
+			return errors.New("deliver: username/password need a smarthost")
+		}
+		if o.Username == "" {
+			return errors.New("deliver: password set without username")
+		}
+		if o.StartTLS == StartTLSOff && !isLoopbackHost(host) {
+			return fmt.Errorf("deliver: credentials for %s would travel in plain text: set starttls = %q", host, StartTLSRequired)
+		}
+	}
+	return nil
+}
+
+// SMTP delivers over SMTP, one transaction per recipient. It implements
+// Transport and is safe for concurrent use.
+type SMTP struct {
+	opt      SMTPOptions
+	resolver *net.Resolver
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// NewSMTP returns an SMTP transport. Configuration errors (see Validate)
+// surface as permanent errors from Deliver.
+func NewSMTP(opt SMTPOptions) *SMTP {
+	if opt.Hostname == "" {
+		opt.Hostname = "localhost"
+	}
+	if opt.Port == "" {
+		opt.Port = "25"
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = defaultTimeout
+	}
+	r := &net.Resolver{PreferGo: true}
+	if opt.Resolver != "" {
+		server := opt.Resolver
+		r.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}
+	}
+	dial := opt.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return &SMTP{opt: opt, resolver: r, dial: dial}
+}
+
+// Deliver sends msg (CRLF line ends; go-smtp's DATA writer dot-stuffs it
+// and would turn a bare LF into CRLF) to rcpt with envelope sender from. It returns nil once a server answered 250 to the
+// final dot, an *Error otherwise.
+func (t *SMTP) Deliver(ctx context.Context, from, rcpt string, msg []byte) error {
+	if err := t.opt.Validate(); err != nil {
+		return permanent("configuration", err)
+	}
+	if err := checkPath(from); err != nil {
+		return permanent("sender "+from, err)
+	}
+	domain, err := rcptDomain(rcpt)
+	if err != nil {
+		return permanent("recipient "+rcpt, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return temporary("delivery to "+rcpt, err)
+	}
+
+	hosts, port, implicit, derr := t.route(ctx, domain)
+	if derr != nil {
+		return derr
+	}
+
+	var last *Error
+	attempts := 0
+	for _, host := range hosts {
+		if attempts >= maxAddrAttempts {
+			break
+		}
+		addrs, aerr := t.lookupAddrs(ctx, host, implicit)
+		if aerr != nil {
+			if aerr.Permanent {
+				return aerr
+			}
+			last = aerr
+			continue
+		}
+		for _, ip := range addrs {
+			if attempts >= maxAddrAttempts {
+				break
+			}
+			attempts++
+			addr := net.JoinHostPort(ip.String(), port)
+			out := t.attempt(ctx, host, addr, from, rcpt, msg, true)
+			if out.retryPlain && attempts < maxAddrAttempts {
+				attempts++
+				out = t.attempt(ctx, host, addr, from, rcpt, msg, false)
+			}
+			if out.err == nil {
+				return nil
+			}
+			last = out.err
+			if out.err.Permanent || !out.next || ctx.Err() != nil {
+				return out.err
+			}
+		}
+	}
+	if last == nil {
+		last = temporary("no mail host to try for "+domain, nil)
+	}
+	return last
+}
+
+// route returns the hosts to try in order and their port. implicit is true
+// when the domain itself is the only host (no MX, RFC 5321 5.1).
+func (t *SMTP) route(ctx context.Context, domain string) (hosts []string, port string, implicit bool, err *Error) {
+	if t.opt.Smarthost != "" {
+		host, port, _ := net.SplitHostPort(t.opt.Smarthost) // checked by Validate
+		return []string{host}, port, false, nil
+	}
+	if strings.HasPrefix(domain, "[") {
+		// Address literal (RFC 5321 4.1.3): no DNS, deliver to the address.
+		lit := strings.TrimPrefix(strings.TrimSuffix(strings.TrimPrefix(domain, "["), "]"), "ipv6:")
+		ip, perr := netip.ParseAddr(lit)
+		if perr != nil {
+			return nil, "", false, permanent("address literal "+domain, perr)
+		}
+		return []string{ip.String()}, t.opt.Port, true, nil
+	}
+
+	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
+	mxs, lerr := t.resolver.LookupMX(lctx, absolute(domain))
+	cancel()
+	if lerr != nil && len(mxs) == 0 {
+		var dnsErr *net.DNSError
+		if errors.As(lerr, &dnsErr) && dnsErr.IsNotFound {
+			// Go reports NXDOMAIN and "no MX records" alike. Both lead to the
+			// implicit MX, the domain's own address, whose lookup then fails
+			// permanently for a domain that does not exist.
+			return []string{domain}, t.opt.Port, true, nil
+		}
+		return nil, "", false, temporary("MX lookup for "+domain, lerr)
+	}
+
+	slices.SortStableFunc(mxs, func(a, b *net.MX) int { return int(a.Pref) - int(b.Pref) })
+	nullMX := false
+	for _, mx := range mxs {
+		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
+		if h == "" {
+			nullMX = true // RFC 7505: "." means the domain accepts no mail
+			continue
+		}
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 && nullMX {
+		return nil, "", false, &Error{Permanent: true, Msg: "domain " + domain + " accepts no mail (null MX, RFC 7505)"}
+	}
+	if len(hosts) == 0 {
+		return nil, "", false, temporary("MX lookup for "+domain+": no usable MX host", lerr)
+	}
+	return hosts, t.opt.Port, false, nil
+}
+
+// lookupAddrs resolves host with the configured resolver. Not finding the
+// domain itself (implicit MX) is permanent; not finding a named MX host is
+// temporary, as its owner may be fixing DNS.
+func (t *SMTP) lookupAddrs(ctx context.Context, host string, implicit bool) ([]netip.Addr, *Error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
+	addrs, err := t.resolver.LookupNetIP(lctx, "ip", absolute(host))
+	cancel()
+	if err != nil {
+		var dnsErr *net.DNSError
+		if implicit && errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+			return nil, &Error{Permanent: true, Msg: "domain " + host + " does not exist or has neither MX nor address records", Err: err}
+		}
+		return nil, temporary("address lookup for "+host, err)
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.Unmap())
+	}
+	return out, nil
+}
+
+// outcome is the result of one connection attempt.
+type outcome struct {
+	err *Error
+	// next: the failure concerns this host or this moment (connection, TLS,
+	// 4xx), so another host may be tried now.
+	next bool
+	// retryPlain: an opportunistic TLS handshake failed; try the same address
+	// again without STARTTLS.
+	retryPlain bool
+}
+
+// session is one connection to one address.
+type session struct {
+	t     *SMTP
+	ctx   context.Context
+	host  string // the name the certificate must match (or an IP)
+	where string // "host (addr)", for messages
+	raw   net.Conn
+	c     *smtp.Client
+
+	tlsVerified bool // TLS is up and its certificate verified: AUTH may run
+}
+
+func (t *SMTP) attempt(ctx context.Context, host, addr, from, rcpt string, msg []byte, allowTLS bool) outcome {
+	s := &session{t: t, ctx: ctx, host: host, where: host + " (" + addr + ")"}
+	if _, err := netip.ParseAddr(host); err == nil {
+		s.where = addr // the host is the address: say it once
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
+	conn, err := t.dial(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		return outcome{err: s.netErr("connect", err), next: true}
+	}
+	s.raw = conn
+	defer conn.Close()
+	// go-smtp takes no context: closing the connection is how cancellation
+	// interrupts a blocked read or write.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	s.c = s.newClient(conn)
+	if err := s.c.Hello(t.opt.Hostname); err != nil {
+		// A refusing greeting or EHLO says nothing about this message: try
+		// the next host, and retry later if none takes it.
+		e := s.replyErr("greeting/EHLO", err)
+		e.Permanent = false
+		return outcome{err: e, next: true}
+	}
+
+	if allowTLS {
+		if out, ok := s.startTLS(); !ok {
+			return out
+		}
+	}
+	if t.opt.Username != "" {
+		if out, ok := s.auth(); !ok {
+			return out
+		}
+	}
+	return s.send(from, rcpt, msg)
+}
+
+func (s *session) newClient(conn net.Conn) *smtp.Client {
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = s.t.opt.Timeout
+	c.SubmissionTimeout = s.t.opt.Timeout
+	return c
+}
+
+// startTLS runs STARTTLS per policy. ok=false means stop with out.
+//
+// go-smtp's own STARTTLS (NewClientStartTLS) sends "EHLO localhost" before
+// the upgrade and cannot be asked first whether STARTTLS is offered, so the
+// command is sent here on the raw connection after our own EHLO.
+func (s *session) startTLS() (out outcome, ok bool) {
+	policy := s.t.opt.StartTLS
+	if policy == "" {
+		policy = StartTLSOpportunistic
+	}
+	if policy == StartTLSOff {
+		return outcome{}, true
+	}
+	required := policy == StartTLSRequired
+	// Credentials for a remote smarthost must not fall back to plain text
+	// after a failed handshake: fail temporarily instead.
+	noFallback := required || (s.t.opt.Username != "" && !isLoopbackHost(s.host))
+
+	if offered, _ := s.c.Extension("STARTTLS"); !offered {
+		if required {
+			return outcome{err: temporary(s.where+": STARTTLS not offered (starttls = required)", nil), next: true}, false
+		}
+		return outcome{}, true
+	}
+
+	timeout := s.t.opt.Timeout
+	_ = s.raw.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(s.raw, "STARTTLS\r\n"); err != nil {
+		return outcome{err: s.netErr("STARTTLS", err), next: true}, false
+	}
+	br := bufio.NewReader(s.raw)
+	_, _, err := textproto.NewReader(br).ReadResponse(220)
+	if err != nil {
+		var pe *textproto.Error
+		if !errors.As(err, &pe) {
+			return outcome{err: s.netErr("STARTTLS", err), next: true}, false
+		}
+		if required {
+			return outcome{err: &Error{Code: pe.Code, Msg: s.where + ": STARTTLS refused (starttls = required)", Err: err}, next: true}, false
+		}
+		// The session is still in its plain state after a refusal.
+		_ = s.raw.SetDeadline(time.Time{})
+		return outcome{}, true
+	}
+	if br.Buffered() > 0 {
+		// Data sent before our handshake would be read as if it had come
+		// over TLS (CVE-2011-0411 class): treat it as a failed handshake.
+		e := temporary(s.where+": STARTTLS: server sent data before the TLS handshake", nil)
+		return outcome{err: e, next: true, retryPlain: !noFallback}, false
+	}
+
+	cfg := s.tlsConfig()
+	tc := tls.Client(s.raw, cfg)
+	hctx, cancel := context.WithTimeout(s.ctx, timeout)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		e := s.netErr("TLS handshake", err)
+		return outcome{err: e, next: true, retryPlain: !noFallback && s.ctx.Err() == nil}, false
+	}
+	_ = s.raw.SetDeadline(time.Time{})
+
+	if cfg.InsecureSkipVerify {
+		s.tlsVerified = !s.baseInsecure() && verifyPeer(tc.ConnectionState(), cfg.RootCAs, s.host) == nil
+	} else {
+		s.tlsVerified = true // the handshake verified it
+	}
+
+	// go-smtp's client always reads a greeting first; after STARTTLS there
+	// is none (RFC 3207), so hand it a synthetic one and EHLO again.
+	s.c = s.newClient(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+s.host+" TLS started\r\n"), tc)})
+	if err := s.c.Hello(s.t.opt.Hostname); err != nil {
+		e := s.replyErr("EHLO after STARTTLS", err)
+		e.Permanent = false
+		return outcome{err: e, next: true}, false
+	}
+	return outcome{}, true
+}
+
+func (s *session) baseInsecure() bool {
+	return s.t.opt.TLSConfig != nil && s.t.opt.TLSConfig.InsecureSkipVerify
+}
+
+// tlsConfig clones the base config for this host. For opportunistic TLS the
+// handshake does not verify (so a bad certificate still gets encryption);
+// the result is checked afterwards and only decides whether AUTH may run.
+func (s *session) tlsConfig() *tls.Config {
+	var cfg *tls.Config
+	if s.t.opt.TLSConfig != nil {
+		cfg = s.t.opt.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	cfg.ServerName = s.host
+	if s.t.opt.StartTLS != StartTLSRequired {
+		cfg.InsecureSkipVerify = true
+	}
+	return cfg
+}
+
+// verifyPeer checks the peer's chain against roots (nil: system roots) for
+// name, as the handshake would have.
+func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no peer certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name})
+	return err
+}
+
+// greetedConn replays a greeting before the real stream.
+type greetedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+func (s *session) auth() (outcome, bool) {
+	if err := authAllowed(s.host, remoteIP(s.raw), s.tlsVerified); err != nil {
+		return outcome{err: permanent(s.where+": AUTH", err)}, false
+	}
+	if !s.c.SupportsAuth(sasl.Plain) {
+		return outcome{err: permanent(s.where+": AUTH", errors.New("server does not offer AUTH PLAIN"))}, false
+	}
+	if err := s.c.Auth(sasl.NewPlainClient("", s.t.opt.Username, s.t.opt.Password)); err != nil {
+		e := s.replyErr("AUTH", err)
+		return outcome{err: e, next: !e.Permanent}, false
+	}
+	return outcome{}, true
+}
+
+// authAllowed decides whether credentials may be sent: over TLS with a
+// verified certificate, or to a loopback smarthost (a loopback name that the
+// connection really reached), where there is no wire to listen on.
+func authAllowed(host string, remote netip.Addr, tlsVerified bool) error {
+	if tlsVerified {
+		return nil
+	}
+	if isLoopbackHost(host) && (!remote.IsValid() || remote.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("refusing to send credentials to %s without verified TLS: set starttls = %q and make its certificate verifiable", host, StartTLSRequired)
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// isLoopbackHost reports whether host names the local machine:
+// 127.0.0.0/8, ::1 or "localhost".
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// send runs MAIL, RCPT, DATA and QUIT.
+func (s *session) send(from, rcpt string, msg []byte) outcome {
+	opts := &smtp.MailOptions{}
+	if ok, _ := s.c.Extension("SIZE"); ok {
+		opts.Size = int64(len(msg))
+	}
+	// A batch carries letters byte for byte (their DKIM signatures depend on
+	// it), so 8-bit letters make an 8-bit batch: say so, and never convert.
+	if !isASCII(string(msg)) {
+		if ok, _ := s.c.Extension("8BITMIME"); ok {
+			opts.Body = smtp.Body8BitMIME
+		}
+	}
+	if !isASCII(from) || !isASCII(rcpt) {
+		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
+			return outcome{err: permanent(s.where+": MAIL FROM", errors.New("non-ASCII address needs SMTPUTF8, which the server does not offer"))}
+		}
+		opts.UTF8 = true
+	}
+	if err := s.c.Mail(from, opts); err != nil {
+		e := s.replyErr("MAIL FROM", err)
+		return outcome{err: e, next: !e.Permanent}
+	}
+	if err := s.c.Rcpt(rcpt, nil); err != nil {
+		e := s.replyErr("RCPT TO", err)
+		return outcome{err: e, next: !e.Permanent}
+	}
+	w, err := s.c.Data()
+	if err != nil {
+		e := s.replyErr("DATA", err)
+		return outcome{err: e, next: !e.Permanent}
+	}
+	// go-smtp sets no deadline while the body is written: refresh one per
+	// chunk so a peer that stops reading cannot block us forever.
+	for off := 0; off < len(msg); off += bodyChunk {
+		end := min(off+bodyChunk, len(msg))
+		_ = s.raw.SetDeadline(time.Now().Add(s.t.opt.Timeout))
+		if _, err := w.Write(msg[off:end]); err != nil {
+			return outcome{err: s.netErr("message body", err), next: true}
+		}
+	}
+	_ = s.raw.SetDeadline(time.Now().Add(s.t.opt.Timeout)) // covers the final flush and dot
+	if _, err := w.CloseWithResponse(); err != nil {
+		e := s.replyErr("end of DATA", err)
+		var se *smtp.SMTPError
+		// Without a reply the remote may already hold the message: retry
+		// later rather than hand a second copy to another MX right now.
+		return outcome{err: e, next: errors.As(err, &se) && !e.Permanent}
+	}
+	_ = s.c.Quit() // the message is delivered; a failed QUIT changes nothing
+	return outcome{}
+}
+
+// replyErr classifies err from step: SMTP replies by code (5xx permanent),
+// everything else temporary.
+func (s *session) replyErr(step string, err error) *Error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && s.ctx.Err() == nil {
+		return &Error{Permanent: se.Code >= 500 && se.Code <= 599, Code: se.Code, Msg: s.where + ": " + step, Err: se}
+	}
+	return s.netErr(step, err)
+}
+
+func (s *session) netErr(step string, err error) *Error {
+	if cerr := s.ctx.Err(); cerr != nil {
+		// Report the cancellation, not the "use of closed connection" it caused.
+		return temporary(s.where+": "+step, fmt.Errorf("%w (%v)", cerr, err))
+	}
+	return temporary(s.where+": "+step, err)
+}
+
+// checkPath rejects what cannot go inside "<...>" on one command line.
+func checkPath(addr string) error {
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c < 0x20 || c == 0x7f || c == '<' || c == '>' {
+			return fmt.Errorf("invalid character %q in address", c)
+		}
+	}
+	return nil
+}
+
+func rcptDomain(rcpt string) (string, error) {
+	if err := checkPath(rcpt); err != nil {
+		return "", err
+	}
+	at := strings.LastIndexByte(rcpt, '@')
+	if at <= 0 || at == len(rcpt)-1 {
+		return "", errors.New("not an address (want local@domain)")
+	}
+	domain := strings.ToLower(strings.TrimSuffix(rcpt[at+1:], "."))
+	if !isASCII(domain) {
+		// The configuration is expected to hold A-labels; converting here
+		// would pull in golang.org/x/text for a case the campaign lacks.
+		return "", errors.New("internationalised domain must be given in its ASCII (xn--) form")
+	}
+	return domain, nil
+}
+
+// absolute makes name fully qualified so the resolver's search list never
+// turns "example.org" into "example.org.corp.internal".
+func absolute(name string) string {
+	if strings.HasSuffix(name, ".") {
+		return name
+	}
+	return name + "."
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

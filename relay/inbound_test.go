@@ -1,0 +1,274 @@
+package relay_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/internal/keyserver"
+	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/store"
+)
+
+// expectReply checks the code and, when given, the enhanced code.
+func expectReply(t *testing.T, what string, r smtpclient.Reply, code int, enhanced string) {
+	t.Helper()
+	if r.Code != code || (enhanced != "" && !strings.HasPrefix(r.Text, enhanced+" ")) {
+		t.Errorf("%s: got %q, want %d %s", what, r.String(), code, enhanced)
+	}
+}
+
+// TestInboundQuarantine sends every kind of letter SPEC 4 names to a daemon
+// with the default policy and checks each reply and what the store holds.
+func TestInboundQuarantine(t *testing.T) {
+	e := startEnv(t, nil)
+	other, err := keyserver.NewKey("wrongkey.test", "sel", "rsa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := keyserver.NewKey("wrongkey.test", "sel", "rsa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ks.SetKey(published)
+	e.keys["wrongkey.test"] = other // signs with a key that is not the published one
+	for _, d := range []string{"servfail.test", "slow.test"} {
+		k, err := keyserver.NewKey(d, "sel", "ed25519")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.keys[d] = k
+	}
+	e.ks.SetServFail("sel._domainkey.servfail.test")
+	e.ks.SetTimeout("sel._domainkey.slow.test")
+
+	counted := 0
+	queued := func(what string, r smtpclient.Reply) {
+		t.Helper()
+		expectReply(t, what, r, 250, "2.0.0")
+		if !strings.Contains(r.Text, "queued as L") {
+			t.Errorf("%s: reply %q has no letter ID", what, r.Text)
+		}
+	}
+	already := func(what string, r smtpclient.Reply) {
+		t.Helper()
+		expectReply(t, what, r, 250, "2.0.0")
+		if !strings.Contains(r.Text, "already counted") {
+			t.Errorf("%s: reply %q does not say already counted", what, r.Text)
+		}
+	}
+
+	// Valid letters from distinct senders, RSA-2048 and ed25519.
+	queued("rsa", e.send(e.signed("rsa.test", "Ana Díaz <ana@rsa.test>", keyserver.SignOptions{})))
+	queued("ed25519", e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{})))
+	queued("gmail", e.send(e.signed("gmail.com", "Carla <Carla.Perez+petition@gmail.com>", keyserver.SignOptions{})))
+	queued("subdomain signer", e.send(e.signed("mail.example.org", "dora@example.org", keyserver.SignOptions{})))
+	counted += 4
+
+	// Duplicates in folded spellings.
+	already("upper case and +tag", e.send(e.signed("rsa.test", "ANA+otra@RSA.TEST", keyserver.SignOptions{})))
+	already("gmail dots", e.send(e.signed("gmail.com", "carlaperez@gmail.com", keyserver.SignOptions{})))
+	already("same again", e.send(e.signed("ed.test", "Bo <bo@ed.test>", keyserver.SignOptions{})))
+
+	// Unverified letters are held, and the reply never tells whether the
+	// address was counted before.
+	queued("unsigned new sender", e.send(letterText("dan@rsa.test", "hi", "unsigned")))
+	queued("unsigned counted sender", e.send(letterText("ana@rsa.test", "hi", "unsigned")))
+	tampered := e.signed("ed.test", "eva@ed.test", keyserver.SignOptions{})
+	tampered = bytes.Replace(tampered, []byte("political prisoners"), []byte("nobody at all here"), 1)
+	queued("tampered body", e.send(tampered))
+	queued("wrong key", e.send(e.signed("wrongkey.test", "fede@wrongkey.test", keyserver.SignOptions{})))
+	queued("not aligned", e.send(e.signed("rsa.test", "gala@ed.test", keyserver.SignOptions{})))
+	lsig := e.signed("ed.test", "hugo@ed.test", keyserver.SignOptions{BodyLength: true})
+	lsig = append(lsig, []byte("P.S. text appended after signing.\r\n")...)
+	queued("l= with appended text", e.send(lsig))
+	queued("expired", e.send(e.signed("ed.test", "ines@ed.test", keyserver.SignOptions{Expiration: time.Now().Add(-time.Hour)})))
+	queued("postmaster", e.send(letterText("someone@else.test", "bounce", "a report"), "postmaster@campaign.test"))
+	wantHeld := map[string]string{
+		"dan@rsa.test": store.HeldUnverified, "ana@rsa.test": store.HeldUnverified, "eva@ed.test": store.HeldUnverified,
+		"fede@wrongkey.test": store.HeldUnverified, "gala@ed.test": store.HeldUnverified, "hugo@ed.test": store.HeldUnverified,
+		"ines@ed.test": store.HeldUnverified, "someone@else.test": store.HeldPostmaster,
+	}
+
+	// Refusals: nothing stored.
+	twoFrom := append([]byte("From: x@ed.test\r\n"), e.signed("ed.test", "jose@ed.test", keyserver.SignOptions{})...)
+	expectReply(t, "two From headers", e.send(twoFrom), 550, "5.6.0")
+	expectReply(t, "two addresses", e.send(letterText("a@ed.test, b@ed.test", "x", "y")), 550, "5.6.0")
+	big := letterText("kim@ed.test", "big", strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 17000))
+	expectReply(t, "oversize", e.send(big), 552, "5.3.4")
+	expectReply(t, "servfail", e.send(e.signed("servfail.test", "luz@servfail.test", keyserver.SignOptions{})), 451, "4.7.5")
+	expectReply(t, "dns timeout", e.send(e.signed("slow.test", "mar@slow.test", keyserver.SignOptions{})), 451, "4.7.5")
+
+	// A relay attempt is refused at RCPT and nothing is stored.
+	c, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Hello("client.test")
+	c.Cmd("MAIL FROM:<spammer@else.test>")
+	for _, rcpt := range []string{"victim@elsewhere.test", "libertad@campaign.test.evil.test", "postmaster@elsewhere.test"} {
+		r, err := c.Cmd("RCPT TO:<%s>", rcpt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectReply(t, "relay to "+rcpt, r, 550, "5.7.1")
+	}
+	c.Quit()
+
+	// Smuggling: a bare-LF end of data followed by a second transaction in
+	// the same DATA. The whole thing is refused, and the smuggled letter
+	// never arrives.
+	inner := e.signed("ed.test", "nora@ed.test", keyserver.SignOptions{})
+	smuggle := append(e.signed("ed.test", "olga@ed.test", keyserver.SignOptions{}), []byte("\n.\nMAIL FROM:<x@ed.test>\nRCPT TO:<"+campaignAddr+">\nDATA\n")...)
+	smuggle = append(smuggle, bytes.ReplaceAll(inner, []byte("\r\n"), []byte("\n"))...)
+	expectReply(t, "smuggling with bare LF", e.send(smuggle), 554, "5.6.0")
+	bareCR := bytes.Replace(e.signed("ed.test", "pia@ed.test", keyserver.SignOptions{}), []byte("revolt."), []byte("revolt.\rX"), 1)
+	expectReply(t, "bare CR", e.send(bareCR), 554, "5.6.0")
+
+	st, err := e.store().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counted != uint64(counted) || st.Pending != uint64(counted) {
+		t.Errorf("counted %d pending %d, want %d", st.Counted, st.Pending, counted)
+	}
+	if st.Duplicates != 3 {
+		t.Errorf("duplicates %d, want 3", st.Duplicates)
+	}
+	if st.Held != uint64(len(wantHeld)) {
+		t.Errorf("held %d, want %d", st.Held, len(wantHeld))
+	}
+	// Two From, two addresses, oversize, two smuggling attempts; refusals at
+	// RCPT are not letters, and 451s are not final.
+	if st.Rejected != 5 {
+		t.Errorf("rejected %d, want 5", st.Rejected)
+	}
+	held, err := e.store().Held()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotHeld := map[string]string{}
+	for _, l := range held {
+		gotHeld[l.From] = l.HeldReason
+		body, err := e.store().Body(l.ID)
+		if err != nil || len(body) != l.Size {
+			t.Errorf("held letter %s body: %d bytes, %v", l.ID, len(body), err)
+		}
+	}
+	for from, reason := range wantHeld {
+		if gotHeld[from] != reason {
+			t.Errorf("held %s: reason %q, want %q", from, gotHeld[from], reason)
+		}
+	}
+	if len(gotHeld) != len(wantHeld) {
+		t.Errorf("held senders %v, want %v", gotHeld, wantHeld)
+	}
+	events, err := e.store().LastEvents(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, ev := range events {
+		kinds[ev.Event]++
+		if ev.Sender == "nora@ed.test" {
+			t.Errorf("the smuggled letter left an event: %+v", ev)
+		}
+	}
+	if kinds[store.EventAccepted] != counted || kinds[store.EventDuplicate] != 3 || kinds[store.EventHeld] != len(wantHeld) {
+		t.Errorf("events by kind %v", kinds)
+	}
+	if kinds[store.EventRejected] != int(st.Rejected) {
+		t.Errorf("rejected events %d, tally %d", kinds[store.EventRejected], st.Rejected)
+	}
+}
+
+// TestInboundRejectPolicy: unverified letters get 550 5.7.20 and nothing is kept.
+func TestInboundRejectPolicy(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) { c.Verify.Unverified = "reject" })
+	expectReply(t, "unsigned", e.send(letterText("dan@rsa.test", "hi", "unsigned")), 550, "5.7.20")
+	expectReply(t, "signed", e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{})), 250, "2.0.0")
+	st, err := e.store().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counted != 1 || st.Held != 0 || st.Rejected != 1 {
+		t.Errorf("stats %+v, want counted 1, held 0, rejected 1", st)
+	}
+}
+
+// TestInboundRelayPolicy: unverified letters are counted and marked; an
+// unverified letter from a counted sender gets the same kind of reply as a
+// new one but is not counted again.
+func TestInboundRelayPolicy(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) { c.Verify.Unverified = "relay" })
+	r1 := e.send(letterText("dan@rsa.test", "hi", "unsigned"))
+	expectReply(t, "unsigned new", r1, 250, "2.0.0")
+	r2 := e.send(letterText("Dan+x@rsa.test", "hi", "unsigned again"))
+	expectReply(t, "unsigned counted", r2, 250, "2.0.0")
+	if !strings.Contains(r1.Text, "queued as") || !strings.Contains(r2.Text, "queued as") {
+		t.Errorf("replies differ in kind: %q / %q", r1.Text, r2.Text)
+	}
+	st, err := e.store().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counted != 1 || st.Pending != 1 || st.Duplicates != 1 || st.Held != 0 {
+		t.Errorf("stats %+v, want counted 1, pending 1, duplicates 1", st)
+	}
+	id := strings.TrimSuffix(strings.Fields(strings.SplitN(r1.Text, "queued as ", 2)[1])[0], ",")
+	l, err := e.store().Letter(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.State != store.StatePending || !l.Unverified() {
+		t.Errorf("letter %s: state %s unverified %v", id, l.State, l.Unverified())
+	}
+	// A signed letter from the same sender is a duplicate.
+	expectReply(t, "signed after unverified", e.send(e.signed("rsa.test", "dan@rsa.test", keyserver.SignOptions{})), 250, "2.0.0")
+}
+
+// TestSessionLimits: over max_per_ip concurrent sessions get 421 4.7.0.
+func TestSessionLimits(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) { c.SMTP.MaxPerIP = 2; c.SMTP.MaxConnections = 3 })
+	var open []*smtpclient.Conn
+	for i := 0; i < 2; i++ {
+		c, err := smtpclient.Dial(e.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectReply(t, "banner", c.Banner, 220, "")
+		open = append(open, c)
+	}
+	c, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectReply(t, "third session from one IP", c.Banner, 421, "4.7.0")
+	c.Close()
+	// Another loopback source address is another IP: it gets in, up to the total.
+	c2, err := smtpclient.DialFrom("127.0.0.2", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectReply(t, "other IP", c2.Banner, 220, "")
+	c3, err := smtpclient.DialFrom("127.0.0.3", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectReply(t, "over the total", c3.Banner, 421, "4.7.0")
+	c3.Close()
+	c2.Quit()
+	open[0].Quit()
+	// A slot freed is a slot reusable; poll since the close is seen asynchronously.
+	waitFor(t, "freed slot", 5*time.Second, func() bool {
+		c, err := smtpclient.Dial(e.addr, 5*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Quit()
+		return c.Banner.Code == 220
+	})
+	open[1].Quit()
+}
