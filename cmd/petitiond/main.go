@@ -26,6 +26,12 @@ func commands() []command {
 	return []command{
 		{"serve", "serve [-config FILE]", "run the daemon", runServe},
 		{"check-config", "check-config [-config FILE]", "validate a config and print the effective one", runCheckConfig},
+		{"tail", "tail [-f] [-n N]", "the last N relay events; -f follows new ones", runTail},
+		{"stats", "stats", "the tally: counted, duplicates, held, rejected, batches, deliveries", runStats},
+		{"batches", "batches [show|export|retry ID]", "list batches; show one; write its .eml; requeue failed copies", runBatches},
+		{"held", "held [release|drop ID]", "letters held for an admin, and what to do with each", runHeld},
+		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
+		{"demo", "demo", "a one-command tour on a throwaway store", runDemo},
 	}
 }
 
