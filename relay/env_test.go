@@ -26,6 +26,8 @@ type env struct {
 	ks   *keyserver.Server
 	keys map[string]*keyserver.Key // by domain
 	addr string
+	// opts are passed to relay.New; the logger is set by start.
+	opts relay.Options
 }
 
 // testConfig is the embedded default pointed at loopback and a temp store.
@@ -72,20 +74,28 @@ func newKeyServer(t *testing.T) (*keyserver.Server, map[string]*keyserver.Key) {
 
 func startEnv(t *testing.T, mutate func(*config.Config)) *env {
 	t.Helper()
+	e := newEnv(t, mutate)
+	e.start()
+	return e
+}
+
+// newEnv prepares a daemon's config and DNS server without starting it.
+func newEnv(t *testing.T, mutate func(*config.Config)) *env {
+	t.Helper()
 	ks, keys := newKeyServer(t)
 	cfg := testConfig(t, ks.Addr)
 	if mutate != nil {
 		mutate(cfg)
 	}
-	e := &env{t: t, cfg: cfg, ks: ks, keys: keys}
-	e.start()
-	return e
+	return &env{t: t, cfg: cfg, ks: ks, keys: keys}
 }
 
 func (e *env) start() {
 	e.t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := relay.New(e.cfg, relay.Options{Logger: log})
+	opts := e.opts
+	opts.Logger = log
+	d, err := relay.New(e.cfg, opts)
 	if err != nil {
 		e.t.Fatalf("new daemon: %v", err)
 	}

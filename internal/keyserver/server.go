@@ -31,6 +31,7 @@ const (
 type entry struct {
 	kind entryKind
 	txt  [][]string // one element per TXT record, each split into <=255-byte strings
+	rrs  []dns.RR   // other records (MX, A, AAAA) added with AddRecord
 }
 
 // Server is an authoritative DNS server for whatever names it is given,
@@ -141,6 +142,28 @@ func (s *Server) SetTXT(name string, values ...string) {
 	s.set(name, entry{kind: kindTXT, txt: recs})
 }
 
+// AddRecord adds one record in zone-file syntax, e.g.
+// "ofapp.test. MX 10 mx.ofapp.test." or "mx.ofapp.test. A 127.0.0.2", so
+// tests and the demo can stand in for recipients' mail hosts too.
+func (s *Server) AddRecord(zoneLine string) error {
+	rr, err := dns.NewRR(zoneLine)
+	if err != nil {
+		return fmt.Errorf("keyserver: parse record %q: %w", zoneLine, err)
+	}
+	if rr == nil {
+		return fmt.Errorf("keyserver: empty record %q", zoneLine)
+	}
+	rr.Header().Ttl = txtTTL
+	name := canonical(rr.Header().Name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[name]
+	e.kind = kindTXT
+	e.rrs = append(e.rrs, rr)
+	s.entries[name] = e
+	return nil
+}
+
 // SetKey publishes k's DKIM key record at <selector>._domainkey.<domain>.
 func (s *Server) SetKey(k *Key) {
 	s.SetTXT(k.Selector+"._domainkey."+k.Domain, k.TXT())
@@ -223,6 +246,13 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: txtTTL},
 					Txt: txt,
 				})
+			}
+		}
+		for _, rr := range e.rrs {
+			if q.Qtype == rr.Header().Rrtype || q.Qtype == dns.TypeANY {
+				rr = dns.Copy(rr)
+				rr.Header().Name = q.Name
+				resp.Answer = append(resp.Answer, rr)
 			}
 		}
 		// Other types: NOERROR with no answer (NODATA), as a real server would.

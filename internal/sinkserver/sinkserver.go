@@ -56,6 +56,10 @@ type Options struct {
 	AuthUser, AuthPass string
 	// Hostname is the name in the greeting; "" means "sink.localhost".
 	Hostname string
+	// Addr is the loopback address to listen on; "" means "127.0.0.1:0".
+	// Several sinks on one port and different 127.x addresses stand for
+	// several recipients' mail hosts found by MX.
+	Addr string
 }
 
 // ioTimeout bounds every read and write of a session so a client that goes
@@ -85,7 +89,11 @@ type Server struct {
 
 // Start listens on 127.0.0.1 with a free port and serves until Close.
 func Start(opt Options) (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opt.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sinkserver: listen: %w", err)
 	}

@@ -1,0 +1,430 @@
+package relay_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/internal/keyserver"
+	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/relay/verify"
+	"github.com/petitiond/petitiond/store"
+)
+
+// mailHosts are receiving SMTP servers standing in for each recipient
+// domain's mail host, found through MX records on the test's DNS server.
+// They share one port on different loopback addresses, since MX delivery
+// uses one port for every host.
+type mailHosts struct {
+	port  string
+	sinks map[string]*sinkserver.Server // by recipient address
+	addrs map[string]string             // listen address by recipient
+}
+
+func startMailHosts(t *testing.T, e *env) *mailHosts {
+	t.Helper()
+	rcpts := e.cfg.Campaign.Recipients
+	var mh *mailHosts
+	for try := 0; try < 20 && mh == nil; try++ {
+		mh = &mailHosts{sinks: map[string]*sinkserver.Server{}, addrs: map[string]string{}}
+		ok := true
+		for i, rcpt := range rcpts {
+			ip := fmt.Sprintf("127.0.0.%d", i+2)
+			addr := ip + ":0"
+			if mh.port != "" {
+				addr = net.JoinHostPort(ip, mh.port)
+			}
+			s, err := sinkserver.Start(sinkserver.Options{Addr: addr, Hostname: "mx." + domainOf(rcpt)})
+			if err != nil {
+				ok = false
+				break
+			}
+			_, mh.port, _ = net.SplitHostPort(s.Addr)
+			mh.sinks[rcpt], mh.addrs[rcpt] = s, s.Addr
+		}
+		if !ok {
+			for _, s := range mh.sinks {
+				s.Close()
+			}
+			mh = nil
+		}
+	}
+	if mh == nil {
+		t.Fatal("could not start mail hosts on one shared port")
+	}
+	for i, rcpt := range rcpts {
+		d := domainOf(rcpt)
+		for _, rr := range []string{
+			fmt.Sprintf("%s. MX 10 mx.%s.", d, d),
+			fmt.Sprintf("mx.%s. A 127.0.0.%d", d, i+2),
+		} {
+			if err := e.ks.AddRecord(rr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, s := range mh.sinks {
+			s.Close()
+		}
+	})
+	e.opts.DeliveryPort = mh.port
+	return mh
+}
+
+func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')+1:] }
+
+// restart brings a stopped mail host back on the same address.
+func (mh *mailHosts) restart(t *testing.T, rcpt string) {
+	t.Helper()
+	var s *sinkserver.Server
+	waitFor(t, "mail host restart", 5*time.Second, func() bool {
+		var err error
+		s, err = sinkserver.Start(sinkserver.Options{Addr: mh.addrs[rcpt]})
+		return err == nil
+	})
+	mh.sinks[rcpt] = s
+	t.Cleanup(func() { s.Close() })
+}
+
+// campaignSigner writes a batch signing key for campaign.test and publishes it.
+func campaignSigner(t *testing.T, e *env) {
+	t.Helper()
+	k, err := keyserver.NewKey("campaign.test", "batch", "ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ks.SetKey(k)
+	der, err := x509.MarshalPKCS8PrivateKey(k.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "batch.key")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.DKIM = config.DKIM{Domain: "campaign.test", Selector: "batch", KeyFile: path}
+}
+
+// digestParts returns the parts of the batch: summary text, CSV rows, and
+// each letter's raw bytes from the digest. It walks the MIME tree one level
+// at a time with the low-level reader, so the letters' bytes are not
+// decoded or flattened.
+func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, letters [][]byte, hdr mail.Header) {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(msg))
+	th, err := textproto.ReadHeader(br)
+	if err != nil {
+		t.Fatalf("batch header: %v", err)
+	}
+	hdr = mail.Header{Header: message.Header{Header: th}}
+	ct, params, err := mime.ParseMediaType(th.Get("Content-Type"))
+	if err != nil || ct != "multipart/mixed" {
+		t.Fatalf("batch Content-Type %q: %v", th.Get("Content-Type"), err)
+	}
+	mr := textproto.NewMultipartReader(br, params["boundary"])
+	var n int
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("batch part: %v", err)
+		}
+		n++
+		pct, pparams, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
+		switch {
+		case n == 1 && pct == "text/plain":
+			summary = string(decodePart(t, p))
+		case pct == "text/csv":
+			rows, err = csv.NewReader(bytes.NewReader(decodePart(t, p))).ReadAll()
+			if err != nil {
+				t.Fatalf("CSV does not parse: %v", err)
+			}
+		case pct == "multipart/digest":
+			dr := textproto.NewMultipartReader(p, pparams["boundary"])
+			for {
+				lp, err := dr.NextPart()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("digest part: %v", err)
+				}
+				if lct := lp.Header.Get("Content-Type"); lct != "" && lct != "message/rfc822" {
+					t.Errorf("digest part type %q", lct)
+				}
+				if cte := lp.Header.Get("Content-Transfer-Encoding"); cte != "7bit" && cte != "8bit" && cte != "" {
+					t.Errorf("digest part encoded as %q", cte)
+				}
+				b, _ := io.ReadAll(lp)
+				letters = append(letters, b)
+			}
+		default:
+			t.Errorf("unexpected part %d: %q", n, pct)
+		}
+	}
+	if n != 3 {
+		t.Errorf("batch has %d parts, want 3", n)
+	}
+	return summary, rows, letters, hdr
+}
+
+func decodePart(t *testing.T, p *textproto.Part) []byte {
+	t.Helper()
+	var r io.Reader = p
+	switch strings.ToLower(p.Header.Get("Content-Transfer-Encoding")) {
+	case "quoted-printable":
+		r = quotedprintable.NewReader(p)
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, p)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("decode part: %v", err)
+	}
+	return b
+}
+
+// TestOutboundEndToEnd: letters in over SMTP, one signed batch out to each
+// recipient's mail host, holding exactly the counted letters byte for byte.
+func TestOutboundEndToEnd(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Delivery.Mode = "smtp"
+		c.Batch.MaxLetters = 5
+		c.Verify.Unverified = "relay"
+	})
+	mh := startMailHosts(t, e)
+	campaignSigner(t, e)
+	e.start()
+
+	type sent struct {
+		from, name string
+		raw        []byte
+	}
+	var letters []sent
+	add := func(domain, name, addr, subject string) {
+		from := addr
+		if name != "" {
+			from = name + " <" + addr + ">"
+		}
+		raw := letterText(from, subject, "Free the political prisoners of the October 2019 revolt.")
+		if domain != "" {
+			var err error
+			if raw, err = e.keys[domain].Sign(raw, keyserver.SignOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := e.send(raw)
+		expectReply(t, "letter from "+addr, r, 250, "2.0.0")
+		letters = append(letters, sent{from: addr, name: name, raw: raw})
+	}
+	add("rsa.test", "Ana Díaz", "ana@rsa.test", "Libertad")
+	add("ed.test", "", "bo@ed.test", "Libertad")
+	// Header injection attempt in the display name, and encoded-words in
+	// the subject: data, not headers.
+	add("gmail.com", "=?utf-8?q?Carla_P=C3=A9rez=0D=0ABcc=3A_evil=40x.test?=", "carla@gmail.com", "Libertad")
+	add("mail.example.org", "Dora \"the\" Explorer", "dora@example.org", "=?utf-8?b?wqFMaWJlcnRhZCE=?= =?iso-8859-1?q?=E1?=")
+	add("", "", "eli@unsigned.test", "Libertad")
+
+	for rcpt, s := range mh.sinks {
+		if _, err := s.Wait(ctxT(t, 30*time.Second), 1); err != nil {
+			t.Fatalf("%s got no batch: %v", rcpt, err)
+		}
+	}
+	var first []byte
+	for rcpt, s := range mh.sinks {
+		msgs := s.Messages()
+		if len(msgs) != 1 {
+			t.Fatalf("%s got %d messages, want 1", rcpt, len(msgs))
+		}
+		m := msgs[0]
+		if m.From != e.cfg.Campaign.From || len(m.To) != 1 || m.To[0] != rcpt {
+			t.Errorf("%s: envelope from %q to %v", rcpt, m.From, m.To)
+		}
+		if first == nil {
+			first = m.Data
+		} else if !bytes.Equal(first, m.Data) {
+			t.Errorf("recipients' copies differ")
+		}
+	}
+	if i := bytes.IndexAny(bytes.ReplaceAll(first, []byte("\r\n"), nil), "\r\n"); i >= 0 {
+		t.Errorf("batch has a bare CR or LF at %d", i)
+	}
+
+	v := verify.New(verify.Options{Resolver: e.ks.Addr, Timeout: 2 * time.Second})
+	if vd := v.Verify(context.Background(), first, verify.Sender{Domain: "campaign.test"}); !vd.Pass {
+		t.Errorf("batch DKIM: %+v", vd)
+	}
+	summary, rows, digest, hdr := digestParts(t, first)
+	if got, _ := hdr.Subject(); got != "[Libertad a los presos políticos] batch 1: 5 letters" {
+		t.Errorf("subject %q", got)
+	}
+	if to, _ := hdr.AddressList("To"); len(to) != 1 || to[0].Address != e.cfg.Campaign.Recipients[0] {
+		t.Errorf("To %v", to)
+	}
+	if cc, _ := hdr.AddressList("Cc"); len(cc) != 1 || cc[0].Address != e.cfg.Campaign.Recipients[1] {
+		t.Errorf("Cc %v", cc)
+	}
+	if hdr.Get("Bcc") != "" || strings.Contains(hdr.Get("Subject"), "\n") {
+		t.Errorf("header injection reached the batch header")
+	}
+	if len(digest) != len(letters) {
+		t.Fatalf("digest has %d letters, want %d", len(digest), len(letters))
+	}
+	for i, l := range letters {
+		if !bytes.Equal(digest[i], l.raw) {
+			t.Errorf("digest letter %d differs from what was sent", i)
+		}
+		sender, err := verify.ParseFrom(digest[i])
+		if err != nil {
+			t.Errorf("digest letter %d From: %v", i, err)
+			continue
+		}
+		vd := v.Verify(context.Background(), digest[i], sender)
+		if want := l.from != "eli@unsigned.test"; vd.Pass != want {
+			t.Errorf("letter from %s: DKIM pass %v in the batch, want %v (%s)", l.from, vd.Pass, want, vd.Reason)
+		}
+		if !strings.Contains(summary, l.from) {
+			t.Errorf("summary does not name %s", l.from)
+		}
+	}
+	if !strings.Contains(summary, "Carla Pérez") || !strings.Contains(summary, "Ana Díaz") {
+		t.Errorf("summary does not show the decoded names")
+	}
+	if !strings.Contains(summary, "UNVERIFIED") {
+		t.Errorf("summary does not mark the unverified letter")
+	}
+	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id" {
+		t.Errorf("CSV rows %v", rows)
+	}
+
+	// The store agrees: one batch, both copies delivered, events journalled.
+	waitFor(t, "delivery recorded", 10*time.Second, func() bool {
+		b, err := e.store().Batch(1)
+		return err == nil && b.Complete()
+	})
+	b, _ := e.store().Batch(1)
+	if len(b.LetterIDs) != 5 || b.MessageID == "" || hdr.Get("Message-Id") != b.MessageID {
+		t.Errorf("batch record %+v, header Message-ID %q", b, hdr.Get("Message-Id"))
+	}
+	events, _ := e.store().LastEvents(100)
+	kinds := map[string]int{}
+	for _, ev := range events {
+		kinds[ev.Event]++
+	}
+	if kinds[store.EventBatched] != 1 || kinds[store.EventDelivered] != 2 {
+		t.Errorf("events %v", kinds)
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestOutboundOutage: one recipient's host answers 451, the other is down;
+// after they recover each gets the batch exactly once.
+func TestOutboundOutage(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Delivery.Mode = "smtp"
+		c.Batch.MaxLetters = 2
+		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
+		c.Delivery.RetryMax = config.Duration{Duration: 300 * time.Millisecond}
+	})
+	mh := startMailHosts(t, e)
+	e.start()
+	famil, copias := e.cfg.Campaign.Recipients[0], e.cfg.Campaign.Recipients[1]
+	mh.sinks[famil].FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "try later"})
+	mh.sinks[copias].Close()
+
+	expectReply(t, "letter 1", e.send(e.signed("rsa.test", "ana@rsa.test", keyserver.SignOptions{})), 250, "2.0.0")
+	expectReply(t, "letter 2", e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{})), 250, "2.0.0")
+
+	// Both copies get deferred more than once.
+	waitFor(t, "deferrals", 15*time.Second, func() bool {
+		b, err := e.store().Batch(1)
+		return err == nil && b.Recipients[0].Attempts >= 2 && b.Recipients[1].Attempts >= 2 &&
+			b.Recipients[0].State == store.DeliveryDeferred && b.Recipients[1].State == store.DeliveryDeferred
+	})
+	b, _ := e.store().Batch(1)
+	if !strings.Contains(b.Recipients[0].LastError, "451") {
+		t.Errorf("last error for %s: %q", famil, b.Recipients[0].LastError)
+	}
+	mh.sinks[famil].FailRcpt(nil)
+	mh.restart(t, copias)
+	for rcpt, s := range mh.sinks {
+		if _, err := s.Wait(ctxT(t, 15*time.Second), 1); err != nil {
+			t.Fatalf("%s never got the batch: %v", rcpt, err)
+		}
+	}
+	waitFor(t, "both delivered", 10*time.Second, func() bool {
+		b, err := e.store().Batch(1)
+		return err == nil && b.Complete()
+	})
+	// Give a stray duplicate a chance to show up, by waiting for the
+	// scheduler to go idle: nothing is due any more.
+	due, _, _ := e.store().Due(time.Now().Add(time.Hour), 10)
+	if len(due) != 0 {
+		t.Errorf("still queued after delivery: %v", due)
+	}
+	for rcpt, s := range mh.sinks {
+		if n := len(s.Messages()); n != 1 {
+			t.Errorf("%s got %d copies, want exactly 1", rcpt, n)
+		}
+	}
+}
+
+// TestMaildirDefault: the embedded default, with only max_wait shortened
+// (and a temp store and free port so tests can run side by side), writes a
+// batch into each recipient's Maildir.
+func TestMaildirDefault(t *testing.T) {
+	ks, keys := newKeyServer(t)
+	cfg := config.Default()
+	cfg.Batch.MaxWait = config.Duration{Duration: 300 * time.Millisecond}
+	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
+	cfg.Store.Dir = filepath.Join(t.TempDir(), "petitiond-data")
+	cfg.Admin.Listen = ""
+	cfg.Verify.DNSResolver = ks.Addr
+	e := &env{t: t, cfg: cfg, ks: ks, keys: keys}
+	e.start()
+	msg := e.signed("ed.test", "Bo <bo@ed.test>", keyserver.SignOptions{})
+	expectReply(t, "letter", e.send(msg, "libertad@localhost"), 250, "2.0.0")
+	for _, rcpt := range cfg.Campaign.Recipients {
+		dir := filepath.Join(cfg.Store.Dir, "outbox", rcpt, "new")
+		var files []os.DirEntry
+		waitFor(t, "maildir file for "+rcpt, 15*time.Second, func() bool {
+			files, _ = os.ReadDir(dir)
+			return len(files) == 1
+		})
+		data, err := os.ReadFile(filepath.Join(dir, files[0].Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, digest, _ := digestParts(t, data)
+		if len(digest) != 1 || !bytes.Equal(digest[0], msg) {
+			t.Errorf("%s: maildir batch does not hold the letter", rcpt)
+		}
+	}
+}
