@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -271,4 +272,65 @@ func TestSessionLimits(t *testing.T) {
 		return c.Banner.Code == 220
 	})
 	open[1].Quit()
+}
+
+// TestGracefulShutdown: on shutdown an idle session gets 421 at once, and a
+// transaction in the middle of its DATA finishes: stored, answered 250, and
+// found in the store after the restart.
+func TestGracefulShutdown(t *testing.T) {
+	e := startEnv(t, nil)
+	idle, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.Hello("idle.test")
+	busy, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busy.Hello("busy.test")
+	for _, cmd := range []string{"MAIL FROM:<bo@ed.test>", "RCPT TO:<" + campaignAddr + ">", "DATA"} {
+		if r, err := busy.Cmd("%s", cmd); err != nil || r.Code >= 400 {
+			t.Fatalf("%s: %v %v", cmd, r, err)
+		}
+	}
+	data := smtpclient.DotStuff(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}))
+	half := len(data) / 2
+	if err := busy.Raw(data[:half]); err != nil {
+		t.Fatal(err)
+	}
+
+	d := e.d
+	e.d = nil // this test stops the daemon itself
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- d.Shutdown(ctx)
+	}()
+	r, err := idle.ReadReply()
+	if err != nil || r.Code != 421 {
+		t.Errorf("idle session at shutdown: %v %v, want 421", r, err)
+	}
+	if err := busy.Raw(data[half:]); err != nil {
+		t.Fatal(err)
+	}
+	r, err = busy.ReadReply()
+	if err != nil || r.Code != 250 || !strings.Contains(r.Text, "queued as ") {
+		t.Fatalf("transaction in flight at shutdown: %v %v, want 250", r, err)
+	}
+	id := strings.Fields(strings.SplitN(r.Text, "queued as ", 2)[1])[0]
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	st, err := store.Open(e.cfg.Store.Dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if l, err := st.Letter(id); err != nil || l.From != "bo@ed.test" {
+		t.Errorf("letter %s after shutdown: %+v %v", id, l, err)
+	}
 }

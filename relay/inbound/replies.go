@@ -20,6 +20,7 @@ const (
 	replyStoreFailed
 	replyTimeout
 	replyReadFailed
+	replyShuttingDown
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -32,6 +33,7 @@ var replies = map[replyKind]smtp.SMTPError{
 	replyStoreFailed:    {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary problem storing the letter; try again later"},
 	replyTimeout:        {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "timeout reading the message; try again"},
 	replyReadFailed:     {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "error reading the message; try again"},
+	replyShuttingDown:   {Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"},
 }
 
 // reply builds the bare *smtp.SMTPError go-smtp needs to keep the code (a

@@ -66,6 +66,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	draining  bool
+	sessions  map[*session]struct{}
 }
 
 // New makes a front end from the config; it does not listen yet.
@@ -73,7 +75,7 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 	s := &Server{
 		cfg: cfg, store: st, verifier: v, log: opt.Logger, now: opt.Now, metrics: opt.Metrics,
 		fold:      verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
-		addresses: map[string]bool{}, domains: map[string]bool{},
+		addresses: map[string]bool{}, domains: map[string]bool{}, sessions: map[*session]struct{}{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -155,14 +157,75 @@ func (s *Server) Serve() error {
 	return first
 }
 
-// Shutdown stops taking connections and waits for open sessions to end, or
-// for ctx; then closes what is left.
+// Shutdown stops taking connections, lets every transaction in progress
+// finish (its letter stored and answered), and closes each session as soon
+// as it is between transactions, with a 421. What is left when ctx ends is
+// closed: no 250 was given for it, so the sender retries.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		_ = s.srv.Close()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	done := make(chan error, 1)
+	// go-smtp's Shutdown closes the listeners, then waits for every
+	// connection to end; we end them below.
+	go func() { done <- s.srv.Shutdown(ctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.closeIdleSessions()
+		select {
+		case err := <-done:
+			if errors.Is(err, smtp.ErrServerClosed) {
+				err = nil
+			}
+			return err
+		case <-ctx.Done():
+			_ = s.srv.Close()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+			if s.idle() {
+				// Only connections that never said EHLO are left.
+				_ = s.srv.Close()
+			}
+		}
 	}
-	return err
+}
+
+// closeIdleSessions closes every session that is not inside a transaction.
+func (s *Server) closeIdleSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		if ss.closeIfIdle() {
+			delete(s.sessions, ss)
+		}
+	}
+}
+
+// idle reports whether no session is left.
+func (s *Server) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions) == 0
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+func (s *Server) track(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions[ss] = struct{}{}
+}
+
+func (s *Server) untrack(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, ss)
 }
 
 func (s *Server) closeListeners() {
@@ -183,7 +246,12 @@ type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.metrics.Session()
-	return &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr())}, nil
+	if b.s.isDraining() {
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
+	}
+	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}
+	b.s.track(ss)
+	return ss, nil
 }
 
 func newSessionID() string {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -15,28 +17,65 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// session is one SMTP session; go-smtp calls it from one goroutine.
+// session is one SMTP session; go-smtp calls it from one goroutine, and
+// Shutdown looks at it from another (busy, closed).
 type session struct {
 	s          *Server
 	id         string
 	ip         string
+	conn       net.Conn
 	mailFrom   string
 	rcpts      int
 	postmaster bool
+
+	mu     sync.Mutex
+	busy   bool // inside a transaction: MAIL seen, not yet answered
+	closed bool
 }
 
 func (ss *session) Reset() {
 	ss.mailFrom, ss.rcpts, ss.postmaster = "", 0, false
+	ss.mu.Lock()
+	ss.busy = false
+	ss.mu.Unlock()
 }
 
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.s.untrack(ss)
+	return nil
+}
 
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	ss.mu.Lock()
+	if ss.closed || ss.s.isDraining() {
+		ss.mu.Unlock()
+		return ss.reply(replyShuttingDown)
+	}
+	ss.busy = true
+	ss.mu.Unlock()
 	if opts != nil && opts.Size > ss.s.cfg.SMTP.MaxMessageBytes {
 		return ss.reply(replyTooBig)
 	}
 	ss.mailFrom = from
 	return nil
+}
+
+// closeIfIdle ends the session with a 421 unless a transaction is in
+// progress; go-smtp has no way to do this between commands, so the line is
+// written on the connection directly.
+func (ss *session) closeIfIdle() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.busy {
+		return false
+	}
+	if !ss.closed {
+		ss.closed = true
+		_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = ss.conn.Write([]byte("421 4.3.2 " + ss.s.cfg.SMTP.Hostname + " shutting down, try again later\r\n"))
+		_ = ss.conn.Close()
+	}
+	return true
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
