@@ -86,11 +86,13 @@ func TestInboundQuarantine(t *testing.T) {
 	lsig = append(lsig, []byte("P.S. text appended after signing.\r\n")...)
 	queued("l= with appended text", e.send(lsig))
 	queued("expired", e.send(e.signed("ed.test", "ines@ed.test", keyserver.SignOptions{Expiration: time.Now().Add(-time.Hour)})))
-	queued("postmaster", e.send(letterText("someone@else.test", "bounce", "a report"), "postmaster@campaign.test"))
+	queued("postmaster", e.send(letterText("someone@else.test", "complaint", "a report"), "postmaster@campaign.test"))
+	queued("bounce of a batch", e.send(letterText("MAILER-DAEMON@ofapp.test", "Undelivered", "a bounce"), "relay@campaign.test"))
 	wantHeld := map[string]string{
 		"dan@rsa.test": store.HeldUnverified, "ana@rsa.test": store.HeldUnverified, "eva@ed.test": store.HeldUnverified,
 		"fede@wrongkey.test": store.HeldUnverified, "gala@ed.test": store.HeldUnverified, "hugo@ed.test": store.HeldUnverified,
 		"ines@ed.test": store.HeldUnverified, "someone@else.test": store.HeldPostmaster,
+		"MAILER-DAEMON@ofapp.test": store.HeldPostmaster,
 	}
 
 	// Refusals: nothing stored.

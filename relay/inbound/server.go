@@ -63,6 +63,8 @@ type Server struct {
 	// domains (for postmaster@).
 	addresses map[string]bool
 	domains   map[string]bool
+	// bounceAddr is campaign.from, lower-cased: where batches' bounces go.
+	bounceAddr string
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -86,6 +88,7 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 	if s.metrics == nil {
 		s.metrics = nopMetrics{}
 	}
+	s.bounceAddr = strings.ToLower(cfg.Campaign.From)
 	for _, a := range cfg.Campaign.Addresses {
 		a = strings.ToLower(a)
 		s.addresses[a] = true

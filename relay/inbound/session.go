@@ -82,9 +82,10 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	addr := strings.ToLower(to)
 	switch {
 	case ss.s.addresses[addr]:
-	case ss.isPostmaster(addr):
-		// RFC 5321 4.5.1: postmaster must be accepted; such mail is kept
-		// for an admin and never counted.
+	case ss.isPostmaster(addr), addr == ss.s.bounceAddr:
+		// RFC 5321 4.5.1: postmaster must be accepted; so must bounces of
+		// batches, which come back to campaign.from. Such mail is kept for
+		// an admin and never counted.
 		ss.postmaster = true
 	default:
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
