@@ -1,5 +1,5 @@
 // Package relay ties petitiond's parts into one daemon: the store, the SMTP
-// front end, the batch closer and the delivery scheduler.
+// front end, the batch closer, the delivery scheduler and the admin listener.
 package relay
 
 import (
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/relay/batch"
 	"github.com/petitiond/petitiond/relay/deliver"
 	"github.com/petitiond/petitiond/relay/inbound"
@@ -33,7 +34,13 @@ type Options struct {
 	// DeliveryTLS is the base TLS config for outbound STARTTLS (tests pass
 	// their own roots); nil means the system's.
 	DeliveryTLS *tls.Config
+	// AdminToken overrides [admin].token when set (cmd passes
+	// PETITIOND_ADMIN_TOKEN, so the secret need not sit in the file).
+	AdminToken string
 }
+
+// The admin listener's metrics are what the SMTP front end reports to.
+var _ inbound.Metrics = (*admin.Metrics)(nil)
 
 // Daemon is a running petitiond.
 type Daemon struct {
@@ -41,7 +48,9 @@ type Daemon struct {
 	log     *slog.Logger
 	store   *store.Store
 	smtp    *inbound.Server
+	admin   *admin.Server // nil when admin.listen is ""
 	closer  *batch.Closer
+	purger  *batch.Purger
 	deliver *deliver.Scheduler
 
 	cancel context.CancelFunc // stops the schedulers
@@ -57,17 +66,39 @@ func New(cfg *config.Config, opt Options) (*Daemon, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	adminToken := cfg.Admin.Token
+	if opt.AdminToken != "" {
+		adminToken = opt.AdminToken
+	}
+	// Refuse an open admin listener before touching the store or any port.
+	if err := admin.CheckListen(cfg.Admin.Listen, adminToken); err != nil {
+		return nil, err
+	}
 	st, err := store.Open(cfg.Store.Dir, store.Options{Logger: log, Now: opt.Now, Retention: cfg.Store.Retention.Duration})
 	if err != nil {
 		return nil, err
 	}
+	d := &Daemon{cfg: cfg, log: log, store: st}
+	var metrics inbound.Metrics
+	if cfg.Admin.Listen != "" {
+		d.admin, err = admin.New(st, admin.Options{
+			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now,
+			// d.deliver is set below, before anything can call this.
+			WakeDelivery: func() { d.deliver.Wake() },
+		})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		metrics = d.admin.Metrics()
+	}
 	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration})
-	in, err := inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now})
+	in, err := inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, store: st, smtp: in}
+	d.smtp = in
 	tr, err := newTransport(cfg, opt)
 	if err != nil {
 		st.Close()
@@ -89,6 +120,7 @@ func New(cfg *config.Config, opt Options) (*Daemon, error) {
 		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, CampaignName: cfg.Campaign.Name,
 		From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
 	}, st, log, opt.Now, func(*store.Batch) { d.deliver.Wake() })
+	d.purger = batch.NewPurger(st, log, opt.Now)
 	return d, nil
 }
 
@@ -118,13 +150,21 @@ func newTransport(cfg *config.Config, opt Options) (deliver.Transport, error) {
 
 // Start listens and serves in the background.
 func (d *Daemon) Start() error {
+	if d.admin != nil {
+		if err := d.admin.Start(); err != nil {
+			return err
+		}
+	}
 	if err := d.smtp.Listen(); err != nil {
+		if d.admin != nil {
+			_ = d.admin.Shutdown(context.Background())
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	d.cancel, d.abort = cancel, abortCancel
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go func() {
 		defer d.wg.Done()
 		if err := d.smtp.Serve(); err != nil {
@@ -134,6 +174,10 @@ func (d *Daemon) Start() error {
 	go func() {
 		defer d.wg.Done()
 		d.closer.Run(ctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.purger.Run(ctx)
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -156,6 +200,14 @@ func (d *Daemon) fail(err error) {
 // SMTPAddrs are the SMTP listeners' addresses.
 func (d *Daemon) SMTPAddrs() []net.Addr { return d.smtp.Addrs() }
 
+// AdminAddr is the admin listener's address, nil when admin.listen is "".
+func (d *Daemon) AdminAddr() net.Addr {
+	if d.admin == nil {
+		return nil
+	}
+	return d.admin.Addr()
+}
+
 // Store is the daemon's store.
 func (d *Daemon) Store() *store.Store { return d.store }
 
@@ -174,6 +226,18 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.wg.Wait()
 		stop()
 		d.abort()
+	}
+	// The admin listener goes last, so followers see the final deliveries,
+	// but before the store closes under it. It gets its own short grace:
+	// its streams end at once and other requests are quick, and deliveries
+	// may have used up ctx.
+	if d.admin != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		err := d.admin.Shutdown(actx)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := d.store.Close(); err != nil {
 		errs = append(errs, err)

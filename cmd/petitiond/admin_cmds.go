@@ -1,14 +1,405 @@
 package main
 
+// The admin commands: clients of the running daemon's admin API (bbolt
+// allows one writer process, so they never open the store themselves).
+
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/relay/admin"
 )
 
-var errNotYet = errors.New("not available in this build yet")
+// adminTokenEnv overrides admin.token, for the daemon and the admin commands.
+const adminTokenEnv = "PETITIOND_ADMIN_TOKEN"
 
-func runTail(context.Context, []string, io.Writer, io.Writer) error    { return errNotYet }
-func runStats(context.Context, []string, io.Writer, io.Writer) error   { return errNotYet }
-func runBatches(context.Context, []string, io.Writer, io.Writer) error { return errNotYet }
-func runHeld(context.Context, []string, io.Writer, io.Writer) error    { return errNotYet }
+// adminFlags are the flags every admin command takes.
+type adminFlags struct {
+	config string
+	url    string
+	json   bool
+}
+
+const adminFlagsUsage = "[-config FILE] [-admin URL] [-json]"
+
+// newAdminFlags makes a command's flag set with the common admin flags.
+func newAdminFlags(name, usage, help string, stderr io.Writer) (*flag.FlagSet, *adminFlags) {
+	fs := newFlags(name, usage, stderr)
+	base := fs.Usage
+	fs.Usage = func() {
+		base()
+		fmt.Fprintf(stderr, "\n%s\n\nThe token comes from %s, else admin.token in the config.\n", help, adminTokenEnv)
+	}
+	af := &adminFlags{}
+	fs.StringVar(&af.config, "config", "", "config file, to find admin.listen and admin.token (default ./petitiond.toml if present, else the embedded default)")
+	fs.StringVar(&af.url, "admin", "", "admin API URL, e.g. http://127.0.0.1:8025 (overrides admin.listen)")
+	fs.BoolVar(&af.json, "json", false, "print JSON for scripts")
+	return fs, af
+}
+
+// parseAdminArgs parses the flags and, when the first argument is one of
+// actions, the flags after it too, so both `held release -json ID` and
+// `held -json release ID` work; flags always come before the other
+// arguments. It returns the action ("" for none) and what is left.
+func parseAdminArgs(fs *flag.FlagSet, args []string, actions ...string) (action string, rest []string, err error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", nil, err
+	}
+	rest = fs.Args()
+	if len(rest) > 0 && slices.Contains(actions, rest[0]) {
+		action = rest[0]
+		if err := parseFlags(fs, rest[1:]); err != nil {
+			return "", nil, err
+		}
+		rest = fs.Args()
+	}
+	return action, rest, nil
+}
+
+// usageError prints msg and the usage, and makes the command exit 2.
+func usageError(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) error {
+	fmt.Fprintf(stderr, "petitiond %s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
+	fs.Usage()
+	return errUsage
+}
+
+// client finds the daemon: -admin, else admin.listen from the config; the
+// token from the environment, else the config. The config is read only when
+// something is still missing or -config names it.
+func (af *adminFlags) client() (*admin.Client, error) {
+	token := os.Getenv(adminTokenEnv)
+	base := af.url
+	if base == "" || token == "" || af.config != "" {
+		cfg, source, err := config.Load(af.config)
+		if err != nil {
+			return nil, err
+		}
+		if token == "" {
+			token = cfg.Admin.Token
+		}
+		if base == "" {
+			if cfg.Admin.Listen == "" {
+				return nil, fmt.Errorf("the admin listener is disabled in %s (admin.listen is \"\"): set it, or pass -admin URL", source)
+			}
+			if base, err = admin.BaseURL(cfg.Admin.Listen); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return admin.NewClient(base, token)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// humanTime is how tables show times: local, to the second.
+func humanTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05 MST")
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "tail [-f] [-n N] " + adminFlagsUsage
+	fs, af := newAdminFlags("tail", usage, "Prints the last N relay events; with -f follows new ones, reconnecting when the daemon restarts.", stderr)
+	follow := fs.Bool("f", false, "follow new events until interrupted")
+	n := fs.Int("n", 10, "how many past events to print first")
+	_, rest, err := parseAdminArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", rest)
+	}
+	if *n < 0 {
+		return usageError(fs, stderr, "-n must not be negative")
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	emit := func(e admin.Event) error { return printEvent(stdout, e, af.json) }
+	if !*follow {
+		events, err := c.Events(ctx, *n)
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := emit(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	down := false
+	return c.Follow(ctx, *n, emit, admin.FollowNotify{
+		Lost: func(err error) {
+			// Once per outage, not once per attempt.
+			if !down {
+				fmt.Fprintf(stderr, "petitiond tail: %v; reconnecting\n", err)
+				down = true
+			}
+		},
+		Back: func() {
+			fmt.Fprintf(stderr, "petitiond tail: reconnected to %s\n", c.URL())
+			down = false
+		},
+	})
+}
+
+// printEvent writes one event: a JSON object per line, or a log-like line.
+func printEvent(w io.Writer, e admin.Event, asJSON bool) error {
+	if asJSON {
+		// One object per line; Encode ends it with the newline.
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // Message-IDs keep their <>
+		return enc.Encode(e)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %-9s", humanTime(e.Time), e.Event)
+	field := func(k, v string) {
+		if v == "" {
+			return
+		}
+		if strings.ContainsAny(v, " \t\"=") {
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	field("letter", e.Letter)
+	if e.Batch != 0 {
+		field("batch", strconv.FormatUint(e.Batch, 10))
+	}
+	field("sender", e.Sender)
+	field("ip", e.IP)
+	field("recipient", e.Recipient)
+	field("reason", e.Reason)
+	b.WriteByte('\n')
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, af := newAdminFlags("stats", "stats "+adminFlagsUsage, "Prints the tally: letters counted, duplicates, held, rejected, batches, deliveries.", stderr)
+	_, rest, err := parseAdminArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", rest)
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	st, err := c.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	if af.json {
+		return printJSON(stdout, st)
+	}
+	tw := newTable(stdout)
+	fmt.Fprintf(tw, "counted\t%d\tletters counted, one per supporter\n", st.Counted)
+	fmt.Fprintf(tw, "duplicates\t%d\tletters from supporters already counted\n", st.Duplicates)
+	fmt.Fprintf(tw, "held\t%d\tletters waiting for an admin (petitiond held)\n", st.Held)
+	fmt.Fprintf(tw, "rejected\t%d\tletters refused\n", st.Rejected)
+	fmt.Fprintf(tw, "pending\t%d\tcounted letters waiting for a batch\n", st.Pending)
+	fmt.Fprintf(tw, "batches\t%d\tbatches closed\n", st.Batches)
+	d := st.Deliveries
+	fmt.Fprintf(tw, "deliveries\t%d\tbatch copies: queued %d, deferred %d, delivered %d, failed %d\n",
+		d.Queued+d.Deferred+d.Delivered+d.Failed, d.Queued, d.Deferred, d.Delivered, d.Failed)
+	return tw.Flush()
+}
+
+func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "batches [show|export|retry] " + adminFlagsUsage + " [ID]"
+	fs, af := newAdminFlags("batches", usage, `  batches            list batches with each recipient's delivery state
+  batches show ID    one batch, with its letters
+  batches export ID  write the batch's message (.eml), exactly as delivered, to stdout
+  batches retry ID   requeue the batch's failed copies for delivery now`, stderr)
+	action, rest, err := parseAdminArgs(fs, args, "show", "export", "retry")
+	if err != nil {
+		return err
+	}
+	switch {
+	case action == "" && len(rest) > 0:
+		return usageError(fs, stderr, "unknown action %q", rest[0])
+	case action != "" && len(rest) != 1:
+		return usageError(fs, stderr, "%s takes one batch ID (flags go before it)", action)
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	switch action {
+	case "show":
+		b, err := c.Batch(ctx, rest[0])
+		if err != nil {
+			return err
+		}
+		if af.json {
+			return printJSON(stdout, b)
+		}
+		return printBatch(stdout, b)
+	case "export":
+		return c.BatchMessage(ctx, rest[0], stdout)
+	case "retry":
+		r, err := c.Retry(ctx, rest[0])
+		if err != nil {
+			return err
+		}
+		if af.json {
+			return printJSON(stdout, r)
+		}
+		_, err = fmt.Fprintf(stdout, "batch %d: %d failed %s requeued for delivery now\n", r.ID, r.Requeued, plural(r.Requeued, "copy", "copies"))
+		return err
+	}
+	batches, err := c.Batches(ctx)
+	if err != nil {
+		return err
+	}
+	if af.json {
+		return printJSON(stdout, batches)
+	}
+	if len(batches) == 0 {
+		_, err := fmt.Fprintln(stdout, "no batches yet")
+		return err
+	}
+	tw := newTable(stdout)
+	fmt.Fprintln(tw, "BATCH\tCREATED\tLETTERS\tRECIPIENT\tSTATE\tATTEMPTS\tNOTE")
+	for _, b := range batches {
+		for i, r := range b.Recipients {
+			if i == 0 {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t", b.ID, humanTime(b.Created), b.Letters)
+			} else {
+				fmt.Fprint(tw, "\t\t\t")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Address, r.State, r.Attempts, deliveryNote(r))
+		}
+	}
+	return tw.Flush()
+}
+
+// deliveryNote says what is next for a copy, or what went wrong.
+func deliveryNote(r admin.Recipient) string {
+	var parts []string
+	if r.NextAttempt != nil {
+		parts = append(parts, "next try "+humanTime(*r.NextAttempt))
+	}
+	if r.LastError != "" && r.State != "delivered" {
+		e := r.LastError
+		if len(e) > 100 {
+			e = e[:97] + "..."
+		}
+		parts = append(parts, e)
+	}
+	return strings.Join(parts, ": ")
+}
+
+func printBatch(w io.Writer, b admin.Batch) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "batch\t%d\n", b.ID)
+	fmt.Fprintf(tw, "created\t%s\n", humanTime(b.Created))
+	fmt.Fprintf(tw, "message-id\t%s\n", b.MessageID)
+	fmt.Fprintf(tw, "letters\t%d: %s\n", b.Letters, strings.Join(b.LetterIDs, " "))
+	if b.Purged {
+		fmt.Fprintf(tw, "purged\tletter bodies and message removed after retention\n")
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "RECIPIENT\tSTATE\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR")
+	for _, r := range b.Recipients {
+		next := "-"
+		if r.NextAttempt != nil {
+			next = humanTime(*r.NextAttempt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Address, r.State, r.Attempts, next, r.LastError)
+	}
+	return tw.Flush()
+}
+
+func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "held [release|drop] " + adminFlagsUsage + " [ID]"
+	fs, af := newAdminFlags("held", usage, `  held             list letters held for an admin (unverified, or mail to postmaster)
+  held release ID  count the letter (a duplicate if its sender was counted meanwhile)
+  held drop ID     delete the letter`, stderr)
+	action, rest, err := parseAdminArgs(fs, args, "release", "drop")
+	if err != nil {
+		return err
+	}
+	switch {
+	case action == "" && len(rest) > 0:
+		return usageError(fs, stderr, "unknown action %q", rest[0])
+	case action != "" && len(rest) != 1:
+		return usageError(fs, stderr, "%s takes one letter ID (flags go before it)", action)
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	if action != "" {
+		var r admin.HeldResult
+		if action == "release" {
+			r, err = c.Release(ctx, rest[0])
+		} else {
+			r, err = c.Drop(ctx, rest[0])
+		}
+		if err != nil {
+			return err
+		}
+		if af.json {
+			return printJSON(stdout, r)
+		}
+		msg := map[string]string{
+			"released":  "released: counted, it goes into the next batch",
+			"duplicate": "released, but its sender was counted meanwhile: recorded as a duplicate, not counted again",
+			"dropped":   "dropped",
+		}[r.Outcome]
+		if msg == "" {
+			msg = r.Outcome
+		}
+		_, err = fmt.Fprintf(stdout, "%s %s\n", r.ID, msg)
+		return err
+	}
+	held, err := c.Held(ctx)
+	if err != nil {
+		return err
+	}
+	if af.json {
+		return printJSON(stdout, held)
+	}
+	if len(held) == 0 {
+		_, err := fmt.Fprintln(stdout, "no held letters")
+		return err
+	}
+	tw := newTable(stdout)
+	fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tREASON")
+	for _, l := range held {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.ID, humanTime(l.Received), l.From, l.Reason)
+	}
+	return tw.Flush()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -114,7 +114,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("starting petitiond", "config", source, "store", cfg.Store.Dir)
-	return relay.Run(ctx, cfg, relay.Options{Logger: log})
+	return relay.Run(ctx, cfg, relay.Options{Logger: log, AdminToken: os.Getenv(adminTokenEnv)})
 }
 
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {

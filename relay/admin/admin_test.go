@@ -1,0 +1,375 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/petitiond/petitiond/store"
+)
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// startServer runs an admin server on listen for st until the test ends.
+func startServer(t *testing.T, st *store.Store, listen, token string) *Server {
+	t.Helper()
+	s, err := New(st, Options{Listen: listen, Token: token, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s
+}
+
+func baseOf(s *Server) string { return "http://" + s.Addr().String() }
+
+// reject appends one "rejected" event: the cheapest way to make events.
+func reject(t *testing.T, st *store.Store, i int) {
+	t.Helper()
+	if err := st.Reject(context.Background(), store.Rejection{From: fmt.Sprintf("s%d@x.test", i), Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	for _, c := range []struct {
+		listen, token string
+		ok            bool
+	}{
+		{"", "", true},
+		{"127.0.0.1:8025", "", true},
+		{"127.0.0.2:0", "", true},
+		{"[::1]:8025", "", true},
+		{"localhost:8025", "", true},
+		{"0.0.0.0:0", "", false},
+		{":8025", "", false},
+		{"[::]:8025", "", false},
+		{"192.0.2.1:8025", "", false},
+		{"admin.example:8025", "", false},
+		{"0.0.0.0:0", "t0ken", true},
+	} {
+		err := CheckListen(c.listen, c.token)
+		if (err == nil) != c.ok {
+			t.Errorf("CheckListen(%q, %q) = %v, want ok %v", c.listen, c.token, err, c.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "admin.listen") || !strings.Contains(err.Error(), "admin.token")) {
+			t.Errorf("CheckListen(%q): error %q does not name admin.listen and admin.token", c.listen, err)
+		}
+	}
+}
+
+func TestAuth(t *testing.T) {
+	st := openStore(t)
+	s := startServer(t, st, "127.0.0.1:0", "s3cret token")
+	for _, c := range []struct {
+		header string
+		want   int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer wrong", http.StatusUnauthorized},
+		{"Bearer s3cret", http.StatusUnauthorized},
+		{"Bearer s3cret token2", http.StatusUnauthorized},
+		{"Basic s3cret token", http.StatusUnauthorized},
+		{"Bearer s3cret token", http.StatusOK},
+		{"bearer s3cret token", http.StatusOK},
+	} {
+		for _, path := range []string{"/api/stats", "/metrics", "/healthz", "/debug/pprof/"} {
+			req, _ := http.NewRequest("GET", baseOf(s)+path, nil)
+			if c.header != "" {
+				req.Header.Set("Authorization", c.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e Error
+			if resp.StatusCode == http.StatusUnauthorized {
+				if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == "" {
+					t.Errorf("%s with %q: 401 without a JSON error (%v)", path, c.header, err)
+				}
+				if resp.Header.Get("WWW-Authenticate") == "" {
+					t.Errorf("%s: 401 without WWW-Authenticate", path)
+				}
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Errorf("%s with %q: %d, want %d", path, c.header, resp.StatusCode, c.want)
+			}
+		}
+	}
+	// The client names the fix.
+	c, err := NewClient(baseOf(s), "wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stats(context.Background()); !errors.Is(err, ErrUnauthorized) ||
+		err.Error() != "admin token rejected (401): set PETITIOND_ADMIN_TOKEN or admin.token" {
+		t.Errorf("wrong token: %v", err)
+	}
+}
+
+// TestPprofOnlyOnLoopback: the listener decides; a non-loopback one (with a
+// token, as it must have) has no /debug/pprof/.
+func TestPprofOnlyOnLoopback(t *testing.T) {
+	st := openStore(t)
+	for _, c := range []struct {
+		handlerFor bool
+		want       int
+	}{{true, http.StatusOK}, {false, http.StatusNotFound}} {
+		s, err := New(st, Options{Listen: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("GET", "/debug/pprof/", nil)
+		rec := &recorder{header: http.Header{}}
+		s.handler(c.handlerFor).ServeHTTP(rec, req)
+		if rec.status != c.want {
+			t.Errorf("pprof enabled %v: %d, want %d", c.handlerFor, rec.status, c.want)
+		}
+	}
+}
+
+type recorder struct {
+	header http.Header
+	status int
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (r *recorder) WriteHeader(code int) { r.status = code }
+
+// TestHealthz: 200 while the store takes writes, 503 once it cannot.
+func TestHealthz(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, st, "127.0.0.1:0", "")
+	s.health.reuse = 50 * time.Millisecond // keep the test quick
+	get := func() int {
+		resp, err := http.Get(baseOf(s) + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	commits, _ := st.CommitStats()
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+	if after, _ := st.CommitStats(); after != commits+1 {
+		t.Errorf("healthz made %d commits, want 1 (a real write)", after-commits)
+	}
+	st.Close()
+	waitFor(t, "healthz 503 after the store closed", 5*time.Second, func() bool { return get() == http.StatusServiceUnavailable })
+}
+
+// TestFollowResumes: a follower sees events as they come, and after the
+// listener went away and came back on the same port, it resumes after the
+// last event it saw: nothing missed, nothing twice.
+func TestFollowResumes(t *testing.T) {
+	st := openStore(t)
+	reject(t, st, 0) // before the follower: -n 1 shows it
+	s := startServer(t, st, "127.0.0.1:0", "")
+	c, err := NewClient(baseOf(s), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MaxBackoff = 100 * time.Millisecond
+	var mu sync.Mutex
+	var seqs []uint64
+	var lost, back int
+	seen := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(seqs) >= n }
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Follow(ctx, 1, func(e Event) error {
+			mu.Lock()
+			seqs = append(seqs, e.Seq)
+			mu.Unlock()
+			return nil
+		}, FollowNotify{
+			Lost: func(error) { mu.Lock(); lost++; mu.Unlock() },
+			Back: func() { mu.Lock(); back++; mu.Unlock() },
+		})
+	}()
+	waitFor(t, "the backlog event", 5*time.Second, seen(1))
+	for i := 1; i <= 3; i++ {
+		reject(t, st, i)
+	}
+	waitFor(t, "live events", 5*time.Second, seen(4))
+
+	// The listener goes; events happen meanwhile; it comes back.
+	addr := s.Addr().String()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 4; i <= 6; i++ {
+		reject(t, st, i)
+	}
+	startServer(t, st, addr, "")
+	reject(t, st, 7)
+	waitFor(t, "events after the restart", 5*time.Second, seen(8))
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Follow: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, seq := range seqs {
+		if seq != uint64(i+1) {
+			t.Fatalf("sequence numbers %v, want 1..8 in order", seqs)
+		}
+	}
+	if lost == 0 || back == 0 {
+		t.Errorf("notified lost %d, back %d times; want both", lost, back)
+	}
+}
+
+// TestFeedCatchesUpAfterOverflow: a follower the store drops for falling
+// behind still gets every event, once, in order.
+func TestFeedCatchesUpAfterOverflow(t *testing.T) {
+	st := openStore(t)
+	f := newFeed(st, 0)
+	defer f.close()
+	tick := make(chan time.Time, 1)
+	tick <- time.Now()
+	if _, ok, err := f.next(context.Background(), tick); ok || err != nil {
+		t.Fatalf("empty journal: ok %v err %v", ok, err)
+	}
+	const n = 5000 // more than a subscription buffers
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n / 50 {
+				reject(t, st, w*1000+i)
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for want := uint64(1); want <= n; want++ {
+		e, ok, err := f.next(ctx, nil)
+		if err != nil || !ok || e.Seq != want {
+			t.Fatalf("event %d: got seq %d ok %v err %v", want, e.Seq, ok, err)
+		}
+	}
+	if f.ready() {
+		t.Errorf("feed has more than %d events", n)
+	}
+}
+
+func TestRejectionClass(t *testing.T) {
+	for reason, want := range map[string]string{
+		"bare CR or LF at byte 12 (SMTP smuggling?)":       "bare_line_ending",
+		"message over smtp.max_message_bytes":              "size",
+		"unverified: no DKIM signature":                    "unverified",
+		"verify: bad From: 2 From header fields, want one": "from",
+		"From address cannot be normalised: bad domain":    "from",
+		"something new": "other",
+	} {
+		if got := rejectionClass(reason); got != want {
+			t.Errorf("rejectionClass(%q) = %q, want %q", reason, got, want)
+		}
+	}
+}
+
+// TestObserve: events count where they belong; an admin's requeue is not a
+// delivery attempt.
+func TestObserve(t *testing.T) {
+	m := newMetrics(openStore(t), time.Now)
+	for _, e := range []store.Event{
+		{Event: store.EventAccepted}, {Event: store.EventRejected, Reason: "message over smtp.max_message_bytes"},
+		{Event: store.EventBatched}, {Event: store.EventDeferred, Reason: "attempt 1: 451 later; next try soon"},
+		{Event: store.EventDeferred, Reason: "requeued by an admin after: 550 no"}, {Event: store.EventPurged},
+	} {
+		m.observe(e)
+	}
+	for _, c := range []struct {
+		c    prometheus.Counter
+		want float64
+	}{
+		{m.letters.WithLabelValues("accepted"), 1}, {m.letters.WithLabelValues("rejected"), 1},
+		{m.rejections.WithLabelValues("size"), 1}, {m.batches, 1},
+		{m.attempts.WithLabelValues("deferred"), 1},
+	} {
+		var pb dto.Metric
+		if err := c.c.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		if got := pb.GetCounter().GetValue(); got != c.want {
+			t.Errorf("%s = %v, want %v", c.c.Desc(), got, c.want)
+		}
+	}
+}
+
+func TestRefusalClass(t *testing.T) {
+	// The texts relay/inbound's limit listener gives.
+	for why, want := range map[string]string{
+		"too many connections":                   "max_connections",
+		"too many connections from your address": "max_per_ip",
+		"something new":                          "other",
+	} {
+		if got := refusalClass(why); got != want {
+			t.Errorf("refusalClass(%q) = %q, want %q", why, got, want)
+		}
+	}
+}
+
+func TestBaseURL(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:8025": "http://127.0.0.1:8025",
+		"0.0.0.0:8025":   "http://127.0.0.1:8025",
+		":8025":          "http://127.0.0.1:8025",
+		"[::]:8025":      "http://[::1]:8025",
+		"localhost:80":   "http://localhost:80",
+	} {
+		if got, err := BaseURL(listen); err != nil || got != want {
+			t.Errorf("BaseURL(%q) = %q, %v; want %q", listen, got, err, want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

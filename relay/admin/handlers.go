@@ -1,0 +1,329 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/petitiond/petitiond/store"
+)
+
+// maxEvents caps one answer of /api/events, and the backlog a follower asks
+// for with n.
+const maxEvents = 10000
+
+// writeDeadline bounds each write to a follower, so one that stopped reading
+// does not hold its stream open forever.
+const writeDeadline = 30 * time.Second
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // Message-IDs keep their <> for curl readers
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, Error{Error: msg})
+}
+
+// storeError answers a failed store call: the admin's mistakes (no such
+// letter, wrong state) with the store's words, anything else generically,
+// with the cause in the log.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	msg := strings.TrimPrefix(err.Error(), "store: ")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, msg)
+	case errors.Is(err, store.ErrState):
+		writeError(w, http.StatusConflict, msg)
+	case errors.Is(err, store.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "petitiond is shutting down")
+	default:
+		s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error; the daemon's log has the cause")
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.health.result(r.Context()); err != nil {
+		s.log.Warn("health check failed: the store cannot be written", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store not writable: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.st.Stats()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiStats(st))
+}
+
+func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
+	held, err := s.st.Held()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	out := make([]HeldLetter, 0, len(held))
+	for _, l := range held {
+		out = append(out, apiHeld(l))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// letterID reads a letter ID from the path; IDs are upper-case hex, so a
+// lower-case spelling is accepted.
+func letterID(r *http.Request) string { return strings.ToUpper(r.PathValue("id")) }
+
+func (s *Server) heldRelease(w http.ResponseWriter, r *http.Request) {
+	id := letterID(r)
+	dup, err := s.st.Release(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	res := HeldResult{ID: id, Outcome: store.EventReleased}
+	if dup {
+		res.Outcome = store.EventDuplicate
+	}
+	// The batch closer hears the release on the store's event feed.
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) heldDrop(w http.ResponseWriter, r *http.Request) {
+	id := letterID(r)
+	if err := s.st.Drop(r.Context(), id); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, HeldResult{ID: id, Outcome: store.EventDropped})
+}
+
+// batchID reads a batch number from the path; a bad one is answered here.
+func batchID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	raw := r.PathValue("id")
+	id, err := strconv.ParseUint(strings.TrimPrefix(raw, "#"), 10, 64)
+	if err != nil || id == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("batch ID %q is not a batch number (1, 2, ...)", raw))
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) batchList(w http.ResponseWriter, r *http.Request) {
+	batches, err := s.st.Batches()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	out := make([]Batch, 0, len(batches))
+	for _, b := range batches {
+		out = append(out, apiBatch(b, false))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) batchShow(w http.ResponseWriter, r *http.Request) {
+	id, ok := batchID(w, r)
+	if !ok {
+		return
+	}
+	b, err := s.st.Batch(id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiBatch(*b, true))
+}
+
+// batchMessage sends the batch's message exactly as delivered.
+func (s *Server) batchMessage(w http.ResponseWriter, r *http.Request) {
+	id, ok := batchID(w, r)
+	if !ok {
+		return
+	}
+	msg, err := s.st.BatchMessage(id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "message/rfc822")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="batch-%d.eml"`, id))
+	w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
+	_, _ = w.Write(msg)
+}
+
+func (s *Server) batchRetry(w http.ResponseWriter, r *http.Request) {
+	id, ok := batchID(w, r)
+	if !ok {
+		return
+	}
+	n, err := s.st.Retry(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if s.opt.WakeDelivery != nil {
+		s.opt.WakeDelivery()
+	}
+	writeJSON(w, http.StatusOK, RetryResult{ID: id, Requeued: n})
+}
+
+// events answers the last n events (?n=N, default 10), or with ?after=SEQ
+// the events after that one (up to n, default maxEvents), oldest first.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n, err := queryUint(q.Get("n"), 10)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "n: "+err.Error())
+		return
+	}
+	n = min(n, maxEvents)
+	var evs []store.Event
+	if a := q.Get("after"); a != "" {
+		after, err := queryUint(a, 0)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "after: "+err.Error())
+			return
+		}
+		if q.Get("n") == "" {
+			n = maxEvents
+		}
+		evs, err = s.st.Events(after, int(n))
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+	} else if n > 0 {
+		if evs, err = s.st.LastEvents(int(n)); err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+	}
+	out := make([]Event, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, apiEvent(e))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func queryUint(s string, def uint64) (uint64, error) {
+	if s == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a non-negative number", s)
+	}
+	return v, nil
+}
+
+// follow streams events as newline-delimited JSON, one Event per line, as
+// they are committed: from after ?after=SEQ when given (a client resuming
+// after a reconnect misses nothing while the journal still holds it), else
+// starting with the last ?n=N events (default 0). The header
+// FollowAfterHeader says where the stream starts; an idle stream sends an
+// empty line every Heartbeat.
+func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		v, err := queryUint(a, 0)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "after: "+err.Error())
+			return
+		}
+		// Past the journal's end (a new store under the same address):
+		// resume from its end, or new events would be hidden until their
+		// numbers caught up.
+		end, err := s.startAfter(0)
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		after = min(v, end)
+	} else {
+		n, err := queryUint(q.Get("n"), 0)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "n: "+err.Error())
+			return
+		}
+		if after, err = s.startAfter(int(min(n, maxEvents))); err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel) // daemon shutting down
+	defer stop()
+	f := newFeed(s.st, after)
+	defer f.close()
+
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set(FollowAfterHeader, strconv.FormatUint(after, 10))
+	w.WriteHeader(http.StatusOK)
+	if err := flushWithin(rc); err != nil {
+		return
+	}
+	heartbeat := time.NewTicker(s.opt.Heartbeat)
+	defer heartbeat.Stop()
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	for {
+		e, ok, err := f.next(ctx, heartbeat.C)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("event stream ended: reading the journal failed", "err", err)
+			}
+			return
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(writeDeadline))
+		if ok {
+			err = enc.Encode(apiEvent(e))
+		} else {
+			_, err = w.Write([]byte("\n"))
+		}
+		if err != nil {
+			return
+		}
+		if !f.ready() {
+			if err := flushWithin(rc); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// startAfter is the sequence number after which the last n events begin:
+// the journal's end for n = 0.
+func (s *Server) startAfter(n int) (uint64, error) {
+	last, err := s.st.LastEvents(max(n, 1))
+	if err != nil || len(last) == 0 {
+		return 0, err
+	}
+	if n == 0 {
+		return last[len(last)-1].Seq, nil
+	}
+	return last[0].Seq - 1, nil
+}
+
+func flushWithin(rc *http.ResponseController) error {
+	_ = rc.SetWriteDeadline(time.Now().Add(writeDeadline))
+	return rc.Flush()
+}
