@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/internal/dkimkey"
 )
 
 // Key is a DKIM signing key published (or to be published) at
@@ -56,23 +57,16 @@ func NewKey(domain, selector, algo string) (*Key, error) {
 	return &Key{Domain: domain, Selector: selector, Algo: algo, Signer: signer}, nil
 }
 
-// TXT is the DNS TXT record value that publishes the public key: for RSA the
-// PKIX (SubjectPublicKeyInfo) DER, for Ed25519 the raw 32-byte key (RFC 8463).
+// TXT is the DNS TXT record value that publishes the public key, formatted
+// by dkimkey exactly as `petitiond dkim-keygen` tells operators to publish it.
 func (k *Key) TXT() string {
-	var p []byte
-	switch pub := k.Signer.Public().(type) {
-	case *rsa.PublicKey:
-		der, err := x509.MarshalPKIXPublicKey(pub)
-		if err != nil {
-			// Cannot happen for a valid *rsa.PublicKey; an empty p=
-			// means "revoked" to verifiers, which fails safe.
-			der = nil
-		}
-		p = der
-	case ed25519.PublicKey:
-		p = pub
+	v, err := dkimkey.TXTValue(k.Signer.Public())
+	if err != nil {
+		// Cannot happen for the RSA and ed25519 keys NewKey makes; an
+		// empty p= means "revoked" to verifiers, which fails safe.
+		return "v=DKIM1; p="
 	}
-	return "v=DKIM1; k=" + k.keyAlgo() + "; p=" + base64.StdEncoding.EncodeToString(p)
+	return v
 }
 
 func (k *Key) keyAlgo() string {

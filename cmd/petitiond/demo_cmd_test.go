@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+)
+
+// demoRun runs `petitiond demo -exit` with a bounded context, as main would.
+func demoRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code = run(ctx, append([]string{"demo", "-exit"}, args...), &out, &errb)
+	if ctx.Err() != nil {
+		t.Fatalf("demo still running after 60s; output:\n%s\nstderr:\n%s", out.String(), errb.String())
+	}
+	return code, out.String(), errb.String()
+}
+
+// digestLetters counts the message/rfc822 parts of a batch's multipart/digest.
+func digestLetters(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	e, err := message.Read(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	mr := e.MultipartReader()
+	if mr == nil {
+		t.Fatalf("%s is not multipart", path)
+	}
+	digests, letters := 0, 0
+	for range 10 { // summary, CSV, digest: a few parts at most
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if ct, _, _ := p.Header.ContentType(); ct != "multipart/digest" {
+			continue
+		}
+		digests++
+		dr := p.MultipartReader()
+		for range 1000 {
+			lp, err := dr.NextPart()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: digest: %v", path, err)
+			}
+			if ct, _, _ := lp.Header.ContentType(); ct == "message/rfc822" {
+				letters++
+			}
+		}
+	}
+	if digests != 1 {
+		t.Fatalf("%s has %d multipart/digest parts, want 1", path, digests)
+	}
+	return letters
+}
+
+// The tour runs to completion on its own: every supporter's letter is in
+// the one batch each recipient finds in its outbox, the duplicate and the
+// unsigned letter are not, and -keep leaves the folder to look at.
+func TestDemoKeepsBatchesForBothRecipients(t *testing.T) {
+	base := t.TempDir()
+	code, out, errOut := demoRun(t, "-keep", "-dir", base)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"batch 1: 12 letters", "already counted", "held for an admin", "counted 12, duplicates 1, held 1", "swaks --server 127.0.0.1", "petitiond held release -admin http://127.0.0.1:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	dirs, _ := filepath.Glob(filepath.Join(base, "petitiond-demo-*"))
+	if len(dirs) != 1 {
+		t.Fatalf("demo folders in %s: %q, want one (kept)", base, dirs)
+	}
+	var copies [][]byte
+	for _, rcpt := range []string{"familias@localhost", "copias@localhost"} {
+		files, _ := filepath.Glob(filepath.Join(dirs[0], "store", "outbox", rcpt, "new", "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s outbox: %d files, want 1 batch", rcpt, len(files))
+		}
+		if !strings.Contains(out, files[0]) {
+			t.Errorf("output does not name %s", files[0])
+		}
+		if n := digestLetters(t, files[0]); n != 12 {
+			t.Errorf("%s: digest holds %d letters, want 12", rcpt, n)
+		}
+		b, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, b)
+	}
+	if !bytes.Equal(copies[0], copies[1]) {
+		t.Errorf("the recipients' copies differ")
+	}
+}
+
+func TestDemoRemovesItsFolder(t *testing.T) {
+	base := t.TempDir()
+	code, out, errOut := demoRun(t, "-letters", "3", "-dir", base)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "batch 1: 3 letters") {
+		t.Errorf("output lacks the batch:\n%s", out)
+	}
+	left, err := os.ReadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("left in %s after the demo: %v", base, left)
+	}
+}
+
+func TestDemoUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-h"}, 0},
+		{[]string{"-letters", "0"}, 2},
+		{[]string{"-letters", "100000"}, 2},
+		{[]string{"extra"}, 2},
+		{[]string{"-nope"}, 2},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), append([]string{"demo"}, tc.args...), &out, &errb); code != tc.code {
+			t.Errorf("demo %q: exit %d, want %d; stderr: %s", tc.args, code, tc.code, errb.String())
+		}
+		if !strings.Contains(errb.String(), "usage: petitiond demo") {
+			t.Errorf("demo %q: stderr lacks the usage line: %q", tc.args, errb.String())
+		}
+	}
+}
