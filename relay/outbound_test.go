@@ -428,3 +428,47 @@ func TestMaildirDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionPurge: once a batch reached every recipient and
+// store.retention passed, its letters' bodies go (event purged); the count,
+// the batch record and the dedup key stay.
+func TestRetentionPurge(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) {
+		c.Batch.MaxLetters = 1
+		c.Store.Retention = config.Duration{Duration: 300 * time.Millisecond}
+	})
+	r := e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}))
+	expectReply(t, "letter", r, 250, "2.0.0")
+	id := strings.Fields(strings.SplitN(r.Text, "queued as ", 2)[1])[0]
+	waitFor(t, "purge", 15*time.Second, func() bool {
+		b, err := e.store().Batch(1)
+		return err == nil && b.Purged
+	})
+	if _, err := e.store().Body(id); err == nil {
+		t.Errorf("body of %s still there after retention", id)
+	}
+	if _, err := e.store().BatchMessage(1); err == nil {
+		t.Errorf("batch message still there after retention")
+	}
+	l, err := e.store().Letter(id)
+	if err != nil || !l.Purged || l.State != store.StateBatched {
+		t.Errorf("letter record after purge: %+v %v", l, err)
+	}
+	events, _ := e.store().LastEvents(50)
+	purged := 0
+	for _, ev := range events {
+		if ev.Event == store.EventPurged && ev.Batch == 1 {
+			purged++
+		}
+	}
+	if purged != 1 {
+		t.Errorf("%d purged events, want 1", purged)
+	}
+	r = e.send(e.signed("ed.test", "bo+again@ed.test", keyserver.SignOptions{}))
+	if !strings.Contains(r.Text, "already counted") {
+		t.Errorf("after purge the sender must still be counted: %v", r)
+	}
+	if st, _ := e.store().Stats(); st.Counted != 1 || st.Batches != 1 {
+		t.Errorf("stats after purge %+v", st)
+	}
+}
