@@ -31,7 +31,7 @@ func commands() []command {
 		{"batches", "batches [show|export|retry ID]", "list batches; show one; write its .eml; requeue failed copies", runBatches},
 		{"held", "held [release|drop ID]", "letters held for an admin, and what to do with each", runHeld},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
-		{"demo", "demo", "a one-command tour on a throwaway store", runDemo},
+		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
 	}
 }
 
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: petitiond COMMAND [flags] [args]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-28s %s\n", c.usage, c.help)
+		fmt.Fprintf(w, "  %-35s %s\n", c.usage, c.help)
 	}
 	fmt.Fprintln(w, "\nEvery command takes -h.")
 }
