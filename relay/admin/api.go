@@ -62,19 +62,9 @@ type Recipient struct {
 	LastError   string     `json:"last_error"`
 }
 
-// Event is one journal event; Seq orders them and is what a follower resumes
-// after.
-type Event struct {
-	Seq       uint64    `json:"seq"`
-	Time      time.Time `json:"time"`
-	Event     string    `json:"event"`
-	Letter    string    `json:"letter,omitempty"`
-	Batch     uint64    `json:"batch,omitempty"`
-	Sender    string    `json:"sender,omitempty"`
-	IP        string    `json:"ip,omitempty"`
-	Recipient string    `json:"recipient,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-}
+// Event is one journal event as the store keeps it; Seq orders them and is
+// what a follower resumes after.
+type Event = store.Event
 
 // HeldResult is what an admin's decision on a held letter did.
 type HeldResult struct {
@@ -134,9 +124,4 @@ func apiBatch(b store.Batch, withLetters bool) Batch {
 		out.LetterIDs = append([]string{}, b.LetterIDs...)
 	}
 	return out
-}
-
-func apiEvent(e store.Event) Event {
-	return Event{Seq: e.Seq, Time: e.Time, Event: e.Event, Letter: e.Letter, Batch: e.Batch,
-		Sender: e.Sender, IP: e.IP, Recipient: e.Recipient, Reason: e.Reason}
 }

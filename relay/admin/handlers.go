@@ -212,11 +212,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := make([]Event, 0, len(evs))
-	for _, e := range evs {
-		out = append(out, apiEvent(e))
+	if evs == nil {
+		evs = []Event{} // [] rather than null for scripts
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, evs)
 }
 
 func queryUint(s string, def uint64) (uint64, error) {
@@ -295,7 +294,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(writeDeadline))
 		if ok {
-			err = enc.Encode(apiEvent(e))
+			err = enc.Encode(e)
 		} else {
 			_, err = w.Write([]byte("\n"))
 		}
