@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +335,46 @@ func TestGracefulShutdown(t *testing.T) {
 	defer st.Close()
 	if l, err := st.Letter(id); err != nil || l.From != "bo@ed.test" {
 		t.Errorf("letter %s after shutdown: %+v %v", id, l, err)
+	}
+}
+
+// TestBDAT: CHUNKING is always offered by go-smtp, so BDAT bodies get the
+// same checks as DATA: a bare LF is refused, a clean letter is counted.
+func TestBDAT(t *testing.T) {
+	e := startEnv(t, nil)
+	bdat := func(msg []byte, chunks int) smtpclient.Reply {
+		t.Helper()
+		c, err := smtpclient.Dial(e.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Quit()
+		c.Hello("client.test")
+		c.Cmd("MAIL FROM:<x@client.test>")
+		c.Cmd("RCPT TO:<%s>", campaignAddr)
+		size := (len(msg) + chunks - 1) / chunks
+		for off := 0; off < len(msg); off += size {
+			end := min(off+size, len(msg))
+			last := ""
+			if end == len(msg) {
+				last = " LAST"
+			}
+			c.Raw([]byte(fmt.Sprintf("BDAT %d%s\r\n", end-off, last)))
+			c.Raw(msg[off:end])
+			r, err := c.ReadReply()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last != "" || r.Code != 250 {
+				return r
+			}
+		}
+		return smtpclient.Reply{}
+	}
+	smuggle := append(e.signed("ed.test", "olga@ed.test", keyserver.SignOptions{}), []byte("\n.\nMAIL FROM:<x@ed.test>\n")...)
+	expectReply(t, "BDAT with bare LF", bdat(smuggle, 3), 554, "5.6.0")
+	expectReply(t, "BDAT clean letter", bdat(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}), 2), 250, "2.0.0")
+	if st, _ := e.store().Stats(); st.Counted != 1 || st.Rejected != 1 {
+		t.Errorf("stats %+v, want counted 1, rejected 1", st)
 	}
 }
