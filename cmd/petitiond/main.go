@@ -102,13 +102,18 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlags("serve", "serve [-config FILE]", stderr)
+// loadConfig parses a command that takes only -config, and loads that config.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, string, error) {
+	fs := newFlags(name, name+" [-config FILE]", stderr)
 	path := fs.String("config", "", "config file (default ./petitiond.toml if present, else the embedded default)")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, "", err
 	}
-	cfg, source, err := config.Load(*path)
+	return config.Load(*path)
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg, source, err := loadConfig("serve", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -118,12 +123,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check-config", "check-config [-config FILE]", stderr)
-	path := fs.String("config", "", "config file (default ./petitiond.toml if present, else the embedded default)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, source, err := config.Load(*path)
+	cfg, source, err := loadConfig("check-config", args, stderr)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,8 @@ import (
 
 // The JSON the API speaks, and so the shapes of the CLI's -json output (SPEC
 // 9). They are their own types, not the store's records, so a change in how
-// the store keeps things cannot silently change what scripts read.
+// the store keeps things cannot silently change what scripts read; the one
+// exception is Event, which the store journals in exactly SPEC 9's shape.
 
 // Stats is the tally.
 type Stats struct {
