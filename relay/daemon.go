@@ -42,6 +42,11 @@ type Options struct {
 // The admin listener's metrics are what the SMTP front end reports to.
 var _ inbound.Metrics = (*admin.Metrics)(nil)
 
+// dkimKeyCache is how long a fetched DKIM key is reused: a burst of letters
+// from one provider then costs one DNS lookup, and a revoked key stops
+// verifying within a minute.
+const dkimKeyCache = time.Minute
+
 // Daemon is a running petitiond.
 type Daemon struct {
 	cfg     *config.Config
@@ -92,7 +97,8 @@ func New(cfg *config.Config, opt Options) (*Daemon, error) {
 		}
 		metrics = d.admin.Metrics()
 	}
-	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration})
+	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration,
+		KeyCache: dkimKeyCache})
 	in, err := inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics})
 	if err != nil {
 		st.Close()

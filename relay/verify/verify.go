@@ -46,6 +46,10 @@ type Options struct {
 	// cost a DNS lookup and an RSA operation); 0 means
 	// DefaultMaxVerifications. Signatures past the cap are ignored.
 	MaxVerifications int
+	// KeyCache keeps successfully fetched key records this long, so a
+	// burst of letters from one provider costs one lookup; 0 disables it.
+	// Failures are never cached: a temporary one must be retried.
+	KeyCache time.Duration
 }
 
 // Defaults for Options fields left zero.
@@ -59,6 +63,7 @@ type Verifier struct {
 	lookupTXT func(ctx context.Context, name string) ([]string, error)
 	timeout   time.Duration
 	max       int
+	cache     *keyCache // nil: no caching
 }
 
 // New returns a Verifier for opt.
@@ -73,6 +78,9 @@ func New(opt Options) *Verifier {
 	}
 	if v.max <= 0 {
 		v.max = DefaultMaxVerifications
+	}
+	if opt.KeyCache > 0 {
+		v.cache = newKeyCache(opt.KeyCache, keyCacheSize, time.Now)
 	}
 	if v.lookupTXT == nil {
 		r := net.DefaultResolver
@@ -114,7 +122,17 @@ func resolverAddr(addr string) string {
 // refuses l= and expired x=), it covers From, and its d= aligns with
 // from.Domain. One valid signature is enough.
 func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict {
-	lk := &lookups{errs: make(map[string]error)}
+	vd, lk := v.verify(ctx, msg, from, true)
+	if !vd.Pass && lk.cached {
+		// A key may have been replaced under the same selector since it
+		// was cached: fetch afresh before calling the letter unverified.
+		vd, _ = v.verify(ctx, msg, from, false)
+	}
+	return vd
+}
+
+func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache bool) (Verdict, *lookups) {
+	lk := &lookups{errs: make(map[string]error), useCache: useCache}
 	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, lk, name) },
 		MaxVerifications: v.max,
@@ -122,10 +140,10 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 	// ErrTooManySignatures comes with the verifications of the first max
 	// signatures; the rest are ignored.
 	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
-		return Verdict{Reason: "cannot verify: " + strings.TrimPrefix(err.Error(), "dkim: ")}
+		return Verdict{Reason: "cannot verify: " + strings.TrimPrefix(err.Error(), "dkim: ")}, lk
 	}
 	if len(verifs) == 0 {
-		return Verdict{Reason: "no signature"}
+		return Verdict{Reason: "no signature"}, lk
 	}
 	selectors := signatureSelectors(msg)
 
@@ -152,14 +170,14 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 		case !aligned:
 			reason = fmt.Sprintf("not aligned: d=%s From %s", domain, from.Domain)
 		default:
-			return Verdict{Pass: true, Domain: domain, Selector: sel, Reason: "pass"}
+			return Verdict{Pass: true, Domain: domain, Selector: sel, Reason: "pass"}, lk
 		}
 		if first == nil {
 			first = &Verdict{Domain: domain, Selector: sel, Reason: reason}
 		}
 	}
 	first.TempFail = tempFail
-	return *first
+	return *first, lk
 }
 
 // lookup fetches a key record with a deadline, and returns errors in the
@@ -167,11 +185,22 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 // assertion to net.Error (no unwrapping), so the error must be a bare
 // net.Error.
 func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]string, error) {
+	if lk.useCache {
+		if txts, ok := v.cache.get(name); ok {
+			lk.set(name, nil)
+			lk.mu.Lock()
+			lk.cached = true
+			lk.mu.Unlock()
+			return txts, nil
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
 	txts, err := v.lookupTXT(lctx, name)
 	if err != nil {
 		err = asNetError(err, name, lctx.Err() != nil)
+	} else {
+		v.cache.put(name, txts)
 	}
 	lk.set(name, err)
 	return txts, err
@@ -207,8 +236,10 @@ func asNetError(err error, name string, ctxDone bool) error {
 // other failures in a Verdict. go-msgauth runs lookups of several signatures
 // in parallel, hence the lock.
 type lookups struct {
-	mu   sync.Mutex
-	errs map[string]error
+	useCache bool // may keys come from the cache
+	mu       sync.Mutex
+	errs     map[string]error
+	cached   bool // some key came from the cache
 }
 
 func (l *lookups) set(name string, err error) {
