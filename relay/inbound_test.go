@@ -3,13 +3,21 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
+	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/store"
 )
@@ -376,5 +384,71 @@ func TestBDAT(t *testing.T) {
 	expectReply(t, "BDAT clean letter", bdat(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}), 2), 250, "2.0.0")
 	if st, _ := e.store().Stats(); st.Counted != 1 || st.Rejected != 1 {
 		t.Errorf("stats %+v, want counted 1, rejected 1", st)
+	}
+}
+
+// TestSMTPExtensions: STARTTLS is offered when a certificate is configured and
+// carries a letter; SMTPUTF8 and 8BITMIME are offered and a UTF-8 letter is
+// accepted.
+func TestSMTPExtensions(t *testing.T) {
+	cert, pool, err := sinkserver.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	e := startEnv(t, func(c *config.Config) { c.SMTP.TLSCert, c.SMTP.TLSKey = certFile, keyFile })
+
+	c, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := c.Hello("client.test")
+	c.Quit()
+	for _, ext := range []string{"STARTTLS", "SMTPUTF8", "8BITMIME"} {
+		if !strings.Contains(r.Text, ext) {
+			t.Errorf("EHLO does not offer %s: %q", ext, r.Text)
+		}
+	}
+
+	sc, err := smtp.DialStartTLS(e.addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("STARTTLS: %v", err)
+	}
+	defer sc.Close()
+	if _, ok := sc.TLSConnectionState(); !ok {
+		t.Fatal("session not encrypted")
+	}
+	msg := e.signed("ed.test", "José Núñez <josé@ed.test>", keyserver.SignOptions{})
+	if err := sc.SendMail("josé@ed.test", []string{campaignAddr}, bytes.NewReader(msg)); err != nil {
+		t.Fatalf("UTF-8 letter over TLS: %v", err)
+	}
+	if st, _ := e.store().Stats(); st.Counted != 1 {
+		t.Errorf("counted %d, want 1", st.Counted)
+	}
+}
+
+// TestIdleTimeout: a session that says nothing for smtp.timeout is closed.
+func TestIdleTimeout(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) { c.SMTP.Timeout = config.Duration{Duration: 300 * time.Millisecond} })
+	c, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Hello("client.test")
+	start := time.Now()
+	r, err := c.ReadReply() // nothing sent: the server must give up on us
+	if err == nil && r.Code != 421 {
+		t.Fatalf("idle session got %v", r)
+	}
+	if waited := time.Since(start); waited > 4*time.Second {
+		t.Errorf("idle session closed after %v, timeout is 300ms", waited)
 	}
 }
