@@ -156,6 +156,13 @@ func Open(dir string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	// bbolt fsyncs the file but not the directory entry that names it: sync
+	// the directory once, so a power cut right after the first start cannot
+	// lose the whole file with the letters already answered 250.
+	if err := syncDir(dir); err != nil {
+		db.Close()
+		return nil, err
+	}
 	go s.commitLoop()
 	return s, nil
 }
@@ -202,6 +209,18 @@ func (s *Store) init(path string) error {
 		}
 		return nil
 	})
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("store: open %s to sync it: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("store: sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 func hasAnyBucket(tx *bolt.Tx) bool {
