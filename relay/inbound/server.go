@@ -15,6 +15,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -66,9 +67,13 @@ type Server struct {
 	// bounceAddr is campaign.from, lower-cased: where batches' bounces go.
 	bounceAddr string
 
+	// draining is read by sessions while they hold their own lock, so it
+	// is atomic rather than under mu (which Shutdown holds while taking
+	// sessions' locks).
+	draining atomic.Bool
+
 	mu        sync.Mutex
 	listeners []net.Listener
-	draining  bool
 	sessions  map[*session]struct{}
 }
 
@@ -165,9 +170,7 @@ func (s *Server) Serve() error {
 // as it is between transactions, with a 421. What is left when ctx ends is
 // closed: no 250 was given for it, so the sender retries.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.draining = true
-	s.mu.Unlock()
+	s.draining.Store(true)
 	done := make(chan error, 1)
 	// go-smtp's Shutdown closes the listeners, then waits for every
 	// connection to end; we end them below.
@@ -213,12 +216,6 @@ func (s *Server) idle() bool {
 	return len(s.sessions) == 0
 }
 
-func (s *Server) isDraining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
 func (s *Server) track(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -249,7 +246,7 @@ type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.metrics.Session()
-	if b.s.isDraining() {
+	if b.s.draining.Load() {
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
 	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}

@@ -47,7 +47,7 @@ func (ss *session) Logout() error {
 
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.mu.Lock()
-	if ss.closed || ss.s.isDraining() {
+	if ss.closed || ss.s.draining.Load() {
 		ss.mu.Unlock()
 		return ss.reply(replyShuttingDown)
 	}
