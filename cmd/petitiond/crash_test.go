@@ -198,7 +198,10 @@ listen = ""
 			if err != nil {
 				return
 			}
-			c.Hello("load.test")
+			if r, err := c.Hello("load.test"); err != nil || r.Code != 250 {
+				c.Close() // refused (shutting down): dial again
+				continue
+			}
 			for next[w] < perWorker && ctx.Err() == nil {
 				i := next[w]
 				r, err := c.Send("bounce@load.test", []string{"libertad@campaign.test"}, letters[w][i])

@@ -247,6 +247,9 @@ type backend struct{ s *Server }
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.metrics.Session()
 	if b.s.draining.Load() {
+		// go-smtp would answer the error and keep the connection open
+		// without a session; say 421 and hang up instead.
+		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later\r\n")
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
 	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}
