@@ -452,3 +452,91 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("idle session closed after %v, timeout is 300ms", waited)
 	}
 }
+
+// TestMixedRecipients: a letter is counted or kept for postmaster, never
+// silently one instead of the other; the second kind gets 452 and waits for
+// its own transaction.
+func TestMixedRecipients(t *testing.T) {
+	e := startEnv(t, nil)
+	msg := e.signed("ed.test", "Ana <ana@ed.test>", keyserver.SignOptions{})
+	c, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Quit()
+	c.Hello("client.test")
+	c.Cmd("MAIL FROM:<ana@ed.test>")
+	if r, _ := c.Cmd("RCPT TO:<%s>", campaignAddr); r.Code != 250 {
+		t.Fatalf("campaign RCPT: %v", r)
+	}
+	for _, other := range []string{"postmaster@campaign.test", "relay@campaign.test"} {
+		r, _ := c.Cmd("RCPT TO:<%s>", other)
+		expectReply(t, "second kind of recipient "+other, r, 452, "4.5.3")
+	}
+	c.Cmd("DATA")
+	c.Raw(smtpclient.DotStuff(msg))
+	r, _ := c.ReadReply()
+	expectReply(t, "the letter", r, 250, "2.0.0")
+	if st, _ := e.store().Stats(); st.Counted != 1 || st.Held != 0 {
+		t.Errorf("stats %+v, want counted 1, held 0", st)
+	}
+}
+
+// TestShutdownDoesNotWaitForIdleClients: neither a client that never said
+// EHLO nor one idling after a refused RCPT holds up shutdown, and both are
+// disconnected.
+func TestShutdownDoesNotWaitForIdleClients(t *testing.T) {
+	e := startEnv(t, nil)
+	silent, err := smtpclient.Dial(e.addr, 5*time.Second) // banner read, nothing said
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	probe, err := smtpclient.Dial(e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	probe.Hello("probe.test")
+	probe.Cmd("MAIL FROM:<a@probe.test>")
+	probe.Cmd("RCPT TO:<victim@elsewhere.test>")
+
+	d := e.d
+	e.d = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := d.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v waiting for idle clients", took)
+	}
+	for name, c := range map[string]*smtpclient.Conn{"silent": silent, "probe": probe} {
+		if r, err := c.ReadReply(); err == nil && r.Code != 421 {
+			t.Errorf("%s client after shutdown: %v, want 421 or a closed connection", name, r)
+		}
+	}
+}
+
+// TestLimitsAcrossListeners: max_per_ip counts sessions on every listener
+// together.
+func TestLimitsAcrossListeners(t *testing.T) {
+	e := startEnv(t, func(c *config.Config) {
+		c.SMTP.Listen = []string{"127.0.0.1:0", "127.0.0.2:0"}
+		c.SMTP.MaxPerIP = 1
+	})
+	addrs := e.d.SMTPAddrs()
+	first, err := smtpclient.Dial(addrs[0].String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Quit()
+	expectReply(t, "first session", first.Banner, 220, "")
+	second, err := smtpclient.DialFrom("127.0.0.1", addrs[1].String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	expectReply(t, "second session from the same IP on the other listener", second.Banner, 421, "4.7.0")
+}

@@ -107,8 +107,9 @@ type Store struct {
 // Open opens (creating if needed) the store in dir. The directory is created
 // 0700 because the store holds who signed.
 func Open(dir string, opt Options) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	created, err := mkdirAll(dir)
+	if err != nil {
+		return nil, err
 	}
 	timeout := opt.LockTimeout
 	if timeout == 0 {
@@ -157,11 +158,14 @@ func Open(dir string, opt Options) (*Store, error) {
 		return nil, err
 	}
 	// bbolt fsyncs the file but not the directory entry that names it: sync
-	// the directory once, so a power cut right after the first start cannot
-	// lose the whole file with the letters already answered 250.
-	if err := syncDir(dir); err != nil {
-		db.Close()
-		return nil, err
+	// the directory once (and the parents of directories just made), so a
+	// power cut right after the first start cannot lose the whole file with
+	// the letters already answered 250.
+	for _, d := range append([]string{dir}, created...) {
+		if err := syncDir(d); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	go s.commitLoop()
 	return s, nil
@@ -209,6 +213,29 @@ func (s *Store) init(path string) error {
 		}
 		return nil
 	})
+}
+
+// mkdirAll makes dir 0700 with any missing parents and returns the parents
+// of the directories it made, whose entries must be synced.
+func mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	parents := make([]string, 0, len(missing))
+	for _, d := range missing {
+		parents = append(parents, filepath.Dir(d))
+	}
+	return parents, nil
 }
 
 func syncDir(dir string) error {

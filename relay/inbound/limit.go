@@ -7,25 +7,77 @@ import (
 	"time"
 )
 
-// limitListener enforces the total and per-IP session limits before go-smtp
-// sees a connection: go-smtp has no limit of its own and would start a
-// goroutine per accepted connection. Connections over a limit get a 421 and
-// are closed; Accept goes on with the next one.
-type limitListener struct {
-	net.Listener
+// conns is the daemon-wide table of open SMTP connections: it enforces the
+// total and per-IP limits across every listener before go-smtp sees a
+// connection (go-smtp has no limit of its own and would start a goroutine
+// per accepted connection), and it can close them all at shutdown (go-smtp
+// cannot once its Shutdown has begun).
+type conns struct {
 	hostname string
 	maxTotal int
 	maxPerIP int
 	onReject func(ip, why string)
 
 	mu    sync.Mutex
-	total int
 	perIP map[string]int
+	open  map[*limitedConn]struct{}
 }
 
-func newLimitListener(ln net.Listener, hostname string, maxTotal, maxPerIP int, onReject func(ip, why string)) *limitListener {
-	return &limitListener{Listener: ln, hostname: hostname, maxTotal: maxTotal, maxPerIP: maxPerIP,
-		onReject: onReject, perIP: map[string]int{}}
+func newConns(hostname string, maxTotal, maxPerIP int, onReject func(ip, why string)) *conns {
+	return &conns{hostname: hostname, maxTotal: maxTotal, maxPerIP: maxPerIP, onReject: onReject,
+		perIP: map[string]int{}, open: map[*limitedConn]struct{}{}}
+}
+
+// admit counts a connection in, or says why it may not come in.
+func (t *conns) admit(c net.Conn, ip string) (*limitedConn, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.open) >= t.maxTotal {
+		return nil, "too many connections"
+	}
+	if t.perIP[ip] >= t.maxPerIP {
+		return nil, "too many connections from your address"
+	}
+	lc := &limitedConn{Conn: c, ip: ip, table: t}
+	t.perIP[ip]++
+	t.open[lc] = struct{}{}
+	return lc, ""
+}
+
+func (t *conns) release(lc *limitedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.open, lc)
+	if t.perIP[lc.ip]--; t.perIP[lc.ip] <= 0 {
+		delete(t.perIP, lc.ip)
+	}
+}
+
+// closeAll closes every open connection; their sessions end with a read error.
+func (t *conns) closeAll() {
+	t.mu.Lock()
+	open := make([]*limitedConn, 0, len(t.open))
+	for lc := range t.open {
+		open = append(open, lc)
+	}
+	t.mu.Unlock()
+	for _, lc := range open {
+		_ = lc.Close()
+	}
+}
+
+// count is the number of open connections.
+func (t *conns) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.open)
+}
+
+// limitListener admits connections through the shared table. Connections
+// over a limit get a 421 and are closed; Accept goes on with the next one.
+type limitListener struct {
+	net.Listener
+	table *conns
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -35,36 +87,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c.RemoteAddr())
-		if why := l.admit(ip); why != "" {
-			l.onReject(ip, why)
-			go refuse(c, fmt.Sprintf("421 4.7.0 %s %s, try again later\r\n", l.hostname, why))
+		lc, why := l.table.admit(c, ip)
+		if why != "" {
+			l.table.onReject(ip, why)
+			go refuse(c, fmt.Sprintf("421 4.7.0 %s %s, try again later\r\n", l.table.hostname, why))
 			continue
 		}
-		return &limitedConn{Conn: c, release: func() { l.release(ip) }}, nil
-	}
-}
-
-// admit counts the connection in, or says why it may not come in.
-func (l *limitListener) admit(ip string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.maxTotal {
-		return "too many connections"
-	}
-	if l.perIP[ip] >= l.maxPerIP {
-		return "too many connections from your address"
-	}
-	l.total++
-	l.perIP[ip]++
-	return ""
-}
-
-func (l *limitListener) release(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
+		return lc, nil
 	}
 }
 
@@ -76,12 +105,13 @@ func refuse(c net.Conn, line string) {
 
 type limitedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	ip    string
+	table *conns
+	once  sync.Once
 }
 
 func (c *limitedConn) Close() error {
-	c.once.Do(c.release)
+	c.once.Do(func() { c.table.release(c) })
 	return c.Conn.Close()
 }
 

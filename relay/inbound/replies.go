@@ -21,6 +21,7 @@ const (
 	replyTimeout
 	replyReadFailed
 	replyShuttingDown
+	replyOneKindOfRecipient
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -34,6 +35,8 @@ var replies = map[replyKind]smtp.SMTPError{
 	replyTimeout:        {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "timeout reading the message; try again"},
 	replyReadFailed:     {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "error reading the message; try again"},
 	replyShuttingDown:   {Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"},
+	replyOneKindOfRecipient: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
+		Message: "letters to the campaign and mail to postmaster go in separate transactions; send this one again"},
 }
 
 // reply builds the bare *smtp.SMTPError go-smtp needs to keep the code (a

@@ -72,6 +72,8 @@ type Server struct {
 	// sessions' locks).
 	draining atomic.Bool
 
+	conns *conns // every open connection, across listeners
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	sessions  map[*session]struct{}
@@ -101,6 +103,7 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 			s.domains[a[at+1:]] = true
 		}
 	}
+	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, s.refused)
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.SMTP.Hostname
 	srv.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
@@ -129,8 +132,7 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("inbound: listen on %s (smtp.listen): %w", addr, err)
 		}
 		s.mu.Lock()
-		s.listeners = append(s.listeners, newLimitListener(ln, s.cfg.SMTP.Hostname,
-			s.cfg.SMTP.MaxConnections, s.cfg.SMTP.MaxPerIP, s.refused))
+		s.listeners = append(s.listeners, &limitListener{Listener: ln, table: s.conns})
 		s.mu.Unlock()
 	}
 	return nil
@@ -173,12 +175,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	done := make(chan error, 1)
 	// go-smtp's Shutdown closes the listeners, then waits for every
-	// connection to end; we end them below.
-	go func() { done <- s.srv.Shutdown(ctx) }()
+	// connection's goroutine to end; we end the connections below (its own
+	// Close does nothing once Shutdown has begun).
+	go func() { done <- s.srv.Shutdown(context.Background()) }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		s.closeIdleSessions()
+		if s.idle() {
+			// Only connections that never said EHLO are left.
+			s.conns.closeAll()
+		}
 		select {
 		case err := <-done:
 			if errors.Is(err, smtp.ErrServerClosed) {
@@ -186,14 +193,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			return err
 		case <-ctx.Done():
-			_ = s.srv.Close()
+			// A session inside DATA is cut off; one inside the store
+			// finishes that write first, so nothing outlives Shutdown.
+			s.conns.closeAll()
 			<-done
 			return ctx.Err()
 		case <-tick.C:
-			if s.idle() {
-				// Only connections that never said EHLO are left.
-				_ = s.srv.Close()
-			}
 		}
 	}
 }

@@ -29,7 +29,7 @@ type session struct {
 	postmaster bool
 
 	mu     sync.Mutex
-	busy   bool // inside a transaction: MAIL seen, not yet answered
+	busy   bool // inside DATA or BDAT: the letter is not yet answered
 	closed bool
 }
 
@@ -46,13 +46,9 @@ func (ss *session) Logout() error {
 }
 
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
-	ss.mu.Lock()
-	if ss.closed || ss.s.draining.Load() {
-		ss.mu.Unlock()
+	if ss.s.draining.Load() {
 		return ss.reply(replyShuttingDown)
 	}
-	ss.busy = true
-	ss.mu.Unlock()
 	if opts != nil && opts.Size > ss.s.cfg.SMTP.MaxMessageBytes {
 		return ss.reply(replyTooBig)
 	}
@@ -80,17 +76,25 @@ func (ss *session) closeIfIdle() bool {
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	addr := strings.ToLower(to)
+	var postmaster bool
 	switch {
 	case ss.s.addresses[addr]:
 	case ss.isPostmaster(addr), addr == ss.s.bounceAddr:
 		// RFC 5321 4.5.1: postmaster must be accepted; so must bounces of
 		// batches, which come back to campaign.from. Such mail is kept for
 		// an admin and never counted.
-		ss.postmaster = true
+		postmaster = true
 	default:
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
 		return ss.reply(replyNotCampaign)
 	}
+	// A letter is either counted or kept for an admin, never both: the
+	// other kind of recipient waits for its own transaction (the sending
+	// server retries a 452).
+	if ss.rcpts > 0 && postmaster != ss.postmaster {
+		return ss.reply(replyOneKindOfRecipient)
+	}
+	ss.postmaster = postmaster
 	ss.rcpts++
 	return nil
 }
@@ -106,6 +110,15 @@ func (ss *session) isPostmaster(addr string) bool {
 // Data reads the whole letter, then decides. Reading to the end first matters
 // for smuggling: the reply must come after the real end of data.
 func (ss *session) Data(r io.Reader) error {
+	// From here until go-smtp has written the reply and called Reset, a
+	// shutdown must let the letter finish.
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return ss.reply(replyShuttingDown)
+	}
+	ss.busy = true
+	ss.mu.Unlock()
 	msg, err := io.ReadAll(r)
 	if err != nil {
 		var se *smtp.SMTPError
