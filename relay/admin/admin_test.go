@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -371,5 +372,46 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestOrganiserPage: the page at / shows the tally and each batch with its
+// copies' states and a link to the message, and names no sender.
+func TestOrganiserPage(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for _, a := range []string{"ana@ed.test", "bo@ed.test"} {
+		if _, err := st.Accept(ctx, store.NewLetter{From: a, DedupAddress: a, Verdict: store.Verdict{Pass: true, Domain: "ed.test"},
+			Body: []byte("Subject: x\r\n\r\nhola\r\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CloseBatch(ctx, 10, []string{"familias@ofapp.test", "copias@sr.test"}, func(store.BatchContent) (string, []byte, error) {
+		return "<b1@x>", []byte("Subject: b\r\n\r\nb\r\n"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, st, "127.0.0.1:0", "")
+	resp, err := http.Get(baseOf(s) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	page := string(body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("page: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{`<span class="n" id="counted">2</span>`, "familias@ofapp.test: queued", `href="/api/batches/1/message"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+	if strings.Contains(page, "ana@ed.test") {
+		t.Errorf("page names a sender")
 	}
 }
