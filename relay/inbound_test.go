@@ -540,3 +540,17 @@ func TestLimitsAcrossListeners(t *testing.T) {
 	defer second.Close()
 	expectReply(t, "second session from the same IP on the other listener", second.Banner, 421, "4.7.0")
 }
+
+// TestStoreFailure: when the store cannot write, the letter gets 451 4.3.0
+// (never a 250 without the fsync) and the sender will retry.
+func TestStoreFailure(t *testing.T) {
+	e := startEnv(t, nil)
+	if err := e.store().Close(); err != nil { // the daemon's store, closed under it
+		t.Fatal(err)
+	}
+	r := e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}))
+	expectReply(t, "letter while the store cannot write", r, 451, "4.3.0")
+	if strings.Contains(r.Text, "closed") {
+		t.Errorf("internal error text reached the client: %q", r.Text)
+	}
+}
