@@ -1,17 +1,11 @@
 package relay_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/csv"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"mime"
-	"mime/quotedprintable"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,9 +15,9 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/relay/verify"
@@ -125,85 +119,27 @@ func campaignSigner(t *testing.T, e *env) {
 	e.cfg.DKIM = config.DKIM{Domain: "campaign.test", Selector: "batch", KeyFile: path}
 }
 
-// digestParts returns the parts of the batch: summary text, CSV rows, and
-// each letter's raw bytes from the digest. It walks the MIME tree one level
-// at a time with the low-level reader, so the letters' bytes are not
-// decoded or flattened.
+// digestParts reads a batch back and checks its shape: three parts, and
+// every letter carried as message/rfc822 in 7bit or 8bit.
 func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, letters [][]byte, hdr mail.Header) {
 	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(msg))
-	th, err := textproto.ReadHeader(br)
+	b, err := batchmime.Read(msg)
 	if err != nil {
-		t.Fatalf("batch header: %v", err)
+		t.Fatalf("batch does not parse: %v", err)
 	}
-	hdr = mail.Header{Header: message.Header{Header: th}}
-	ct, params, err := mime.ParseMediaType(th.Get("Content-Type"))
-	if err != nil || ct != "multipart/mixed" {
-		t.Fatalf("batch Content-Type %q: %v", th.Get("Content-Type"), err)
+	if b.Parts != 3 {
+		t.Errorf("batch has %d parts, want 3", b.Parts)
 	}
-	mr := textproto.NewMultipartReader(br, params["boundary"])
-	var n int
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
+	for _, l := range b.Letters {
+		if ct := l.Header.Get("Content-Type"); ct != "" && ct != "message/rfc822" {
+			t.Errorf("digest part type %q", ct)
 		}
-		if err != nil {
-			t.Fatalf("batch part: %v", err)
+		if cte := l.Header.Get("Content-Transfer-Encoding"); cte != "7bit" && cte != "8bit" && cte != "" {
+			t.Errorf("digest part encoded as %q", cte)
 		}
-		n++
-		pct, pparams, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
-		switch {
-		case n == 1 && pct == "text/plain":
-			summary = string(decodePart(t, p))
-		case pct == "text/csv":
-			rows, err = csv.NewReader(bytes.NewReader(decodePart(t, p))).ReadAll()
-			if err != nil {
-				t.Fatalf("CSV does not parse: %v", err)
-			}
-		case pct == "multipart/digest":
-			dr := textproto.NewMultipartReader(p, pparams["boundary"])
-			for {
-				lp, err := dr.NextPart()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatalf("digest part: %v", err)
-				}
-				if lct := lp.Header.Get("Content-Type"); lct != "" && lct != "message/rfc822" {
-					t.Errorf("digest part type %q", lct)
-				}
-				if cte := lp.Header.Get("Content-Transfer-Encoding"); cte != "7bit" && cte != "8bit" && cte != "" {
-					t.Errorf("digest part encoded as %q", cte)
-				}
-				b, _ := io.ReadAll(lp)
-				letters = append(letters, b)
-			}
-		default:
-			t.Errorf("unexpected part %d: %q", n, pct)
-		}
+		letters = append(letters, l.Raw)
 	}
-	if n != 3 {
-		t.Errorf("batch has %d parts, want 3", n)
-	}
-	return summary, rows, letters, hdr
-}
-
-func decodePart(t *testing.T, p *textproto.Part) []byte {
-	t.Helper()
-	var r io.Reader = p
-	switch strings.ToLower(p.Header.Get("Content-Transfer-Encoding")) {
-	case "quoted-printable":
-		r = quotedprintable.NewReader(p)
-	case "base64":
-		r = base64.NewDecoder(base64.StdEncoding, p)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("decode part: %v", err)
-	}
-	return b
+	return b.Summary, b.CSV, letters, mail.Header{Header: message.Header{Header: b.Header}}
 }
 
 // TestOutboundEndToEnd: letters in over SMTP, one signed batch out to each

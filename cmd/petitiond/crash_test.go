@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"mime"
 	"net"
 	"os"
 	"os/exec"
@@ -19,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-message/textproto"
-
+	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
@@ -382,45 +379,20 @@ func domainOfSender(sender string, keys []*keyserver.Key) string {
 	return keys[(w+i)%len(keys)].Domain
 }
 
-// batchLetters returns a batch's Message-ID and its letters' Message-IDs,
-// walking the MIME tree one level at a time (mail.Reader would flatten it).
+// batchLetters returns a batch's Message-ID and its letters' Message-IDs.
 func batchLetters(t *testing.T, msg []byte) (string, []string) {
 	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(msg))
-	h, err := textproto.ReadHeader(br)
+	b, err := batchmime.Read(msg)
 	if err != nil {
-		t.Fatalf("batch header: %v", err)
+		t.Fatalf("batch does not parse: %v", err)
 	}
-	_, params, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	mr := textproto.NewMultipartReader(br, params["boundary"])
 	var ids []string
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
+	for _, l := range b.Letters {
+		id, err := l.MessageID()
 		if err != nil {
-			t.Fatalf("batch part: %v", err)
+			t.Fatal(err)
 		}
-		ct, pparams, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
-		if ct != "multipart/digest" {
-			continue
-		}
-		dr := textproto.NewMultipartReader(p, pparams["boundary"])
-		for {
-			lp, err := dr.NextPart()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("digest: %v", err)
-			}
-			lh, err := textproto.ReadHeader(bufio.NewReader(lp))
-			if err != nil {
-				t.Fatalf("letter in digest: %v", err)
-			}
-			ids = append(ids, strings.Trim(lh.Get("Message-Id"), "<>"))
-		}
+		ids = append(ids, id)
 	}
-	return h.Get("Message-Id"), ids
+	return b.Header.Get("Message-Id"), ids
 }

@@ -3,15 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
+	"mime"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-message"
+	"github.com/petitiond/petitiond/internal/batchmime"
 )
 
 // demoRun runs `petitiond demo -exit` with a bounded context, as main would.
@@ -30,48 +29,22 @@ func demoRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // digestLetters counts the message/rfc822 parts of a batch's multipart/digest.
 func digestLetters(t *testing.T, path string) int {
 	t.Helper()
-	f, err := os.Open(path)
+	msg, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	e, err := message.Read(f)
+	b, err := batchmime.Read(msg)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	mr := e.MultipartReader()
-	if mr == nil {
-		t.Fatalf("%s is not multipart", path)
+	if b.Parts != 3 {
+		t.Fatalf("%s has %d parts, want summary, CSV and digest", path, b.Parts)
 	}
-	digests, letters := 0, 0
-	for range 10 { // summary, CSV, digest: a few parts at most
-		p, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
+	letters := 0
+	for _, l := range b.Letters {
+		if ct, _, _ := mime.ParseMediaType(l.Header.Get("Content-Type")); ct == "message/rfc822" {
+			letters++
 		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if ct, _, _ := p.Header.ContentType(); ct != "multipart/digest" {
-			continue
-		}
-		digests++
-		dr := p.MultipartReader()
-		for range 1000 {
-			lp, err := dr.NextPart()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: digest: %v", path, err)
-			}
-			if ct, _, _ := lp.Header.ContentType(); ct == "message/rfc822" {
-				letters++
-			}
-		}
-	}
-	if digests != 1 {
-		t.Fatalf("%s has %d multipart/digest parts, want 1", path, digests)
 	}
 	return letters
 }
