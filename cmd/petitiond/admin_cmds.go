@@ -276,26 +276,19 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if af.json {
-		return printJSON(stdout, batches)
-	}
-	if len(batches) == 0 {
-		_, err := fmt.Fprintln(stdout, "no batches yet")
-		return err
-	}
-	tw := newTable(stdout)
-	fmt.Fprintln(tw, "BATCH\tCREATED\tLETTERS\tRECIPIENT\tSTATE\tATTEMPTS\tNOTE")
-	for _, b := range batches {
-		for i, r := range b.Recipients {
-			if i == 0 {
-				fmt.Fprintf(tw, "%d\t%s\t%d\t", b.ID, humanTime(b.Created), b.Letters)
-			} else {
-				fmt.Fprint(tw, "\t\t\t")
+	return printList(stdout, af.json, batches, "no batches yet", func(tw io.Writer) {
+		fmt.Fprintln(tw, "BATCH\tCREATED\tLETTERS\tRECIPIENT\tSTATE\tATTEMPTS\tNOTE")
+		for _, b := range batches {
+			for i, r := range b.Recipients {
+				if i == 0 {
+					fmt.Fprintf(tw, "%d\t%s\t%d\t", b.ID, humanTime(b.Created), b.Letters)
+				} else {
+					fmt.Fprint(tw, "\t\t\t")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Address, r.State, r.Attempts, deliveryNote(r))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Address, r.State, r.Attempts, deliveryNote(r))
 		}
-	}
-	return tw.Flush()
+	})
 }
 
 // deliveryNote says what is next for a copy, or what went wrong.
@@ -382,18 +375,26 @@ func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if af.json {
-		return printJSON(stdout, held)
+	return printList(stdout, af.json, held, "no held letters", func(tw io.Writer) {
+		fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tREASON")
+		for _, l := range held {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.ID, humanTime(l.Received), l.From, l.Reason)
+		}
+	})
+}
+
+// printList prints a listing as JSON for scripts, or a line saying it is
+// empty, or a table written by rows.
+func printList[T any](w io.Writer, asJSON bool, items []T, empty string, rows func(tw io.Writer)) error {
+	if asJSON {
+		return printJSON(w, items)
 	}
-	if len(held) == 0 {
-		_, err := fmt.Fprintln(stdout, "no held letters")
+	if len(items) == 0 {
+		_, err := fmt.Fprintln(w, empty)
 		return err
 	}
-	tw := newTable(stdout)
-	fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tREASON")
-	for _, l := range held {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.ID, humanTime(l.Received), l.From, l.Reason)
-	}
+	tw := newTable(w)
+	rows(tw)
 	return tw.Flush()
 }
 
