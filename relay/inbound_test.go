@@ -97,7 +97,7 @@ func TestInboundQuarantine(t *testing.T) {
 	queued("expired", e.send(e.signed("ed.test", "ines@ed.test", keyserver.SignOptions{Expiration: time.Now().Add(-time.Hour)})))
 	queued("postmaster", e.send(letterText("someone@else.test", "complaint", "a report"), "postmaster@campaign.test"))
 	queued("bounce of a batch", e.send(letterText("MAILER-DAEMON@ofapp.test", "Undelivered", "a bounce"), "relay@campaign.test"))
-	wantHeld := map[string]string{
+	wantHeld := map[string]store.HeldReason{
 		"dan@rsa.test": store.HeldUnverified, "ana@rsa.test": store.HeldUnverified, "eva@ed.test": store.HeldUnverified,
 		"fede@wrongkey.test": store.HeldUnverified, "gala@ed.test": store.HeldUnverified, "hugo@ed.test": store.HeldUnverified,
 		"ines@ed.test": store.HeldUnverified, "someone@else.test": store.HeldPostmaster,
@@ -161,7 +161,7 @@ func TestInboundQuarantine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotHeld := map[string]string{}
+	gotHeld := map[string]store.HeldReason{}
 	for _, l := range held {
 		gotHeld[l.From] = l.HeldReason
 		body, err := e.store().Body(l.ID)
@@ -181,7 +181,7 @@ func TestInboundQuarantine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kinds := map[string]int{}
+	kinds := map[store.EventKind]int{}
 	for _, ev := range events {
 		kinds[ev.Event]++
 		if ev.Sender == "nora@ed.test" {

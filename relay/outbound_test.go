@@ -265,7 +265,7 @@ func TestOutboundEndToEnd(t *testing.T) {
 		t.Errorf("batch record %+v, header Message-ID %q", b, hdr.Get("Message-Id"))
 	}
 	events, _ := e.store().LastEvents(100)
-	kinds := map[string]int{}
+	kinds := map[store.EventKind]int{}
 	for _, ev := range events {
 		kinds[ev.Event]++
 	}

@@ -26,7 +26,7 @@ func benchLetter(n uint64) NewLetter {
 		Received:     time.Now(),
 		From:         sender,
 		RemoteIP:     "192.0.2.1",
-		Verdict:      Verdict{Pass: true, Domain: "example.org", Selector: "s1"},
+		Verdict:      Verdict{Kind: VerdictDKIM, Domain: "example.org", Selector: "s1"},
 		DedupAddress: sender,
 		Body:         benchBody,
 	}

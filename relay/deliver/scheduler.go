@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -30,9 +31,10 @@ func (p Policy) Backoff(n int) time.Duration {
 }
 
 // Scheduler is the one delivery scheduler: it reads due copies from the
-// store's next-attempt index and hands them to a small worker pool. Every
-// attempt is recorded before dialing, so a crash cannot cause a retry storm
-// and a restart resumes from the store.
+// store's next-attempt index and hands them to a small worker pool, then
+// waits on the store's feed for a closed batch or an admin's requeue, or for
+// the next copy's time. Every attempt is recorded before dialing, so a crash
+// cannot cause a retry storm and a restart resumes from the store.
 type Scheduler struct {
 	store     *store.Store
 	transport Transport
@@ -42,7 +44,9 @@ type Scheduler struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	wake     chan struct{}
+	// wake is fired by the timer for the next due copy and by workers
+	// that finish (a worker is free again).
+	wake     chan time.Time
 	mu       sync.Mutex
 	inflight map[store.DeliveryRef]bool
 }
@@ -59,7 +63,7 @@ type SchedulerOptions struct {
 // NewScheduler makes a scheduler.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
-		log: opt.Logger, now: opt.Now, wake: make(chan struct{}, 1), inflight: map[store.DeliveryRef]bool{}}
+		log: opt.Logger, now: opt.Now, wake: make(chan time.Time, 1), inflight: map[store.DeliveryRef]bool{}}
 	if s.workers <= 0 {
 		s.workers = 4
 	}
@@ -72,32 +76,50 @@ func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Schedule
 	return s
 }
 
-// Wake makes the scheduler look at the queue now (a batch was closed or an
-// admin requeued a copy).
-func (s *Scheduler) Wake() {
+// poke makes Run look at the queue again.
+func (s *Scheduler) poke() {
 	select {
-	case s.wake <- struct{}{}:
+	case s.wake <- time.Time{}:
 	default:
 	}
 }
 
 // Run delivers until ctx ends, then waits for the attempts in flight; those
 // run under abort, which the caller cancels to abandon them (their copies
-// stay queued for the next start).
-func (s *Scheduler) Run(ctx, abort context.Context) {
+// stay queued for the next start). It returns an error only if it can no
+// longer follow the store.
+func (s *Scheduler) Run(ctx, abort context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Follow from the journal's end before reading the queue, so a batch
+	// closed in between is seen by one or the other.
+	end, err := s.store.LastSeq()
+	if err != nil {
+		return err
+	}
+	feed := s.store.Follow(end)
+	defer feed.Close()
 	sem := make(chan struct{}, s.workers)
-	timer := time.NewTimer(0)
+	timer := time.AfterFunc(time.Hour, s.poke)
 	defer timer.Stop()
 	for {
-		wait := s.dispatch(abort, sem, &wg)
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		case <-s.wake:
+		timer.Reset(s.dispatch(abort, sem, &wg))
+		for {
+			e, ok, err := feed.NextOr(ctx, s.wake)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("following the store: %w", err)
+			}
+			// New copies in the queue: a batch closed, or an admin put
+			// failed copies back.
+			if !ok || e.Is(store.EventBatched, store.EventRequeued) {
+				if _, err := feed.Drain(ctx); err != nil && ctx.Err() != nil {
+					return nil
+				}
+				break
+			}
 		}
 	}
 }
@@ -138,7 +160,7 @@ func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.
 			delete(s.inflight, ref)
 			s.mu.Unlock()
 			<-sem
-			s.Wake()
+			s.poke()
 		}()
 	}
 	if next.IsZero() {
