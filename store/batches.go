@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,11 +84,12 @@ type NewBatch struct {
 	Rule       CloseRule
 }
 
-// CloseBatch commits a built batch in one transaction: the batch record, its
-// message, a queued delivery per recipient and the letters' new state. It
-// fails with ErrConflict unless every letter is still pending and the batch
-// still gets nb.Number with nb.RunningTotal; then build it again from a
-// fresh NextBatch.
+// CloseBatch commits a built batch: its message is written and synced to a
+// file of its own first (outside the shared commit, which letters wait
+// for), then one transaction records the batch, a queued delivery per
+// recipient and the letters' new state. It fails with ErrConflict unless
+// every letter is still pending and the batch still gets nb.Number with
+// nb.RunningTotal; then build it again from a fresh NextBatch.
 func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 	if len(nb.LetterIDs) == 0 || len(nb.Recipients) == 0 {
 		return nil, fmt.Errorf("store: close batch %d: it needs letters and recipients", nb.Number)
@@ -96,8 +98,12 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 	if created.IsZero() {
 		created = s.now().UTC()
 	}
+	file, err := s.writeMessage(nb.Number, nb.Message)
+	if err != nil {
+		return nil, err
+	}
 	var out *Batch
-	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		out = nil
 		meta := tx.Bucket(bucketMeta)
 		if next := getU64(meta, ctrBatches) + 1; next != nb.Number {
@@ -123,16 +129,13 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 				return err
 			}
 		}
-		b := &Batch{ID: nb.Number, Created: created, MessageID: nb.MessageID, Rule: nb.Rule,
+		b := &Batch{ID: nb.Number, Created: created, MessageID: nb.MessageID, Rule: nb.Rule, File: file,
 			LetterIDs: append([]string(nil), nb.LetterIDs...)}
 		for i, r := range nb.Recipients {
 			b.Recipients = append(b.Recipients, Delivery{Address: r, State: DeliveryQueued, NextAttempt: created, Since: created})
 			if err := tx.Bucket(bucketQueue).Put(queueKey(created, nb.Number, i), nil); err != nil {
 				return err
 			}
-		}
-		if err := tx.Bucket(bucketBatchMsg).Put(u64(nb.Number), nb.Message); err != nil {
-			return err
 		}
 		if err := putBatch(tx, b); err != nil {
 			return err
@@ -156,6 +159,8 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 			Reason: fmt.Sprintf("%d letters, %s", n, nb.MessageID)})
 	})
 	if err != nil {
+		// No batch names the file: remove it (Open sweeps it otherwise).
+		_ = s.removeMessage(file)
 		return nil, fmt.Errorf("store: close batch %d: %w", nb.Number, err)
 	}
 	return out, nil
@@ -225,17 +230,31 @@ func (s *Store) Batches() ([]Batch, error) {
 	return out, nil
 }
 
-// BatchMessage returns a copy of the batch's message, as delivered.
+// BatchMessage returns the batch's message, as delivered.
 func (s *Store) BatchMessage(id uint64) ([]byte, error) {
+	gone := fmt.Errorf("message of batch %d (purged after retention, or no such batch): %w", id, ErrNotFound)
 	var msg []byte
+	var file string
 	err := s.view(func(tx *bolt.Tx) error {
+		b, err := getBatch(tx, id)
+		if err != nil || b.Purged {
+			return gone
+		}
+		if file = b.File; file != "" {
+			return nil
+		}
 		v := tx.Bucket(bucketBatchMsg).Get(u64(id))
 		if v == nil {
-			return fmt.Errorf("message of batch %d (purged after retention, or no such batch): %w", id, ErrNotFound)
+			return gone
 		}
 		msg = bytes.Clone(v)
 		return nil
 	})
+	if err == nil && file != "" {
+		if msg, err = s.readMessage(file); errors.Is(err, ErrNotFound) {
+			err = gone
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -451,9 +470,19 @@ func (s *Store) DuePurges(now time.Time) (due []uint64, next time.Time, err erro
 }
 
 // Purge removes a delivered batch's letter bodies and message; the batch
-// record, letter records, counts and dedup keys stay.
+// record, letter records, counts and dedup keys stay. The message's file
+// goes first, so no crash can leave it past its retention.
 func (s *Store) Purge(ctx context.Context, batch uint64) error {
-	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+	b, err := s.Batch(batch)
+	if err != nil {
+		return fmt.Errorf("store: purge batch %d: %w", batch, err)
+	}
+	if b.File != "" && !b.Purged && b.Complete() {
+		if err := s.removeMessage(b.File); err != nil {
+			return fmt.Errorf("store: purge batch %d: %w", batch, err)
+		}
+	}
+	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		b, err := getBatch(tx, batch)
 		if err != nil {
 			return err

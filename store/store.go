@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -93,6 +95,7 @@ type Options struct {
 // Store is an open store. Safe for concurrent use.
 type Store struct {
 	db         *bolt.DB
+	msgDir     string // batch messages (messages.go)
 	now        func() time.Time
 	journalMax uint64
 	maxGroup   int
@@ -158,6 +161,15 @@ func Open(dir string, opt Options) (*Store, error) {
 		s.maxGroup = 256
 	}
 	if err := s.init(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.msgDir = filepath.Join(dir, messageDir)
+	if err := os.Mkdir(s.msgDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		db.Close()
+		return nil, fmt.Errorf("store: create %s: %w", s.msgDir, err)
+	}
+	if err := s.sweepLeftovers(); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -249,6 +261,28 @@ func migrateV1(tx *bolt.Tx) error {
 		return err
 	}
 	return tx.DeleteBucket(bucketPendingV1)
+}
+
+// sweepLeftovers removes the message files no open batch names (see
+// sweepMessages).
+func (s *Store) sweepLeftovers() error {
+	keep := map[string]bool{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
+			var b Batch
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("decode batch: %w", err)
+			}
+			if b.File != "" && !b.Purged {
+				keep[b.File] = true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: read the batches' message files: %w", err)
+	}
+	return s.sweepMessages(keep)
 }
 
 // mkdirAll makes dir 0700 with any missing parents and returns the parents

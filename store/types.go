@@ -196,6 +196,10 @@ type Batch struct {
 	LetterIDs  []string   `json:"letter_ids"`
 	Recipients []Delivery `json:"recipients"`
 	Rule       CloseRule  `json:"rule,omitempty"`
+	// File names the message's file below the store directory; empty for
+	// a batch closed by schema version 1, whose message is in the bbolt
+	// file.
+	File string `json:"file,omitempty"`
 	// Purged is set once the letters' bodies and the message were removed
 	// after the retention time.
 	Purged bool `json:"purged,omitempty"`
