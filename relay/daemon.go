@@ -268,7 +268,8 @@ func (d *Daemon) Err() error {
 	return d.err
 }
 
-// SMTPAddrs are the SMTP listeners' addresses.
+// SMTPAddrs are the addresses the SMTP listeners are bound to (ports
+// resolved), once Start returned.
 func (d *Daemon) SMTPAddrs() []net.Addr { return d.smtp.Addrs() }
 
 // AdminAddr is the admin listener's address, nil when admin.listen is "".
@@ -279,7 +280,7 @@ func (d *Daemon) AdminAddr() net.Addr {
 	return d.admin.Addr()
 }
 
-// Store is the daemon's store.
+// Store is the daemon's store, open until Shutdown.
 func (d *Daemon) Store() *store.Store { return d.store }
 
 // Shutdown stops taking mail, lets sessions and deliveries in flight finish

@@ -197,7 +197,7 @@ func getBatch(tx *bolt.Tx, id uint64) (*Batch, error) {
 	return &b, nil
 }
 
-// Batch returns one batch.
+// Batch returns batch id's record (ErrNotFound if there is none).
 func (s *Store) Batch(id uint64) (*Batch, error) {
 	var b *Batch
 	err := s.view(func(tx *bolt.Tx) error {

@@ -206,8 +206,8 @@ func TestFeed(t *testing.T) {
 		t.Errorf("after a failed write got %+v, want seq 7", e)
 	}
 	rejectN(t, s, 8, 9)
-	if hit, err := f.Drain(context.Background(), EventBatched); hit || err != nil || f.After() != 9 {
-		t.Errorf("Drain(batched) = %v, %v, after %d; want false, nil, 9", hit, err, f.After())
+	if err := f.Drain(context.Background()); err != nil || f.After() != 9 || f.Ready() {
+		t.Errorf("Drain = %v, after %d; want nil, after 9, nothing ready", err, f.After())
 	}
 
 	// From 0, the feed reads the journal first.

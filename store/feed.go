@@ -105,7 +105,7 @@ func (s *Store) Follow(after uint64) *Feed {
 	return f
 }
 
-// Close ends the feed.
+// Close ends the feed; the store forgets it.
 func (f *Feed) Close() {
 	if f.sub != nil {
 		f.st.unsubscribe(f.sub)
@@ -202,20 +202,15 @@ func (f *Feed) take(e Event, open bool) {
 	}
 }
 
-// Drain takes every event that is ready without waiting and reports
-// whether one of them is of the given kinds (any event, when none are
-// given): a consumer that re-reads its index after a burst needs only to
-// know whether the burst concerns it.
-func (f *Feed) Drain(ctx context.Context, kinds ...EventKind) (bool, error) {
-	hit := false
+// Drain takes every event that is ready, without waiting: a consumer that
+// re-reads its index once per burst of events skips the rest of the burst.
+func (f *Feed) Drain(ctx context.Context) error {
 	for f.Ready() {
-		e, err := f.Next(ctx)
-		if err != nil {
-			return hit, err
+		if _, err := f.Next(ctx); err != nil {
+			return err
 		}
-		hit = hit || e.Is(kinds...)
 	}
-	return hit, nil
+	return nil
 }
 
 // Is reports whether the event is of one of the kinds (any, when none are

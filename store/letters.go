@@ -228,7 +228,8 @@ type Rejection struct {
 	Session                string
 }
 
-// Reject records a rejected letter.
+// Reject counts a letter refused at the end of DATA and journals it with
+// its class.
 func (s *Store) Reject(ctx context.Context, r Rejection) error {
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		if err := addU64(tx.Bucket(bucketMeta), ctrRejected, 1); err != nil {
@@ -243,7 +244,7 @@ func (s *Store) Reject(ctx context.Context, r Rejection) error {
 	return nil
 }
 
-// Letter returns a letter's record.
+// Letter returns a letter's record (ErrNotFound if there is none).
 func (s *Store) Letter(id string) (*Letter, error) {
 	var l *Letter
 	err := s.view(func(tx *bolt.Tx) error {
@@ -444,7 +445,7 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 	return nil
 }
 
-// Stats returns the tally.
+// Stats returns the tally; deliveries are counted from the batch records.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
 	err := s.view(func(tx *bolt.Tx) error {

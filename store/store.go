@@ -462,7 +462,7 @@ func (s *Store) runGroup(group []*op) error {
 	})
 }
 
-// view runs a read-only transaction.
+// view runs fn in a read-only transaction, beside the writer.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	return s.db.View(fn)
 }

@@ -41,7 +41,7 @@ type Closer struct {
 	build func(Spec) ([]byte, error)
 }
 
-// NewCloser makes a closer.
+// NewCloser makes a closer; now nil means time.Now, log nil discards.
 func NewCloser(cfg CloserConfig, st *store.Store, log *slog.Logger, now func() time.Time) *Closer {
 	if now == nil {
 		now = time.Now
@@ -81,9 +81,7 @@ func (c *Closer) Run(ctx context.Context) error {
 			}
 			if !ok || e.Is(store.EventAccepted, store.EventReleased) {
 				// One look at the queue per burst of letters.
-				if _, err := feed.Drain(ctx); err != nil && ctx.Err() != nil {
-					return nil
-				}
+				_ = feed.Drain(ctx) // an error shows on the next wait
 				break
 			}
 		}
@@ -114,7 +112,8 @@ func (c *Closer) closeDue(ctx context.Context) time.Duration {
 }
 
 // closeRule applies SPEC 7 to what waits: the rule a batch closes by now,
-// or "" and how long until one is due (0 when nothing waits).
+// or "" and how long until one is due (an hour when nothing waits: a new
+// letter wakes the closer anyway).
 func closeRule(p store.PendingState, now time.Time, maxLetters int, maxWait time.Duration) (store.CloseRule, time.Duration) {
 	if p.Letters == 0 {
 		return "", time.Hour

@@ -18,7 +18,7 @@ type Purger struct {
 	now   func() time.Time
 }
 
-// NewPurger makes a purger.
+// NewPurger makes a purger; now nil means time.Now, log nil discards.
 func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger {
 	if now == nil {
 		now = time.Now

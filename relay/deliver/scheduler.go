@@ -60,7 +60,8 @@ type SchedulerOptions struct {
 	Now     func() time.Time
 }
 
-// NewScheduler makes a scheduler.
+// NewScheduler makes a scheduler; zero options mean 4 workers, time.Now
+// and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
 		log: opt.Logger, now: opt.Now, wake: make(chan time.Time, 1), inflight: map[store.DeliveryRef]bool{}}
@@ -115,9 +116,7 @@ func (s *Scheduler) Run(ctx, abort context.Context) error {
 			// New copies in the queue: a batch closed, or an admin put
 			// failed copies back.
 			if !ok || e.Is(store.EventBatched, store.EventRequeued) {
-				if _, err := feed.Drain(ctx); err != nil && ctx.Err() != nil {
-					return nil
-				}
+				_ = feed.Drain(ctx) // an error shows on the next wait
 				break
 			}
 		}
