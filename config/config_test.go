@@ -264,6 +264,8 @@ func TestParseProblems(t *testing.T) {
 		{name: "dkim domain", text: "[dkim]\ndomain = \"campaign..example\"\nselector = \"s\"\nkey_file = \"k\"\n", key: "dkim.domain", at: "domain", msg: "DNS name"},
 		{name: "dkim unicode domain", text: "[dkim]\ndomain = \"campaña.example\"\nselector = \"s\"\nkey_file = \"k\"\n", key: "dkim.domain", at: "domain", msg: "xn--"},
 		{name: "dkim selector", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"a b\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "DNS name"},
+		{name: "dkim selector hyphen", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"-sel-\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "begins or ends with '-'"},
+		{name: "dkim selector underscore", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"s_1\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "'_'"},
 
 		// [store], [admin], [log]
 		{name: "store.dir", text: "[store]\ndir = \"\"\n", key: "store.dir", at: "dir", msg: "required"},

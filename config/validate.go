@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/petitiond/petitiond/dnsname"
 )
 
 // Validate checks c and returns every problem found (nil when c is valid).
@@ -51,7 +53,7 @@ func (c *Config) Validate() Problems {
 		}
 		seen[l] = true
 	}
-	if err := checkDNSName(c.SMTP.Hostname); err != nil {
+	if err := dnsname.CheckDomain(c.SMTP.Hostname); err != nil {
 		v.add("smtp.hostname", err.Error())
 	}
 	v.positive("smtp.max_message_bytes", c.SMTP.MaxMessageBytes)
@@ -124,12 +126,12 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	if k.Domain != "" {
-		if err := checkDNSName(k.Domain); err != nil {
+		if err := dnsname.CheckDomain(k.Domain); err != nil {
 			v.add("dkim.domain", err.Error())
 		}
 	}
 	if k.Selector != "" {
-		if err := checkDNSName(k.Selector); err != nil {
+		if err := dnsname.CheckSelector(k.Selector); err != nil {
 			v.add("dkim.selector", err.Error())
 		}
 	}
@@ -249,7 +251,7 @@ func checkHostPort(s string, needHost, allowZero bool) error {
 	}
 	if host != "" {
 		if _, err := netip.ParseAddr(host); err != nil {
-			if err := checkDNSName(host); err != nil {
+			if err := dnsname.CheckDomain(host); err != nil {
 				return fmt.Errorf("%q: host: %v", s, err)
 			}
 		}
@@ -276,34 +278,6 @@ func isLoopbackHostPort(s string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
-}
-
-// checkDNSName accepts a plausible ASCII DNS name: dot-separated labels of
-// letters, digits, '-' and '_' (DKIM selectors use '_'), 1-63 bytes each,
-// not starting or ending with '-'. One trailing dot is allowed.
-func checkDNSName(s string) error {
-	name := strings.TrimSuffix(s, ".")
-	if name == "" {
-		return fmt.Errorf("%q is not a DNS name", s)
-	}
-	if len(name) > 253 {
-		return fmt.Errorf("%q is longer than a DNS name may be (253)", s)
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("%q is not a DNS name", s)
-		}
-		for i := range len(label) {
-			switch c := label[i]; {
-			case c >= 0x80:
-				return fmt.Errorf("%q: write internationalised names in their ASCII (xn--) form", s)
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			default:
-				return fmt.Errorf("%q is not a DNS name", s)
-			}
-		}
-	}
-	return nil
 }
 
 func fmtDuration(d Duration) string {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/petitiond/petitiond/internal/dkimkey"
+	"github.com/petitiond/petitiond/dkimkey"
 )
 
 // Key is a DKIM signing key published (or to be published) at

@@ -2,7 +2,6 @@ package dkimkey
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -34,11 +33,14 @@ func TestGenerateMarshalPublish(t *testing.T) {
 			if block == nil || block.Type != "PRIVATE KEY" || len(bytes.TrimSpace(rest)) != 0 {
 				t.Fatalf("PEM = %q, want one PRIVATE KEY block", pemBytes)
 			}
-			parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
+			if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
 				t.Fatalf("PKCS#8: %v", err)
 			}
-			signer := parsed.(crypto.Signer)
+			// What the signer does with [dkim].key_file.
+			signer, err := ParsePEM(pemBytes)
+			if err != nil {
+				t.Fatalf("ParsePEM: %v", err)
+			}
 
 			rec, err := TXTRecord("example.org", "sel", key.Public())
 			if err != nil {
@@ -98,6 +100,16 @@ func TestUnsupportedKey(t *testing.T) {
 	}
 	if _, err := TXTValue(k.Public()); err == nil {
 		t.Error("TXTValue accepted an ECDSA key (DKIM has no such k=)")
+	}
+	if err := Check(k.Public()); err == nil {
+		t.Error("Check accepted an ECDSA key")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParsePEM(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err == nil || !strings.Contains(err.Error(), "unsupported key type") {
+		t.Errorf("ParsePEM of an ECDSA key = %v", err)
 	}
 }
 

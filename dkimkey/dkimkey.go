@@ -1,7 +1,9 @@
-// Package dkimkey makes DKIM signing keys and formats the DNS records that
-// publish them. `petitiond dkim-keygen` writes keys with it, and the test
-// key server (internal/keyserver) publishes keys with the same formatting,
-// so what tests verify against is what operators are told to publish.
+// Package dkimkey decides what a DKIM signing key is for petitiond: which
+// kinds are accepted, the key file's format, and the DNS record that
+// publishes a key. `petitiond dkim-keygen` writes keys and records with it,
+// the batch signer reads key files with it, and the test key server
+// (internal/keyserver) publishes keys with the same formatting, so what
+// tests verify against is what operators are told to publish.
 package dkimkey
 
 import (
@@ -22,6 +24,9 @@ const (
 	Ed25519 = "ed25519"
 	RSA     = "rsa"
 )
+
+// MinRSABits is the smallest RSA key RFC 8301 lets a signer use.
+const MinRSABits = 1024
 
 // RSABits is the size of generated RSA keys: what mail providers use today
 // (RFC 8301 allows 1024 to 4096; 2048 still fits a DNS TXT record comfortably).
@@ -57,6 +62,72 @@ func MarshalPEM(key crypto.Signer) ([]byte, error) {
 		return nil, fmt.Errorf("dkimkey: encode private key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParsePEM reads a key file: PEM, either PKCS#8 "PRIVATE KEY" (RSA or
+// ed25519, as MarshalPEM writes) or PKCS#1 "RSA PRIVATE KEY". Other blocks
+// (a certificate, EC parameters) may stand beside the key. The key is
+// checked as Check does.
+func ParsePEM(data []byte) (crypto.Signer, error) {
+	key, err := parsePEM(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := Check(key.Public()); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func parsePEM(data []byte) (crypto.Signer, error) {
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New(`no PEM "PRIVATE KEY" or "RSA PRIVATE KEY" block`)
+		}
+		switch block.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PKCS#8 key: %w", err)
+			}
+			signer, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("unsupported key type %T", k)
+			}
+			return signer, nil
+		case "RSA PRIVATE KEY":
+			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
+				return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
+			}
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PKCS#1 key: %w", err)
+			}
+			return k, nil
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
+		case "OPENSSH PRIVATE KEY", "EC PRIVATE KEY":
+			return nil, fmt.Errorf("%q keys are not supported: want PKCS#8 \"PRIVATE KEY\" (RSA or ed25519) or \"RSA PRIVATE KEY\"", block.Type)
+		}
+	}
+}
+
+// Check reports whether pub belongs to a key DKIM may sign with: RSA of at
+// least MinRSABits, or ed25519.
+func Check(pub crypto.PublicKey) error {
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < MinRSABits {
+			return fmt.Errorf("RSA key of %d bits is too small (at least %d)", pub.N.BitLen(), MinRSABits)
+		}
+		return nil
+	case ed25519.PublicKey:
+		return nil
+	}
+	return fmt.Errorf("unsupported key type %T (want RSA or ed25519)", pub)
 }
 
 // Algo names pub's algorithm as the k= tag does: "rsa" or "ed25519".
