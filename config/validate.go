@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/petitiond/petitiond/dnsname"
+	"github.com/petitiond/petitiond/loopback"
 )
 
 // Validate checks c and returns every problem found (nil when c is valid).
@@ -98,7 +99,7 @@ func (c *Config) Validate() Problems {
 		if d.Smarthost == "" {
 			// AUTH is only ever sent to a smarthost, never to recipients' MX.
 			v.add("delivery.username", "set, but delivery.smarthost is empty: AUTH is only used with a smarthost")
-		} else if d.StartTLS == "off" && !isLoopbackHostPort(d.Smarthost) {
+		} else if d.StartTLS == "off" && !loopback.HostPort(d.Smarthost) {
 			// The daemon refuses to send a password in clear to a remote
 			// host; say so now rather than at every delivery attempt.
 			v.add("delivery.starttls", `"off" with delivery.username: the password would go in clear to a host that is not loopback`)
@@ -265,19 +266,6 @@ func checkHostPort(s string, needHost, allowZero bool) error {
 		return fmt.Errorf("%q: port must be a number from %d to 65535", s, lo)
 	}
 	return nil
-}
-
-// isLoopbackHostPort says whether a valid host:port names this machine.
-func isLoopbackHostPort(s string) bool {
-	host, _, err := net.SplitHostPort(s)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 func fmtDuration(d Duration) string {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/petitiond/petitiond/loopback"
 )
 
 // STARTTLS policies for SMTPOptions.StartTLS.
@@ -108,7 +110,7 @@ func (o SMTPOptions) Validate() error {
 		if o.Username == "" {
 			return errors.New("deliver: password set without username")
 		}
-		if o.StartTLS == StartTLSOff && !isLoopbackHost(host) {
+		if o.StartTLS == StartTLSOff && !loopback.Host(host) {
 			return fmt.Errorf("deliver: credentials for %s would travel in plain text: set starttls = %q", host, StartTLSRequired)
 		}
 	}
@@ -376,7 +378,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 	required := policy == StartTLSRequired
 	// Credentials for a remote smarthost must not fall back to plain text
 	// after a failed handshake: fail temporarily instead.
-	noFallback := required || (s.t.opt.Username != "" && !isLoopbackHost(s.host))
+	noFallback := required || (s.t.opt.Username != "" && !loopback.Host(s.host))
 
 	if offered, _ := s.c.Extension("STARTTLS"); !offered {
 		if required {
@@ -503,7 +505,7 @@ func authAllowed(host string, remote netip.Addr, tlsVerified bool) error {
 	if tlsVerified {
 		return nil
 	}
-	if isLoopbackHost(host) && (!remote.IsValid() || remote.IsLoopback()) {
+	if loopback.Host(host) && (!remote.IsValid() || remote.IsLoopback()) {
 		return nil
 	}
 	return fmt.Errorf("refusing to send credentials to %s without verified TLS: set starttls = %q and make its certificate verifiable", host, StartTLSRequired)
@@ -516,16 +518,6 @@ func remoteIP(c net.Conn) netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-// isLoopbackHost reports whether host names the local machine:
-// 127.0.0.0/8, ::1 or "localhost".
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // send runs MAIL, RCPT, DATA and QUIT.
