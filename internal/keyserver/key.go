@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"github.com/petitiond/petitiond/crlf"
 	"github.com/petitiond/petitiond/dkimkey"
 )
 
@@ -104,7 +105,7 @@ var defaultHeaderKeys = []string{"From", "To", "Subject", "Date", "Message-ID"}
 // l= tag, a signature without From), which a small signer here makes in the
 // same way.
 func (k *Key) Sign(msg []byte, opt SignOptions) ([]byte, error) {
-	msg = toCRLF(msg)
+	msg = crlf.Normalize(msg)
 	keys := opt.HeaderKeys
 	if keys == nil {
 		keys = defaultHeaderKeys
@@ -139,19 +140,6 @@ func hasFrom(keys []string) bool {
 		}
 	}
 	return false
-}
-
-// toCRLF turns every LF not preceded by CR into CRLF.
-func toCRLF(msg []byte) []byte {
-	var b bytes.Buffer
-	b.Grow(len(msg) + len(msg)/32)
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
-			b.WriteByte('\r')
-		}
-		b.WriteByte(c)
-	}
-	return b.Bytes()
 }
 
 // signature computes a DKIM-Signature field (RFC 6376, relaxed/relaxed,

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/crlf"
 )
 
 // One RSA key for the whole package: 2048-bit generation is slow under -race.
@@ -134,7 +136,7 @@ func TestOwnSignerMatchesLibrary(t *testing.T) {
 	}
 	for _, k := range []*Key{rsaKey(t), edKey(t)} {
 		for i, m := range msgs {
-			msg := toCRLF([]byte(m))
+			msg := crlf.Normalize([]byte(m))
 			keys := []string{"From", "From", "Subject", "X-Absent"}
 			sig, err := k.signature(msg, keys, time.Time{}, false)
 			if err != nil {
@@ -154,7 +156,7 @@ func TestSignBodyLength(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, body, _ := strings.Cut(testMsg, "\n\n")
-	want := "l=" + itoa(len(relaxedBody(toCRLF([]byte(body)))))
+	want := "l=" + itoa(len(relaxedBody(crlf.Normalize([]byte(body)))))
 	if !bytes.Contains(signed, []byte(want)) {
 		t.Errorf("signature lacks %s:\n%s", want, signed)
 	}
@@ -214,12 +216,6 @@ func TestRelaxedBody(t *testing.T) {
 		if got := string(relaxedBody([]byte(in))); got != want {
 			t.Errorf("relaxedBody(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestToCRLF(t *testing.T) {
-	if got := string(toCRLF([]byte("a\nb\r\nc\n"))); got != "a\r\nb\r\nc\r\n" {
-		t.Errorf("toCRLF = %q", got)
 	}
 }
 

@@ -27,6 +27,8 @@ import (
 	"github.com/emersion/go-message/textproto"
 	"golang.org/x/net/html"
 	"golang.org/x/net/idna"
+
+	"github.com/petitiond/petitiond/crlf"
 )
 
 // Letter is one counted letter as it goes into a batch.
@@ -309,8 +311,8 @@ func prepareLetter(l *Letter) preparedLetter {
 	// Inbound rejects bare CR and LF (SMTP smuggling), so this is a guard:
 	// the batch must stay well-formed MIME and safe to send whatever is in
 	// the store, even if the letter's own signature then no longer verifies.
-	if hasBareCRorLF(p.raw) {
-		p.raw = toCRLF(p.raw)
+	if crlf.IndexBare(p.raw) >= 0 {
+		p.raw = crlf.Normalize(p.raw)
 		p.repaired = true
 	}
 	p.eightBit = needs8bit(p.raw)
@@ -505,41 +507,6 @@ func pickBoundary(prefix string, seed []byte, content ...[]byte) string {
 			return boundary
 		}
 	}
-}
-
-func hasBareCRorLF(b []byte) bool {
-	for i, c := range b {
-		switch c {
-		case '\r':
-			if i+1 >= len(b) || b[i+1] != '\n' {
-				return true
-			}
-		case '\n':
-			if i == 0 || b[i-1] != '\r' {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// toCRLF turns every CR, LF and CRLF into CRLF.
-func toCRLF(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/32)
-	for i := 0; i < len(b); i++ {
-		switch c := b[i]; c {
-		case '\r':
-			if i+1 < len(b) && b[i+1] == '\n' {
-				i++
-			}
-			out = append(out, '\r', '\n')
-		case '\n':
-			out = append(out, '\r', '\n')
-		default:
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // needs8bit reports whether raw may not be labelled 7bit (RFC 2045 2.7):

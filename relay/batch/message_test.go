@@ -19,6 +19,8 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/crlf"
 )
 
 // testKeys is a fake DNS: TXT records for DKIM selectors, by query name.
@@ -77,14 +79,14 @@ func newRSA(t testing.TB) *rsa.PrivateKey {
 	return key
 }
 
-// crlf joins lines with CRLF, ending with one.
-func crlf(lines ...string) []byte {
+// crlfLines joins lines with CRLF, ending with one.
+func crlfLines(lines ...string) []byte {
 	return []byte(strings.Join(lines, "\r\n") + "\r\n")
 }
 
 // plainLetter is a simple text/plain letter from addr.
 func plainLetter(fromField, subject, body string) []byte {
-	return crlf(
+	return crlfLines(
 		"From: "+fromField,
 		"To: libertad@campaign.example",
 		"Subject: "+subject,
@@ -219,7 +221,7 @@ func parseBatch(t testing.TB, msg []byte) *parsedBatch {
 // assertWellFormed checks the raw rules: CRLF only, no line over 998.
 func assertWellFormed(t testing.TB, msg []byte) {
 	t.Helper()
-	if i := bareCRorLF(msg); i >= 0 {
+	if i := crlf.IndexBare(msg); i >= 0 {
 		t.Fatalf("bare CR or LF at %d: %q", i, msg[max(0, i-40):min(len(msg), i+40)])
 	}
 	if !bytes.HasSuffix(msg, []byte("\r\n")) {
@@ -236,15 +238,6 @@ func assertWellFormed(t testing.TB, msg []byte) {
 			}
 		}
 	}
-}
-
-func bareCRorLF(b []byte) int {
-	for i, c := range b {
-		if c == '\r' && (i+1 == len(b) || b[i+1] != '\n') || c == '\n' && (i == 0 || b[i-1] != '\r') {
-			return i
-		}
-	}
-	return -1
 }
 
 // headerKeys lists the top-level header field names in order.
@@ -404,7 +397,7 @@ func TestBuildOneRecipientHasNoCc(t *testing.T) {
 
 func TestBuildHeaderInjection(t *testing.T) {
 	evilName := "Eve\r\nBcc: evil@x\r\n\r\nbody? Ñandú \x00\xff\u202eDEIFIREVNU"
-	letter := crlf(
+	letter := crlfLines(
 		`From: =?utf-8?q?Eve=0D=0ABcc=3A_evil=40x?= <eve@supporter.example>`,
 		"To: libertad@campaign.example",
 		"Subject: =?utf-8?b?wqFMaWJlcnRhZCE=?= =?iso-8859-1?q?pol=EDticos?=",
@@ -625,7 +618,7 @@ func TestBuildRepairsBareLF(t *testing.T) {
 	}
 	assertWellFormed(t, msg)
 	p := parseBatch(t, msg)
-	if want := toCRLF(raw); !bytes.Equal(p.digest[0], want) {
+	if want := []byte("From: a@b.example\r\nSubject: x\r\n\r\nline one\r\n.\r\nMAIL FROM:<x@y>\r\nz"); !bytes.Equal(p.digest[0], want) {
 		t.Errorf("digest %q, want %q", p.digest[0], want)
 	}
 	if !strings.Contains(p.summary, "line endings had to be repaired") {
@@ -865,11 +858,7 @@ func FuzzBuild(f *testing.F) {
 		if len(p.digest) != 2 || !bytes.Equal(p.digest[0], fixed) {
 			t.Fatalf("digest: %d parts", len(p.digest))
 		}
-		want := raw
-		if hasBareCRorLF(raw) {
-			want = toCRLF(raw)
-		}
-		if !bytes.Equal(p.digest[1], want) {
+		if want := crlf.Normalize(raw); !bytes.Equal(p.digest[1], want) {
 			t.Fatalf("digest part differs:\n%q\n%q", p.digest[1], want)
 		}
 		rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()
