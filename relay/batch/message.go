@@ -29,6 +29,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/petitiond/petitiond/crlf"
+	"github.com/petitiond/petitiond/oneline"
 )
 
 // Letter is one counted letter as it goes into a batch.
@@ -232,7 +233,7 @@ func topOrdered(h *message.Header, s Spec) {
 	// another Location) gives the same bytes.
 	mh.Add("Date", s.Date.UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
 	// The campaign name is cleaned first so the subject stays one line.
-	subject := fmt.Sprintf("[%s] batch %d: %d letters", cleanLine(s.CampaignName), s.Number, len(s.Letters))
+	subject := fmt.Sprintf("[%s] batch %d: %d letters", oneline.Clean(s.CampaignName), s.Number, len(s.Letters))
 	if encoded := mime.QEncoding.Encode("utf-8", subject); encoded != subject {
 		// RFC 2047 encoded-words hold no spaces and may be folded between
 		// them; go-message's folder only looks for spaces within 76
@@ -301,10 +302,10 @@ type preparedLetter struct {
 
 func prepareLetter(l *Letter) preparedLetter {
 	p := preparedLetter{
-		id:       cleanLine(l.ID),
-		name:     cleanLine(l.Name),
-		address:  cleanLine(l.Address),
-		dkim:     cleanLine(l.DKIMDomain),
+		id:       oneline.Clean(l.ID),
+		name:     oneline.Clean(l.Name),
+		address:  oneline.Clean(l.Address),
+		dkim:     oneline.Clean(l.DKIMDomain),
 		received: l.Received.UTC(),
 		raw:      l.Raw,
 	}
@@ -352,7 +353,7 @@ func summaryText(s Spec, letters []preparedLetter) string {
 			last = t
 		}
 	}
-	name := cleanLine(s.CampaignName)
+	name := oneline.Clean(s.CampaignName)
 	fmt.Fprintf(&b, "%s: batch %d\n\n", name, s.Number)
 	fmt.Fprintf(&b, "Letters in this batch: %d\n", len(letters))
 	fmt.Fprintf(&b, "Running total:         %d\n", s.RunningTotal)
@@ -531,50 +532,6 @@ func needs8bit(raw []byte) bool {
 	return false
 }
 
-// cleanLine makes data safe for a one-line field: invalid UTF-8 becomes
-// U+FFFD; control characters, line and paragraph separators and bidi
-// overrides (which could make "UNVERIFIED" or an address read differently)
-// become spaces.
-func cleanLine(s string) string {
-	if isCleanLine(s) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			b.WriteRune(utf8.RuneError)
-		case isUnsafeRune(r) || r == '\t':
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func isCleanLine(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func isUnsafeRune(r rune) bool {
-	switch {
-	case unicode.IsControl(r), r == '\u2028', r == '\u2029':
-		return true
-	case r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
-		return true // bidi embeddings, overrides and isolates
-	}
-	return false
-}
-
 // maxLetterText caps one letter's text in the summary, so that a huge
 // letter cannot crowd out the others; the digest keeps the whole letter.
 const maxLetterText = 64 << 10
@@ -601,7 +558,7 @@ func readLetter(raw []byte) (subject, text string) {
 	// On a decoding error Subject still returns the raw value, which is
 	// better than nothing once cleaned.
 	s, _ := (&mail.Header{Header: e.Header}).Subject()
-	subject = cleanLine(s)
+	subject = oneline.Clean(s)
 
 	var f textFinder
 	f.walk(e, err, "text/plain", 0)
@@ -625,7 +582,7 @@ func readLetter(raw []byte) (subject, text string) {
 }
 
 func couldNotRead(err error) string {
-	return "(could not be read: " + cleanLine(err.Error()) + ")"
+	return "(could not be read: " + oneline.Clean(err.Error()) + ")"
 }
 
 // textFinder walks a letter's MIME tree looking for its text.
@@ -713,7 +670,7 @@ func readBody(e *message.Entity, entityErr error) (string, string) {
 	}
 	body, err := io.ReadAll(io.LimitReader(e.Body, maxLetterText+1))
 	if err != nil {
-		notes = append(notes, "(the rest could not be decoded: "+cleanLine(err.Error())+")")
+		notes = append(notes, "(the rest could not be decoded: "+oneline.Clean(err.Error())+")")
 	}
 	if len(body) > maxLetterText {
 		body = body[:maxLetterText]

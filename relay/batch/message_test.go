@@ -755,23 +755,6 @@ func TestNewMessageID(t *testing.T) {
 	}
 }
 
-func TestCleanLine(t *testing.T) {
-	tests := map[string]string{
-		"Ana":             "Ana",
-		"a\r\nb":          "a  b",
-		"a\tb\x7f\u0085c": "a b  c",
-		"bad \xff\xfe":    "bad \uFFFD\uFFFD",
-		"rtl\u202eabc":    "rtl abc",
-		"sep\u2028x":      "sep x",
-		"emoji 👩‍👩‍👧":     "emoji 👩‍👩‍👧",
-	}
-	for in, want := range tests {
-		if got := cleanLine(in); got != want {
-			t.Errorf("cleanLine(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // benchLetters makes n letters of about 3 KB, half of them DKIM-signed.
 func benchLetters(b testing.TB, n int) []Letter {
 	key := newEd25519(b)
