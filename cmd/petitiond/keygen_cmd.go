@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/petitiond/petitiond/dkimkey"
 	"github.com/petitiond/petitiond/dnsname"
+	"github.com/petitiond/petitiond/safeio"
 )
 
 const keygenUsage = "dkim-keygen -domain D -selector S [-algo ed25519|rsa] [-out FILE]"
@@ -123,31 +123,16 @@ func keygenDomain(d string) (string, error) {
 	return ascii, nil
 }
 
-// writeNewFile creates path with mode 0600 and data, fsynced. It refuses to
-// replace an existing file: overwriting a key whose record is published
+// writeNewFile creates path with mode 0600 and data, durably. It refuses
+// to replace an existing file: overwriting a key whose record is published
 // would break every signature until the DNS is changed too.
-func writeNewFile(path string, data []byte) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+func writeNewFile(path string, data []byte) error {
+	err := safeio.WriteNew(path, data, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s already exists; not overwriting it (remove it first, or choose another -out)", path)
 	}
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(path) // no half-written key left behind
-		}
-	}()
-	// The umask may only clear bits; this makes the mode exactly 0600.
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	return f.Sync()
+	return safeio.SyncDir(filepath.Dir(path))
 }
