@@ -24,7 +24,7 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// buildBinary builds petitiond once per test binary run.
+// buildBinary builds petitiond into the test's temp dir (again at every call).
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "petitiond")

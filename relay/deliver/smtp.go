@@ -30,7 +30,8 @@ const (
 	bodyChunk = 64 << 10
 )
 
-// SMTPOptions configures SMTP delivery.
+// SMTPOptions says where SMTP delivery sends copies (MX hosts or one
+// smarthost), as whom, and how it protects the connection.
 type SMTPOptions struct {
 	// Hostname is our EHLO name; "" means "localhost".
 	Hostname string
