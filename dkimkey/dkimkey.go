@@ -25,17 +25,17 @@ const (
 	RSA     = "rsa"
 )
 
-// MinRSABits is the smallest RSA key RFC 8301 lets a signer use.
-const MinRSABits = 1024
+// minRSABits is the smallest RSA key RFC 8301 lets a signer use.
+const minRSABits = 1024
 
-// RSABits is the size of generated RSA keys: what mail providers use today
+// rsaBits is the size of generated RSA keys: what mail providers use today
 // (RFC 8301 allows 1024 to 4096; 2048 still fits a DNS TXT record comfortably).
-const RSABits = 2048
+const rsaBits = 2048
 
 // maxTXTString is the longest character-string a TXT record may hold (RFC 1035 3.3).
 const maxTXTString = 255
 
-// Generate makes a fresh private key for algo: "ed25519" or "rsa" (RSABits).
+// Generate makes a fresh private key for algo: "ed25519" or "rsa" (rsaBits).
 func Generate(algo string) (crypto.Signer, error) {
 	switch algo {
 	case Ed25519:
@@ -45,7 +45,7 @@ func Generate(algo string) (crypto.Signer, error) {
 		}
 		return k, nil
 	case RSA:
-		k, err := rsa.GenerateKey(rand.Reader, RSABits)
+		k, err := rsa.GenerateKey(rand.Reader, rsaBits)
 		if err != nil {
 			return nil, fmt.Errorf("dkimkey: new rsa key: %w", err)
 		}
@@ -67,13 +67,13 @@ func MarshalPEM(key crypto.Signer) ([]byte, error) {
 // ParsePEM reads a key file: PEM, either PKCS#8 "PRIVATE KEY" (RSA or
 // ed25519, as MarshalPEM writes) or PKCS#1 "RSA PRIVATE KEY". Other blocks
 // (a certificate, EC parameters) may stand beside the key. The key is
-// checked as Check does.
+// checked as checkKey does.
 func ParsePEM(data []byte) (crypto.Signer, error) {
 	key, err := parsePEM(data)
 	if err != nil {
 		return nil, err
 	}
-	if err := Check(key.Public()); err != nil {
+	if err := checkKey(key.Public()); err != nil {
 		return nil, err
 	}
 	return key, nil
@@ -115,13 +115,13 @@ func parsePEM(data []byte) (crypto.Signer, error) {
 	}
 }
 
-// Check reports whether pub belongs to a key DKIM may sign with: RSA of at
-// least MinRSABits, or ed25519.
-func Check(pub crypto.PublicKey) error {
+// checkKey reports whether pub belongs to a key DKIM may sign with: RSA of at
+// least minRSABits, or ed25519.
+func checkKey(pub crypto.PublicKey) error {
 	switch pub := pub.(type) {
 	case *rsa.PublicKey:
-		if pub.N.BitLen() < MinRSABits {
-			return fmt.Errorf("RSA key of %d bits is too small (at least %d)", pub.N.BitLen(), MinRSABits)
+		if pub.N.BitLen() < minRSABits {
+			return fmt.Errorf("RSA key of %d bits is too small (at least %d)", pub.N.BitLen(), minRSABits)
 		}
 		return nil
 	case ed25519.PublicKey:
@@ -130,8 +130,8 @@ func Check(pub crypto.PublicKey) error {
 	return fmt.Errorf("unsupported key type %T (want RSA or ed25519)", pub)
 }
 
-// Algo names pub's algorithm as the k= tag does: "rsa" or "ed25519".
-func Algo(pub crypto.PublicKey) (string, error) {
+// algoOf names pub's algorithm as the k= tag does: "rsa" or "ed25519".
+func algoOf(pub crypto.PublicKey) (string, error) {
 	switch pub.(type) {
 	case *rsa.PublicKey:
 		return RSA, nil
@@ -145,7 +145,7 @@ func Algo(pub crypto.PublicKey) (string, error) {
 // p= tag holds, for RSA, the PKIX SubjectPublicKeyInfo DER (what verifiers
 // and other signers' tools use), and for ed25519 the raw 32-byte key (RFC 8463).
 func TXTValue(pub crypto.PublicKey) (string, error) {
-	algo, err := Algo(pub)
+	algo, err := algoOf(pub)
 	if err != nil {
 		return "", err
 	}
@@ -167,9 +167,9 @@ func Name(domain, selector string) string {
 	return selector + "._domainkey." + strings.TrimSuffix(domain, ".") + "."
 }
 
-// SplitTXT cuts a TXT value into the character-strings of one record, each
+// splitTXT cuts a TXT value into the character-strings of one record, each
 // at most 255 bytes, as DNS requires; resolvers and verifiers join them again.
-func SplitTXT(v string) []string {
+func splitTXT(v string) []string {
 	if v == "" {
 		return []string{""}
 	}
@@ -190,7 +190,7 @@ func TXTRecord(domain, selector string, pub crypto.PublicKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	parts := SplitTXT(v)
+	parts := splitTXT(v)
 	for i, p := range parts {
 		// The value is base64 and tag punctuation: nothing to escape. Check
 		// anyway, so a future tag cannot silently break the zone file.

@@ -101,8 +101,8 @@ func TestUnsupportedKey(t *testing.T) {
 	if _, err := TXTValue(k.Public()); err == nil {
 		t.Error("TXTValue accepted an ECDSA key (DKIM has no such k=)")
 	}
-	if err := Check(k.Public()); err == nil {
-		t.Error("Check accepted an ECDSA key")
+	if err := checkKey(k.Public()); err == nil {
+		t.Error("checkKey accepted an ECDSA key")
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -118,13 +118,13 @@ func TestSplitTXT(t *testing.T) {
 		n    int
 		want []int
 	}{{0, []int{0}}, {255, []int{255}}, {256, []int{255, 1}}, {600, []int{255, 255, 90}}} {
-		parts := SplitTXT(strings.Repeat("a", tc.n))
+		parts := splitTXT(strings.Repeat("a", tc.n))
 		var got []int
 		for _, p := range parts {
 			got = append(got, len(p))
 		}
 		if !slices.Equal(got, tc.want) {
-			t.Errorf("SplitTXT(%d bytes) = %v, want %v", tc.n, got, tc.want)
+			t.Errorf("splitTXT(%d bytes) = %v, want %v", tc.n, got, tc.want)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -29,31 +28,15 @@ type Key struct {
 	Signer   crypto.Signer
 }
 
-// rsaBits is what mail providers use today; 1024 is still accepted by
-// verifiers but gives too short a TXT record to test string splitting.
-const rsaBits = 2048
-
-// NewKey makes a fresh key: algo "rsa" (2048 bits) or "ed25519".
+// NewKey makes a fresh key as `petitiond dkim-keygen` does: algo "rsa"
+// (2048 bits, long enough to test splitting the TXT record) or "ed25519".
 func NewKey(domain, selector, algo string) (*Key, error) {
 	if domain == "" || selector == "" {
 		return nil, errors.New("keyserver: new key: domain and selector are required")
 	}
-	var signer crypto.Signer
-	switch algo {
-	case "rsa":
-		k, err := rsa.GenerateKey(rand.Reader, rsaBits)
-		if err != nil {
-			return nil, fmt.Errorf("keyserver: new rsa key: %w", err)
-		}
-		signer = k
-	case "ed25519":
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("keyserver: new ed25519 key: %w", err)
-		}
-		signer = k
-	default:
-		return nil, fmt.Errorf("keyserver: new key: unknown algorithm %q (want rsa or ed25519)", algo)
+	signer, err := dkimkey.Generate(algo)
+	if err != nil {
+		return nil, fmt.Errorf("keyserver: %w", err)
 	}
 	return &Key{Domain: domain, Selector: selector, Algo: algo, Signer: signer}, nil
 }
