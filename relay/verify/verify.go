@@ -132,7 +132,7 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 }
 
 func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache bool) (Verdict, *lookups) {
-	lk := &lookups{errs: make(map[string]error), useCache: useCache}
+	lk := &lookups{errs: make(map[string]error), records: make(map[string][]string), useCache: useCache}
 	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, lk, name) },
 		MaxVerifications: v.max,
@@ -165,6 +165,10 @@ func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache
 			if dkim.IsTempFail(vf.Err) && aligned {
 				tempFail = true
 			}
+		case subdomainRefused(lk.record(sel, domain), vf.Identifier, vf.Domain):
+			// go-msgauth does not read key flags; the record it verified
+			// with is the one this lookup fetched.
+			reason = "unauthorized subdomain"
 		case !coversFrom(vf.HeaderKeys):
 			reason = "from not signed"
 		case !aligned:
@@ -187,7 +191,7 @@ func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache
 func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]string, error) {
 	if lk.useCache {
 		if txts, ok := v.cache.get(name); ok {
-			lk.set(name, nil)
+			lk.set(name, txts, nil)
 			lk.mu.Lock()
 			lk.cached = true
 			lk.mu.Unlock()
@@ -202,7 +206,7 @@ func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]stri
 	} else {
 		v.cache.put(name, txts)
 	}
-	lk.set(name, err)
+	lk.set(name, txts, err)
 	return txts, err
 }
 
@@ -233,25 +237,43 @@ func asNetError(err error, name string, ctxDone bool) error {
 }
 
 // lookups remembers each key lookup's error, to tell "key not found" from
-// other failures in a Verdict. go-msgauth runs lookups of several signatures
-// in parallel, hence the lock.
+// other failures in a Verdict, and each record fetched, to read the key
+// flags go-msgauth ignores without asking DNS again. go-msgauth runs lookups
+// of several signatures in parallel, hence the lock.
 type lookups struct {
 	useCache bool // may keys come from the cache
 	mu       sync.Mutex
 	errs     map[string]error
+	records  map[string][]string
 	cached   bool // some key came from the cache
 }
 
-func (l *lookups) set(name string, err error) {
+func keyName(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+func (l *lookups) set(name string, txts []string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.errs[strings.ToLower(strings.TrimSuffix(name, "."))] = err
+	l.errs[keyName(name)] = err
+	l.records[keyName(name)] = txts
 }
 
 func (l *lookups) get(selector, domain string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.errs[strings.ToLower(selector+"._domainkey."+domain)]
+	return l.errs[keyName(selector+"._domainkey."+domain)]
+}
+
+// record returns the key record fetched for selector and domain, or "" when
+// there was not exactly one (go-msgauth fails a signature then).
+func (l *lookups) record(selector, domain string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if txts := l.records[keyName(selector+"._domainkey."+domain)]; len(txts) == 1 {
+		return txts[0]
+	}
+	return ""
 }
 
 // failReason turns a go-msgauth verification error into a short reason.
