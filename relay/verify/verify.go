@@ -1,8 +1,8 @@
 // Package verify decides whether a letter really comes from its From
 // address (SPEC 5) and what counts as the same supporter (SPEC 6).
 //
-// It does no I/O but the DNS lookups of DKIM keys, which go through a
-// resolver the caller chooses, with a deadline.
+// It does no I/O but DNS lookups (DKIM keys, SPF records), which go through
+// a resolver the caller chooses, each with a deadline.
 package verify
 
 import (
@@ -38,10 +38,14 @@ type Options struct {
 	Resolver string
 	// Timeout bounds each key lookup; 0 means DefaultTimeout.
 	Timeout time.Duration
-	// LookupTXT, if set, replaces DNS (Resolver is then unused). It gets
-	// "<selector>._domainkey.<domain>". Return a *net.DNSError (or another
-	// net.Error) with Timeout or Temporary set for a temporary failure.
+	// LookupTXT, if set, replaces DNS for DKIM key lookups (SPF still uses
+	// Resolver). It gets "<selector>._domainkey.<domain>". Return a
+	// *net.DNSError (or another net.Error) with Timeout or Temporary set for
+	// a temporary failure.
 	LookupTXT func(ctx context.Context, name string) ([]string, error)
+	// SPF turns on CheckSPF (verify.spf); when off, CheckSPF asks no DNS
+	// and gives none.
+	SPF bool
 	// MaxVerifications caps the signatures checked per message (each may
 	// cost a DNS lookup and an RSA operation); 0 means
 	// DefaultMaxVerifications. Signatures past the cap are ignored.
@@ -58,20 +62,24 @@ const (
 	DefaultMaxVerifications = 5
 )
 
-// Verifier checks DKIM signatures. It is safe for concurrent use.
+// Verifier checks DKIM signatures and SPF. It is safe for concurrent use.
 type Verifier struct {
 	lookupTXT func(ctx context.Context, name string) ([]string, error)
+	resolver  *net.Resolver // Options.Resolver, for SPF and for keys
 	timeout   time.Duration
 	max       int
 	cache     *keyCache // nil: no caching
+	spf       bool
 }
 
 // New returns a Verifier for opt.
 func New(opt Options) *Verifier {
 	v := &Verifier{
 		lookupTXT: opt.LookupTXT,
+		resolver:  newResolver(opt.Resolver),
 		timeout:   opt.Timeout,
 		max:       opt.MaxVerifications,
+		spf:       opt.SPF,
 	}
 	if v.timeout <= 0 {
 		v.timeout = DefaultTimeout
@@ -83,29 +91,29 @@ func New(opt Options) *Verifier {
 		v.cache = newKeyCache(opt.KeyCache, keyCacheSize, time.Now)
 	}
 	if v.lookupTXT == nil {
-		r := net.DefaultResolver
-		if opt.Resolver != "" {
-			addr := resolverAddr(opt.Resolver)
-			r = &net.Resolver{
-				PreferGo: true,
-				// Every query goes to the configured server, whatever
-				// resolv.conf lists.
-				Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				},
-			}
-		}
 		v.lookupTXT = func(ctx context.Context, name string) ([]string, error) {
 			// A key name is absolute: the trailing dot keeps the resolver
 			// from trying resolv.conf search domains after an NXDOMAIN.
-			if !strings.HasSuffix(name, ".") {
-				name += "."
-			}
-			return r.LookupTXT(ctx, name)
+			return v.resolver.LookupTXT(ctx, absolute(name))
 		}
 	}
 	return v
+}
+
+// newResolver returns the system resolver for "", else one that sends
+// every query to addr, whatever resolv.conf lists.
+func newResolver(addr string) *net.Resolver {
+	if addr == "" {
+		return net.DefaultResolver
+	}
+	addr = resolverAddr(addr)
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
 }
 
 // resolverAddr adds the DNS port to a bare host: a bare host would fail
