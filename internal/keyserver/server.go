@@ -1,9 +1,10 @@
 // Package keyserver runs a small authoritative DNS server on loopback that
-// publishes DKIM keys, and makes and signs with such keys.
+// publishes DKIM keys and the other records mail checks read (SPF TXT
+// records, MX, A), and makes and signs with such keys.
 //
 // It exists so that tests, the `petitiond demo` command and the load tool can
-// exercise the real DKIM path (real DNS packets over UDP and TCP, real
-// signatures) without any outside network: point the verifier's
+// exercise the real DKIM and SPF paths (real DNS packets over UDP and TCP,
+// real signatures) without any outside network: point the verifier's
 // dns_resolver at Server.Addr.
 package keyserver
 
