@@ -18,23 +18,15 @@ var (
 	clientIPv6 = net.ParseIP("::1")
 )
 
-// spfEnv is a real DNS server serving SPF records and a Verifier with SPF on.
-type spfEnv struct {
-	ks *keyserver.Server
-	v  *Verifier
-}
-
-func newSPFEnv(t *testing.T, timeout time.Duration) *spfEnv {
+// newSPFEnv is newEnv with SPF checks on.
+func newSPFEnv(t *testing.T, timeout time.Duration) *dnsEnv {
 	t.Helper()
-	ks, err := keyserver.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("keyserver: %v", err)
-	}
-	t.Cleanup(func() { ks.Close() })
-	return &spfEnv{ks: ks, v: New(Options{Resolver: ks.Addr, Timeout: timeout, SPF: true})}
+	e := newEnv(t, timeout)
+	e.v = New(Options{Resolver: e.ks.Addr, Timeout: timeout, SPF: true})
+	return e
 }
 
-func (e *spfEnv) addRecord(t *testing.T, zoneLine string) {
+func (e *dnsEnv) addRecord(t *testing.T, zoneLine string) {
 	t.Helper()
 	if err := e.ks.AddRecord(zoneLine); err != nil {
 		t.Fatal(err)
@@ -43,7 +35,7 @@ func (e *spfEnv) addRecord(t *testing.T, zoneLine string) {
 
 // decide runs a letter through what the front end does: From, DKIM, SPF
 // for the envelope, and the combined verdict.
-func (e *spfEnv) decide(t *testing.T, msg []byte, ip net.IP, mailFrom string) (Decision, SPFResult) {
+func (e *dnsEnv) decide(t *testing.T, msg []byte, ip net.IP, mailFrom string) (Decision, SPFResult) {
 	t.Helper()
 	from, err := ParseFrom(msg)
 	if err != nil {
