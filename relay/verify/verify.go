@@ -36,7 +36,8 @@ type Options struct {
 	// Resolver is the "host:port" of the DNS server for key lookups; ""
 	// uses the system resolver.
 	Resolver string
-	// Timeout bounds each key lookup; 0 means DefaultTimeout.
+	// Timeout bounds each DNS lookup (a DKIM key, an SPF record or name
+	// it refers to); 0 means DefaultTimeout.
 	Timeout time.Duration
 	// LookupTXT, if set, replaces DNS for DKIM key lookups (SPF still uses
 	// Resolver). It gets "<selector>._domainkey.<domain>". Return a
