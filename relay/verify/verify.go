@@ -33,7 +33,7 @@ type Verdict struct {
 
 // Options configure a Verifier.
 type Options struct {
-	// Resolver is the "host:port" of the DNS server for key lookups; ""
+	// Resolver is the "host:port" of the DNS server for every lookup; ""
 	// uses the system resolver.
 	Resolver string
 	// Timeout bounds each DNS lookup (a DKIM key, an SPF record or name
