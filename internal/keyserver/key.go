@@ -26,6 +26,9 @@ type Key struct {
 	Selector string
 	Algo     string // "rsa" or "ed25519"
 	Signer   crypto.Signer
+	// Flags, if any, are published in the record's t= tag (RFC 6376
+	// 3.6.1): "y" (testing), "s" (i= must not be a subdomain of d=).
+	Flags []string
 }
 
 // NewKey makes a fresh key as `petitiond dkim-keygen` does: algo "rsa"
@@ -50,6 +53,9 @@ func (k *Key) TXT() string {
 		// empty p= means "revoked" to verifiers, which fails safe.
 		return "v=DKIM1; p="
 	}
+	if len(k.Flags) > 0 {
+		v += "; t=" + strings.Join(k.Flags, ":")
+	}
 	return v
 }
 
@@ -73,6 +79,9 @@ type SignOptions struct {
 	// Subject, Date, Message-ID. A list without From makes a signature that
 	// does not cover the From field.
 	HeaderKeys []string
+	// Identifier, if set, is the i= tag ("user@domain" or "@domain"): the
+	// domain must be d= or a subdomain of it.
+	Identifier string
 }
 
 // defaultHeaderKeys are the fields signed when SignOptions.HeaderKeys is nil.
@@ -94,7 +103,7 @@ func (k *Key) Sign(msg []byte, opt SignOptions) ([]byte, error) {
 		keys = defaultHeaderKeys
 	}
 	if opt.BodyLength || !hasFrom(keys) {
-		sig, err := k.signature(msg, keys, opt.Expiration, opt.BodyLength)
+		sig, err := k.signature(msg, keys, opt)
 		if err != nil {
 			return nil, err
 		}
@@ -109,6 +118,7 @@ func (k *Key) Sign(msg []byte, opt SignOptions) ([]byte, error) {
 		BodyCanonicalization:   dkim.CanonicalizationRelaxed,
 		HeaderKeys:             keys,
 		Expiration:             opt.Expiration,
+		Identifier:             opt.Identifier,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keyserver: sign for %s: %w", k.Domain, err)
@@ -128,7 +138,7 @@ func hasFrom(keys []string) bool {
 // signature computes a DKIM-Signature field (RFC 6376, relaxed/relaxed,
 // sha256) for a CRLF message. It mirrors go-msgauth's signer (same header
 // picking, same canonicalisation) and adds the options that one lacks.
-func (k *Key) signature(msg []byte, headerKeys []string, expiration time.Time, bodyLength bool) (string, error) {
+func (k *Key) signature(msg []byte, headerKeys []string, opt SignOptions) (string, error) {
 	header, body, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
 	if !ok {
 		// A header with no body at all: the header ends with its last CRLF.
@@ -150,10 +160,13 @@ func (k *Key) signature(msg []byte, headerKeys []string, expiration time.Time, b
 		"s=" + k.Selector,
 		"t=" + strconv.FormatInt(time.Now().Unix(), 10),
 	}
-	if !expiration.IsZero() {
-		tags = append(tags, "x="+strconv.FormatInt(expiration.Unix(), 10))
+	if opt.Identifier != "" {
+		tags = append(tags, "i="+opt.Identifier)
 	}
-	if bodyLength {
+	if !opt.Expiration.IsZero() {
+		tags = append(tags, "x="+strconv.FormatInt(opt.Expiration.Unix(), 10))
+	}
+	if opt.BodyLength {
 		tags = append(tags, "l="+strconv.Itoa(len(canonBody)))
 	}
 	tags = append(tags,
