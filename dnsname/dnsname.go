@@ -38,6 +38,17 @@ func CheckSelector(s string) error {
 	return check(s, s)
 }
 
+// Absolute returns name with the root's final dot, so a resolver looks it
+// up as given and never tries the search domains of resolv.conf (which
+// could turn "example.org" into "example.org.corp.internal"). An empty name
+// stays empty.
+func Absolute(name string) string {
+	if name == "" || strings.HasSuffix(name, ".") {
+		return name
+	}
+	return name + "."
+}
+
 func check(orig, name string) error {
 	if err := checkName(name); err != nil {
 		return fmt.Errorf("%q is not a DNS name: %w", orig, err)

@@ -61,3 +61,11 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestAbsolute(t *testing.T) {
+	for in, want := range map[string]string{"example.org": "example.org.", "example.org.": "example.org.", "": "", "localhost": "localhost."} {
+		if got := Absolute(in); got != want {
+			t.Errorf("Absolute(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

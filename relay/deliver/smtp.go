@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/petitiond/petitiond/dnsname"
 	"github.com/petitiond/petitiond/loopback"
 )
 
@@ -212,7 +213,7 @@ func (t *SMTP) route(ctx context.Context, domain string) (hosts []string, port s
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
-	mxs, lerr := t.resolver.LookupMX(lctx, absolute(domain))
+	mxs, lerr := t.resolver.LookupMX(lctx, dnsname.Absolute(domain))
 	cancel()
 	if lerr != nil && len(mxs) == 0 {
 		var dnsErr *net.DNSError
@@ -254,7 +255,7 @@ func (t *SMTP) lookupAddrs(ctx context.Context, host string, implicit bool) ([]n
 		return []netip.Addr{ip}, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
-	addrs, err := t.resolver.LookupNetIP(lctx, "ip", absolute(host))
+	addrs, err := t.resolver.LookupNetIP(lctx, "ip", dnsname.Absolute(host))
 	cancel()
 	if err != nil {
 		var dnsErr *net.DNSError
@@ -473,15 +474,6 @@ func rcptDomain(rcpt string) (string, error) {
 		return "", errors.New("internationalised domain must be given in its ASCII (xn--) form")
 	}
 	return domain, nil
-}
-
-// absolute makes name fully qualified so the resolver's search list never
-// turns "example.org" into "example.org.corp.internal".
-func absolute(name string) string {
-	if strings.HasSuffix(name, ".") {
-		return name
-	}
-	return name + "."
 }
 
 func isASCII(s string) bool {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"blitiri.com.ar/go/spf"
+
+	"github.com/petitiond/petitiond/dnsname"
 )
 
 // SPFStatus is an SPF result (RFC 7208 2.6), named as in Received-SPF.
@@ -135,15 +137,15 @@ type spfResolver struct {
 }
 
 func (s spfResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	return spfLookup(ctx, s.timeout, absolute(name), s.r.LookupTXT)
+	return spfLookup(ctx, s.timeout, dnsname.Absolute(name), s.r.LookupTXT)
 }
 
 func (s spfResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	return spfLookup(ctx, s.timeout, absolute(name), s.r.LookupMX)
+	return spfLookup(ctx, s.timeout, dnsname.Absolute(name), s.r.LookupMX)
 }
 
 func (s spfResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	return spfLookup(ctx, s.timeout, absolute(host), s.r.LookupIPAddr)
+	return spfLookup(ctx, s.timeout, dnsname.Absolute(host), s.r.LookupIPAddr)
 }
 
 func (s spfResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
@@ -160,13 +162,4 @@ func spfLookup[T any](ctx context.Context, timeout time.Duration, name string, l
 		return res, asNetError(err, strings.TrimSuffix(name, "."), lctx.Err() != nil)
 	}
 	return res, nil
-}
-
-// absolute adds the root dot, so the resolver never tries resolv.conf
-// search domains after an NXDOMAIN: names in SPF records are absolute.
-func absolute(name string) string {
-	if name == "" || strings.HasSuffix(name, ".") {
-		return name
-	}
-	return name + "."
 }

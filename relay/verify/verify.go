@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/dnsname"
 )
 
 // Verdict is the outcome of checking a letter's DKIM signatures against its
@@ -95,7 +97,7 @@ func New(opt Options) *Verifier {
 		v.lookupTXT = func(ctx context.Context, name string) ([]string, error) {
 			// A key name is absolute: the trailing dot keeps the resolver
 			// from trying resolv.conf search domains after an NXDOMAIN.
-			return v.resolver.LookupTXT(ctx, absolute(name))
+			return v.resolver.LookupTXT(ctx, dnsname.Absolute(name))
 		}
 	}
 	return v
