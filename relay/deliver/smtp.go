@@ -386,12 +386,12 @@ func (s *session) send(from, rcpt string, msg []byte) outcome {
 	}
 	// A batch carries letters byte for byte (their DKIM signatures depend on
 	// it), so 8-bit letters make an 8-bit batch: say so, and never convert.
-	if !isASCII(string(msg)) {
+	if has8bit(msg) {
 		if ok, _ := s.c.Extension("8BITMIME"); ok {
 			opts.Body = smtp.Body8BitMIME
 		}
 	}
-	if !isASCII(from) || !isASCII(rcpt) {
+	if has8bit(from) || has8bit(rcpt) {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
 			return outcome{err: permanent(s.where+": MAIL FROM", errors.New("non-ASCII address needs SMTPUTF8, which the server does not offer"))}
 		}
@@ -468,7 +468,7 @@ func rcptDomain(rcpt string) (string, error) {
 		return "", errors.New("not an address (want local@domain)")
 	}
 	domain := strings.ToLower(strings.TrimSuffix(rcpt[at+1:], "."))
-	if !isASCII(domain) {
+	if has8bit(domain) {
 		// The configuration is expected to hold A-labels; converting here
 		// would pull in golang.org/x/text for a case the campaign lacks.
 		return "", errors.New("internationalised domain must be given in its ASCII (xn--) form")
@@ -476,11 +476,14 @@ func rcptDomain(rcpt string) (string, error) {
 	return domain, nil
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
+// has8bit reports whether s has a byte over 127: 8-bit text in a message,
+// or UTF-8 in an address. It takes the message as it is, without copying it
+// into a string.
+func has8bit[T string | []byte](s T) bool {
+	for i := range len(s) {
 		if s[i] >= 0x80 {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
