@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/petitiond/petitiond/dnsname"
@@ -34,6 +35,12 @@ func (c *Config) Validate() Problems {
 		if addresses[strings.ToLower(r)] {
 			v.add("campaign.recipients", fmt.Sprintf("%q is also in campaign.addresses: its batches would come back as letters", r))
 		}
+	}
+	v.oneOf("campaign.language", c.Campaign.Language, LanguageSpanish, LanguageEnglish)
+	if c.Campaign.Timezone == "" {
+		v.add("campaign.timezone", `required: an IANA time zone such as "America/Santiago"`)
+	} else if _, err := time.LoadLocation(c.Campaign.Timezone); err != nil {
+		v.add("campaign.timezone", fmt.Sprintf("%q is not an IANA time zone (like \"America/Santiago\" or \"Europe/Madrid\")", c.Campaign.Timezone))
 	}
 	if c.Campaign.From == "" {
 		v.add("campaign.from", "required: the From: address of batch messages")
@@ -78,10 +85,18 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	v.duration("verify.dns_timeout", c.Verify.DNSTimeout)
+	v.duration("verify.confirm_ttl", c.Verify.ConfirmTTL)
+	v.positive("verify.confirm_per_hour", int64(c.Verify.ConfirmPerHour))
 
 	// [batch]
 	v.positive("batch.max_letters", int64(c.Batch.MaxLetters))
 	v.duration("batch.max_wait", c.Batch.MaxWait)
+	// A batch must hold at least one letter of the largest size accepted,
+	// with room for the summary and CSV around it.
+	if v.positive("batch.max_bytes", c.Batch.MaxBytes) && c.SMTP.MaxMessageBytes > 0 && c.Batch.MaxBytes < 2*c.SMTP.MaxMessageBytes {
+		v.add("batch.max_bytes", fmt.Sprintf("%d is less than 2 x smtp.max_message_bytes (%d): a batch must fit the largest letter accepted",
+			c.Batch.MaxBytes, 2*c.SMTP.MaxMessageBytes))
+	}
 
 	// [delivery]
 	d := c.Delivery
@@ -142,11 +157,41 @@ func (c *Config) Validate() Problems {
 		v.add("store.dir", "required: where the database and maildirs live")
 	}
 	v.duration("store.retention", c.Store.Retention)
+	v.duration("store.held_retention", c.Store.HeldRetention)
+	if c.Store.MinFreeBytes < 0 {
+		v.add("store.min_free_bytes", fmt.Sprintf("must not be negative, not %d", c.Store.MinFreeBytes))
+	}
 
 	// [admin]
 	if c.Admin.Listen != "" {
 		if err := checkHostPort(c.Admin.Listen, false, true); err != nil {
 			v.add("admin.listen", err.Error())
+		}
+	}
+
+	for _, t := range []struct{ key, val string }{{"admin.token", c.Admin.Token}, {"admin.reader_token", c.Admin.ReaderToken}} {
+		if t.val != "" && strings.TrimSpace(t.val) != t.val {
+			// A token of spaces, or with a stray newline, is a mistake that
+			// would either open the API or never match.
+			v.add(t.key, "must not be blank or start or end with white space")
+		}
+	}
+	if c.Admin.ReaderToken != "" && c.Admin.ReaderToken == c.Admin.Token {
+		v.add("admin.reader_token", "must differ from admin.token: the reader token opens the pages read-only")
+	}
+
+	// [secondary]
+	if c.Secondary.Primary != "" {
+		if err := checkHostPort(c.Secondary.Primary, true, false); err != nil {
+			v.add("secondary.primary", err.Error())
+		}
+	}
+	for _, t := range c.Secondary.Trusted {
+		if _, err := netip.ParsePrefix(t); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(t); err != nil {
+			v.add("secondary.trusted", fmt.Sprintf("%q is not an IP address or CIDR prefix", t))
 		}
 	}
 
