@@ -70,11 +70,15 @@ func (d *DNS) Key(domain string) (*keyserver.Key, error) {
 	return k, nil
 }
 
-// AddDomain makes domain a signing domain too.
-func (d *DNS) AddDomain(dom Domain) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.algos[dom.Name] = dom.Algo
+// PublishAll makes and publishes every signing domain's key now, for a
+// caller that tells people which keys are served.
+func (d *DNS) PublishAll() error {
+	for _, name := range d.Domains() {
+		if _, err := d.Key(name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Sign signs msg with domain's published key.

@@ -243,11 +243,15 @@ func (e *Env) Smarthost(opt sinkserver.Options) (*sinkserver.Server, error) {
 	return s, nil
 }
 
-// Delivered lists the files in rcpt's Maildir (delivery.mode "maildir"),
-// sorted by name.
+// Maildir is rcpt's Maildir (delivery.mode "maildir").
+func (e *Env) Maildir(rcpt string) string {
+	return deliver.Maildir{Root: e.Config.DataPath(e.Config.Delivery.Maildir)}.Dir(rcpt)
+}
+
+// Delivered lists the messages delivered to rcpt's Maildir, sorted by
+// file name.
 func (e *Env) Delivered(rcpt string) ([]string, error) {
-	md := deliver.Maildir{Root: e.Config.DataPath(e.Config.Delivery.Maildir)}
-	return filepath.Glob(filepath.Join(md.Dir(rcpt), "new", "*"))
+	return filepath.Glob(filepath.Join(e.Maildir(rcpt), "new", "*"))
 }
 
 // SignBatches has the daemon sign its batches as domain, with a new
