@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/petitiond/petitiond/config"
-	"github.com/petitiond/petitiond/internal/poll"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/relay"
 )
 
@@ -94,7 +94,7 @@ func TestAdminMetrics(t *testing.T) {
 		`petitiond_oldest_undelivered_batch_age_seconds`:             0,
 	}
 	var got map[string]float64
-	err := poll.Until(context.Background(), 10*time.Second, func() (bool, error) {
+	err := wait.Until(context.Background(), 10*time.Second, func() (bool, error) {
 		got = scrape(t, base+"/metrics")
 		return equalOn(got, want), nil
 	})

@@ -19,9 +19,9 @@ import (
 
 	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/keyserver"
-	"github.com/petitiond/petitiond/internal/poll"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -76,7 +76,7 @@ func startDaemon(t *testing.T, bin, cfgPath, smtpAddr string) *daemonProc {
 func dialWhenUp(addr string, timeout time.Duration) (*smtpclient.Conn, error) {
 	var c *smtpclient.Conn
 	var last error
-	err := poll.Until(context.Background(), timeout, func() (bool, error) {
+	err := wait.Until(context.Background(), timeout, func() (bool, error) {
 		c, last = smtpclient.Dial(addr, time.Second)
 		return last == nil, nil
 	})
@@ -253,7 +253,7 @@ listen = ""
 		mu.Unlock()
 		// Kill at the target, or after 20s of slow progress: either way in
 		// the middle of the load.
-		_ = poll.Until(context.Background(), 20*time.Second, func() (bool, error) {
+		_ = wait.Until(context.Background(), 20*time.Second, func() (bool, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(acked) >= target, nil
@@ -308,7 +308,7 @@ listen = ""
 		return letterBatch, copies
 	}
 	missing := 0
-	err = poll.Until(context.Background(), 60*time.Second, func() (bool, error) {
+	err = wait.Until(context.Background(), 60*time.Second, func() (bool, error) {
 		lb, _ := perRcpt()
 		missing = 0
 		mu.Lock()

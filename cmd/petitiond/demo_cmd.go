@@ -17,9 +17,9 @@ import (
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
-	"github.com/petitiond/petitiond/internal/poll"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -356,7 +356,7 @@ func (t *demo) send(ctx context.Context, s demoSupporter, i int, sign bool) erro
 func (t *demo) waitForBatches(ctx context.Context, letters int) ([]store.Batch, error) {
 	var batches []store.Batch
 	n := 0
-	err := poll.Until(ctx, demoBatchTimeout, func() (bool, error) {
+	err := wait.Until(ctx, demoBatchTimeout, func() (bool, error) {
 		var err error
 		if batches, err = t.env.Store().Batches(); err != nil {
 			return false, err
@@ -370,7 +370,7 @@ func (t *demo) waitForBatches(ctx context.Context, letters int) ([]store.Batch, 
 		return n >= letters && done, nil
 	})
 	switch {
-	case errors.Is(err, poll.ErrTimeout):
+	case errors.Is(err, wait.ErrTimeout):
 		return nil, fmt.Errorf("no delivered batch with %d letters after %s (%d letters batched); see %s",
 			letters, demoBatchTimeout, n, filepath.Join(t.dir, "petitiond.log"))
 	case ctx.Err() != nil:

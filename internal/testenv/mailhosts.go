@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/internal/keyserver"
-	"github.com/petitiond/petitiond/internal/poll"
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/wait"
 )
 
 // MailHosts are receiving SMTP servers standing in for each recipient
@@ -84,7 +84,7 @@ func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')
 func (mh *MailHosts) Restart(rcpt string) error {
 	var s *sinkserver.Server
 	// The address may stay busy for a moment after Close.
-	err := poll.Until(context.Background(), 5*time.Second, func() (bool, error) {
+	err := wait.Until(context.Background(), 5*time.Second, func() (bool, error) {
 		var err error
 		s, err = sinkserver.Start(sinkserver.Options{Addr: mh.addrs[rcpt], Hostname: "mx." + domainOf(rcpt)})
 		return err == nil, nil

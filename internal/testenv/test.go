@@ -8,9 +8,9 @@ import (
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
-	"github.com/petitiond/petitiond/internal/poll"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/wait"
 )
 
 // The test campaign: a campaign address and a from address on
@@ -46,7 +46,7 @@ func SigningDomains() []Domain {
 
 // TB is the part of *testing.T and *testing.B that Test uses.
 type TB interface {
-	poll.TB
+	wait.TB
 	Errorf(format string, args ...any)
 	Log(args ...any)
 	Cleanup(func())
@@ -63,7 +63,7 @@ type Test struct {
 // WaitFor polls cond until it holds, failing the test when timeout passes.
 func WaitFor(t TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	poll.WaitFor(t, what, timeout, cond)
+	wait.For(t, what, timeout, cond)
 }
 
 // Prepare makes an environment for the test campaign and its signing

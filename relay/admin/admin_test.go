@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/petitiond/petitiond/internal/poll"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -191,7 +191,7 @@ func TestHealthz(t *testing.T) {
 		t.Errorf("healthz made %d commits, want 1 (a real write)", after-commits)
 	}
 	st.Close()
-	poll.WaitFor(t, "healthz 503 after the store closed", 5*time.Second, func() bool { return get() == http.StatusServiceUnavailable })
+	wait.For(t, "healthz 503 after the store closed", 5*time.Second, func() bool { return get() == http.StatusServiceUnavailable })
 }
 
 // TestFollowResumes: a follower sees events as they come, and after the
@@ -225,11 +225,11 @@ func TestFollowResumes(t *testing.T) {
 			Back: func() { mu.Lock(); back++; mu.Unlock() },
 		})
 	}()
-	poll.WaitFor(t, "the backlog event", 5*time.Second, seen(1))
+	wait.For(t, "the backlog event", 5*time.Second, seen(1))
 	for i := 1; i <= 3; i++ {
 		reject(t, st, i)
 	}
-	poll.WaitFor(t, "live events", 5*time.Second, seen(4))
+	wait.For(t, "live events", 5*time.Second, seen(4))
 
 	// The listener goes; events happen meanwhile; it comes back.
 	addr := s.Addr().String()
@@ -241,7 +241,7 @@ func TestFollowResumes(t *testing.T) {
 	}
 	startServer(t, st, addr, "")
 	reject(t, st, 7)
-	poll.WaitFor(t, "events after the restart", 5*time.Second, seen(8))
+	wait.For(t, "events after the restart", 5*time.Second, seen(8))
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Follow: %v", err)

@@ -1,4 +1,4 @@
-package poll
+package wait
 
 import (
 	"context"
@@ -38,14 +38,14 @@ type fakeT struct{ failed string }
 func (f *fakeT) Helper()                           {}
 func (f *fakeT) Fatalf(format string, args ...any) { f.failed = fmt.Sprintf(format, args...) }
 
-func TestWaitFor(t *testing.T) {
+func TestFor(t *testing.T) {
 	var ft fakeT
-	WaitFor(&ft, "the impossible", 30*time.Millisecond, func() bool { return false })
+	For(&ft, "the impossible", 30*time.Millisecond, func() bool { return false })
 	if !strings.Contains(ft.failed, "waiting for the impossible") {
 		t.Errorf("failure %q does not name what it waited for", ft.failed)
 	}
 	ft = fakeT{}
-	WaitFor(&ft, "the obvious", time.Second, func() bool { return true })
+	For(&ft, "the obvious", time.Second, func() bool { return true })
 	if ft.failed != "" {
 		t.Errorf("a true condition failed: %s", ft.failed)
 	}

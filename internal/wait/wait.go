@@ -1,7 +1,7 @@
-// Package poll waits for a condition with a deadline, for tests and for the
+// Package wait waits for a condition with a deadline, for tests and for the
 // demo, which watch a daemon that works in the background. It imports
 // nothing of petitiond, so every package's tests can use it.
-package poll
+package wait
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 const interval = 20 * time.Millisecond
 
 // ErrTimeout is what Until returns when its timeout passed first.
-var ErrTimeout = errors.New("poll: timed out")
+var ErrTimeout = errors.New("wait: timed out")
 
 // Until calls cond every interval until it reports done or fails, ctx
 // ends, or timeout passes. Then it returns nil, cond's error, ctx's error,
@@ -40,16 +40,16 @@ func Until(ctx context.Context, timeout time.Duration, cond func() (bool, error)
 	}
 }
 
-// TB is the part of *testing.T that WaitFor uses; the package does not
+// TB is the part of *testing.T that For uses; the package does not
 // import testing, so the demo can link it.
 type TB interface {
 	Helper()
 	Fatalf(format string, args ...any)
 }
 
-// WaitFor polls cond until it holds, and fails the test naming what it
+// For polls cond until it holds, and fails the test naming what it
 // waited for when timeout passes first.
-func WaitFor(t TB, what string, timeout time.Duration, cond func() bool) {
+func For(t TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	err := Until(context.Background(), timeout, func() (bool, error) { return cond(), nil })
 	if err != nil {
