@@ -1,11 +1,14 @@
 package testenv
 
 import (
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
+	"github.com/petitiond/petitiond/store"
 )
 
 // TestRestart: a restarted daemon is back on the same addresses with the
@@ -56,4 +59,26 @@ func TestSigningDomains(t *testing.T) {
 	if k2, _ := dns.Key("ed.test"); k2 != k1 {
 		t.Errorf("a second key made for ed.test")
 	}
+}
+
+// TestStartFailure: a daemon that cannot listen is an error, and what it
+// opened is closed: its store opens again at once.
+func TestStartFailure(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	e := Prepare(t, func(c *config.Config) { c.SMTP.Listen = []string{busy.Addr().String()} })
+	if err := e.Env.Start(); err == nil {
+		t.Fatalf("started on a port in use")
+	}
+	if e.Daemon() != nil {
+		t.Errorf("a daemon is left running")
+	}
+	st, err := store.Open(e.Config.Store.Dir, store.Options{LockTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("store after the failed start: %v", err)
+	}
+	st.Close()
 }
