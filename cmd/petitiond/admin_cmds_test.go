@@ -307,7 +307,7 @@ func TestAdminRetry(t *testing.T) {
 				return false
 			}
 			for _, r := range list[0].Recipients {
-				if r.State != want {
+				if string(r.State) != want {
 					return false
 				}
 			}
