@@ -390,20 +390,20 @@ func checkHolds(t *testing.T, st *store.Store, ids []string, want holds) {
 			got[0], got[1], got[2], got[3], got[4], want.counted, want.counted, want.duplicates, len(want.held), want.rejected)
 	}
 
-	held, err := st.Held()
+	heldLetters, err := st.Held()
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotHeld := map[string]string{}
-	for _, l := range held {
-		gotHeld[l.From] = string(l.HeldReason)
+	reasons := map[string]string{}
+	for _, l := range heldLetters {
+		reasons[l.From] = string(l.HeldReason)
 		body, err := st.Body(l.ID)
 		if err != nil || len(body) != l.Size {
 			t.Errorf("held letter %s body: %d bytes of %d, %v", l.ID, len(body), l.Size, err)
 		}
 	}
-	if !maps.Equal(gotHeld, want.held) {
-		t.Errorf("held %v, want %v", gotHeld, want.held)
+	if !maps.Equal(reasons, want.held) {
+		t.Errorf("held %v, want %v", reasons, want.held)
 	}
 
 	var marked []string
