@@ -124,7 +124,8 @@ func (e *Test) Start() {
 	}
 }
 
-// Stop shuts the daemon down; a test that stops it itself calls Env.Stop.
+// Stop shuts the daemon down; Env.Stop is for a test that looks at how
+// the shutdown went.
 func (e *Test) Stop() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
