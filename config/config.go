@@ -2,7 +2,7 @@
 // (SPEC section 3).
 //
 // A file is decoded on top of the base defaults, so absent keys keep them;
-// campaign keys have no default and must be set. Every problem in a file is
+// campaign keys other than language and timezone have no default and must be set. Every problem in a file is
 // reported at once, as a [Problems] error, with the file line where known:
 // syntax errors and bad values carry the position BurntSushi/toml reports;
 // for other keys (unknown keys, failed checks) the line is found by scanning
@@ -12,6 +12,8 @@ package config
 
 import (
 	_ "embed"
+	// The zone database in the binary, so campaign.timezone works in a bare
+	// container with no /usr/share/zoneinfo.
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,27 +22,34 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	_ "time/tzdata"
 
 	"github.com/BurntSushi/toml"
 )
 
 // Config is the whole configuration; the field tags are the TOML keys.
 type Config struct {
-	Campaign Campaign `toml:"campaign"`
-	SMTP     SMTP     `toml:"smtp"`
-	Verify   Verify   `toml:"verify"`
-	Dedup    Dedup    `toml:"dedup"`
-	Batch    Batch    `toml:"batch"`
-	Delivery Delivery `toml:"delivery"`
-	DKIM     DKIM     `toml:"dkim"`
-	Store    Store    `toml:"store"`
-	Admin    Admin    `toml:"admin"`
-	Log      Log      `toml:"log"`
+	Campaign  Campaign  `toml:"campaign"`
+	SMTP      SMTP      `toml:"smtp"`
+	Verify    Verify    `toml:"verify"`
+	Dedup     Dedup     `toml:"dedup"`
+	Batch     Batch     `toml:"batch"`
+	Delivery  Delivery  `toml:"delivery"`
+	DKIM      DKIM      `toml:"dkim"`
+	Store     Store     `toml:"store"`
+	Admin     Admin     `toml:"admin"`
+	Receipts  Receipts  `toml:"receipts"`
+	Secondary Secondary `toml:"secondary"`
+	Log       Log       `toml:"log"`
 }
 
 // Campaign says which letters are accepted and who receives the batches.
 type Campaign struct {
-	Name       string   `toml:"name"`
+	Name string `toml:"name"`
+	// Language is what organisers and supporters read: "es" or "en".
+	Language string `toml:"language"`
+	// Timezone is the IANA zone of every time a person reads.
+	Timezone   string   `toml:"timezone"`
 	Addresses  []string `toml:"addresses"`
 	Recipients []string `toml:"recipients"`
 	From       string   `toml:"from"`
@@ -60,9 +69,16 @@ type SMTP struct {
 
 // Verify configures DKIM verification of incoming letters.
 type Verify struct {
-	Unverified  UnverifiedPolicy `toml:"unverified"`
-	DNSResolver string           `toml:"dns_resolver"`
-	DNSTimeout  Duration         `toml:"dns_timeout"`
+	Unverified UnverifiedPolicy `toml:"unverified"`
+	// SPF lets an aligned SPF pass verify a letter without an aligned DKIM
+	// signature (DMARC's other path).
+	SPF bool `toml:"spf"`
+	// ConfirmTTL is how long a confirmation request can be answered.
+	ConfirmTTL Duration `toml:"confirm_ttl"`
+	// ConfirmPerHour caps confirmation requests sent, in all.
+	ConfirmPerHour int      `toml:"confirm_per_hour"`
+	DNSResolver    string   `toml:"dns_resolver"`
+	DNSTimeout     Duration `toml:"dns_timeout"`
 }
 
 // Dedup configures how sender addresses are folded before counting.
@@ -75,6 +91,8 @@ type Dedup struct {
 type Batch struct {
 	MaxLetters int      `toml:"max_letters"`
 	MaxWait    Duration `toml:"max_wait"`
+	// MaxBytes bounds a batch message, since recipients refuse large mail.
+	MaxBytes int64 `toml:"max_bytes"`
 }
 
 // Delivery configures how batches reach the recipients.
@@ -149,12 +167,51 @@ type DKIM struct {
 type Store struct {
 	Dir       string   `toml:"dir"`
 	Retention Duration `toml:"retention"`
+	// HeldRetention is how long a held letter waits for an admin before it
+	// is purged.
+	HeldRetention Duration `toml:"held_retention"`
+	// MinFreeBytes is the free disk space below which the store refuses new
+	// letters with a temporary error, before the disk is actually full.
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 }
 
 // Admin configures the admin HTTP listener.
 type Admin struct {
 	Listen string `toml:"listen"`
 	Token  string `toml:"token"`
+	// ReaderToken opens the organisers' pages read-only, never the API's
+	// actions.
+	ReaderToken string `toml:"reader_token"`
+}
+
+// Receipts configures the receipt a newly counted, verified supporter gets.
+type Receipts struct {
+	Enabled bool `toml:"enabled"`
+}
+
+// Secondary configures the backup-MX role (SPEC 12).
+type Secondary struct {
+	// Primary, when set, makes this instance a secondary MX that forwards
+	// every letter to this "host:port".
+	Primary string `toml:"primary"`
+	// Trusted lists, on the primary, the IPs or CIDRs of its secondaries.
+	Trusted []string `toml:"trusted"`
+}
+
+// The languages organisers and supporters can be written to in
+// (campaign.language).
+const (
+	LanguageSpanish = "es"
+	LanguageEnglish = "en"
+)
+
+// Location is campaign.timezone loaded; Validate has checked it loads.
+func (c *Campaign) Location() *time.Location {
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
 }
 
 // Log configures the log format.
@@ -202,9 +259,11 @@ const DefaultSource = "embedded default"
 const defaultFile = "./petitiond.toml"
 
 // base returns the values of keys a file leaves out (SPEC section 3). The
-// campaign keys have none: a file must say which campaign it runs.
+// campaign keys other than language and timezone have none: a file must say
+// which campaign it runs.
 func base() *Config {
 	return &Config{
+		Campaign: Campaign{Language: LanguageSpanish, Timezone: "America/Santiago"},
 		SMTP: SMTP{
 			Listen:          []string{"127.0.0.1:2525"},
 			Hostname:        "localhost",
@@ -214,11 +273,14 @@ func base() *Config {
 			Timeout:         Duration{60 * time.Second},
 		},
 		Verify: Verify{
-			Unverified: UnverifiedQuarantine,
-			DNSTimeout: Duration{5 * time.Second},
+			Unverified:     UnverifiedQuarantine,
+			SPF:            true,
+			ConfirmTTL:     Duration{168 * time.Hour},
+			ConfirmPerHour: 200,
+			DNSTimeout:     Duration{5 * time.Second},
 		},
 		Dedup: Dedup{FoldSubaddress: true, FoldGmailDots: true},
-		Batch: Batch{MaxLetters: 100, MaxWait: Duration{time.Hour}},
+		Batch: Batch{MaxLetters: 100, MaxWait: Duration{time.Hour}, MaxBytes: 10 << 20},
 		Delivery: Delivery{
 			Mode:        DeliverySMTP,
 			StartTLS:    StartTLSOpportunistic,
@@ -227,9 +289,11 @@ func base() *Config {
 			RetryMax:    Duration{time.Hour},
 			GiveUpAfter: Duration{120 * time.Hour},
 		},
-		Store: Store{Dir: "petitiond-data", Retention: Duration{720 * time.Hour}},
-		Admin: Admin{Listen: "127.0.0.1:8025"},
-		Log:   Log{Format: "text"},
+		Store: Store{Dir: "petitiond-data", Retention: Duration{720 * time.Hour},
+			HeldRetention: Duration{720 * time.Hour}, MinFreeBytes: 256 << 20},
+		Admin:     Admin{Listen: "127.0.0.1:8025"},
+		Secondary: Secondary{Trusted: []string{}},
+		Log:       Log{Format: "text"},
 	}
 }
 
@@ -430,6 +494,9 @@ func (c *Config) TOML() []byte {
 	out := *c
 	if out.Admin.Token != "" {
 		out.Admin.Token = "(set)"
+	}
+	if out.Admin.ReaderToken != "" {
+		out.Admin.ReaderToken = "(set)"
 	}
 	var b strings.Builder
 	enc := toml.NewEncoder(&b)

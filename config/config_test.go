@@ -67,6 +67,8 @@ func TestDefault(t *testing.T) {
 	want := base()
 	want.Campaign = Campaign{
 		Name:       "Libertad a los presos políticos",
+		Language:   "es",
+		Timezone:   "America/Santiago",
 		Addresses:  []string{"libertad@localhost"},
 		Recipients: []string{"familias@localhost", "copias@localhost"},
 		From:       "relay@localhost",
@@ -86,7 +88,11 @@ func TestDefault(t *testing.T) {
 		cfg.Delivery.RetryMin != d(5*time.Minute) || cfg.Delivery.RetryMax != d(time.Hour) ||
 		cfg.Delivery.GiveUpAfter != d(120*time.Hour) || cfg.Store.Dir != "petitiond-data" ||
 		cfg.Store.Retention != d(720*time.Hour) || cfg.Admin.Listen != "127.0.0.1:8025" ||
-		cfg.Admin.Token != "" || cfg.Log.Format != "text" {
+		cfg.Admin.Token != "" || cfg.Log.Format != "text" ||
+		cfg.Campaign.Language != "es" || cfg.Campaign.Timezone != "America/Santiago" || !cfg.Verify.SPF ||
+		cfg.Verify.ConfirmTTL != d(168*time.Hour) || cfg.Verify.ConfirmPerHour != 200 ||
+		cfg.Batch.MaxBytes != 10485760 || cfg.Admin.ReaderToken != "" || cfg.Receipts.Enabled ||
+		cfg.Secondary.Primary != "" || len(cfg.Secondary.Trusted) != 0 {
 		t.Errorf("default differs from SPEC section 3:\n%s", cfg.TOML())
 	}
 	// Each call is a fresh copy: no shared mutable state.
@@ -139,6 +145,8 @@ func TestBaseDefaults(t *testing.T) {
 	want := base()
 	want.Campaign = Campaign{
 		Name:       "Libertad",
+		Language:   "es",
+		Timezone:   "America/Santiago",
 		Addresses:  []string{"libertad@campaign.example"},
 		Recipients: []string{"familias@ofapp.example", "copias@sr.example"},
 		From:       "relay@campaign.example",
@@ -226,8 +234,19 @@ func TestParseProblems(t *testing.T) {
 		{name: "duplicate address", noCamp: true, text: strings.Replace(campaignOK, `["libertad@campaign.example"]`, `["libertad@campaign.example", "Libertad@Campaign.Example"]`, 1), key: "campaign.addresses", at: "addresses", msg: "twice"},
 		{name: "recipient is campaign address", noCamp: true, text: strings.Replace(campaignOK, `"copias@sr.example"`, `"LIBERTAD@campaign.example"`, 1), key: "campaign.recipients", at: "recipients", msg: "come back"},
 		{name: "from missing", noCamp: true, text: strings.Replace(campaignOK, `from =`, `# from =`, 1), key: "campaign.from", msg: "required"},
+		{name: "language unknown", noCamp: true, text: strings.Replace(campaignOK, "name =", "language = \"fr\"\nname =", 1), key: "campaign.language", at: "language", msg: `"fr" is not one of "es", "en"`},
+		{name: "timezone unknown", noCamp: true, text: strings.Replace(campaignOK, "name =", "timezone = \"Mars/Olympus\"\nname =", 1), key: "campaign.timezone", at: "timezone", msg: "not an IANA time zone"},
+		{name: "timezone empty", noCamp: true, text: strings.Replace(campaignOK, "name =", "timezone = \"\"\nname =", 1), key: "campaign.timezone", at: "timezone", msg: "required"},
 
 		// [smtp]
+		{name: "batch too small for a letter", text: "[batch]\nmax_bytes = 1048576\n", key: "batch.max_bytes", at: "max_bytes", msg: "2 x smtp.max_message_bytes"},
+		{name: "confirm_per_hour zero", text: "[verify]\nconfirm_per_hour = 0\n", key: "verify.confirm_per_hour", at: "confirm_per_hour", msg: "positive"},
+		{name: "blank admin token", text: "[admin]\ntoken = \"   \"\n", key: "admin.token", at: "token", msg: "white space"},
+		{name: "token with newline", text: "[admin]\ntoken = \"abc\\n\"\n", key: "admin.token", at: "token", msg: "white space"},
+		{name: "reader token is admin token", text: "[admin]\ntoken = \"t0ken-one\"\nreader_token = \"t0ken-one\"\n", key: "admin.reader_token", at: "reader_token", msg: "must differ"},
+		{name: "negative min free", text: "[store]\nmin_free_bytes = -1\n", key: "store.min_free_bytes", at: "min_free_bytes", msg: "negative"},
+		{name: "primary not host:port", text: "[secondary]\nprimary = \"mx1.campaign.example\"\n", key: "secondary.primary", at: "primary", msg: "not host:port"},
+		{name: "trusted not an IP", text: "[secondary]\ntrusted = [\"10.0.0.0/8\", \"mx2.campaign.example\"]\n", key: "secondary.trusted", at: "trusted", msg: "not an IP address or CIDR"},
 		{name: "listen empty", text: "[smtp]\nlisten = []\n", key: "smtp.listen", at: "listen", msg: "required"},
 		{name: "listen no port", text: "[smtp]\nlisten = [\"127.0.0.1\"]\n", key: "smtp.listen", at: "listen", msg: "not host:port"},
 		{name: "listen bad port", text: "[smtp]\nlisten = [\"127.0.0.1:99999\"]\n", key: "smtp.listen", at: "listen", msg: "port"},
@@ -264,6 +283,8 @@ func TestParseProblems(t *testing.T) {
 		{name: "dkim domain", text: "[dkim]\ndomain = \"campaign..example\"\nselector = \"s\"\nkey_file = \"k\"\n", key: "dkim.domain", at: "domain", msg: "DNS name"},
 		{name: "dkim unicode domain", text: "[dkim]\ndomain = \"campaña.example\"\nselector = \"s\"\nkey_file = \"k\"\n", key: "dkim.domain", at: "domain", msg: "xn--"},
 		{name: "dkim selector", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"a b\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "DNS name"},
+		{name: "dkim selector hyphen", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"-sel-\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "begins or ends with '-'"},
+		{name: "dkim selector underscore", text: "[dkim]\ndomain = \"campaign.example\"\nselector = \"s_1\"\nkey_file = \"k\"\n", key: "dkim.selector", at: "selector", msg: "'_'"},
 
 		// [store], [admin], [log]
 		{name: "store.dir", text: "[store]\ndir = \"\"\n", key: "store.dir", at: "dir", msg: "required"},

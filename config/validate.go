@@ -8,7 +8,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
+
+	"github.com/petitiond/petitiond/dnsname"
+	"github.com/petitiond/petitiond/loopback"
 )
 
 // Validate checks c and returns every problem found (nil when c is valid).
@@ -32,6 +36,12 @@ func (c *Config) Validate() Problems {
 			v.add("campaign.recipients", fmt.Sprintf("%q is also in campaign.addresses: its batches would come back as letters", r))
 		}
 	}
+	oneOf(&v, "campaign.language", c.Campaign.Language, []string{LanguageSpanish, LanguageEnglish})
+	if c.Campaign.Timezone == "" {
+		v.add("campaign.timezone", `required: an IANA time zone such as "America/Santiago"`)
+	} else if _, err := time.LoadLocation(c.Campaign.Timezone); err != nil {
+		v.add("campaign.timezone", fmt.Sprintf("%q is not an IANA time zone (like \"America/Santiago\" or \"Europe/Madrid\")", c.Campaign.Timezone))
+	}
 	if c.Campaign.From == "" {
 		v.add("campaign.from", "required: the From: address of batch messages")
 	} else if err := checkAddress(c.Campaign.From); err != nil {
@@ -51,7 +61,7 @@ func (c *Config) Validate() Problems {
 		}
 		seen[l] = true
 	}
-	if err := checkDNSName(c.SMTP.Hostname); err != nil {
+	if err := dnsname.CheckDomain(c.SMTP.Hostname); err != nil {
 		v.add("smtp.hostname", err.Error())
 	}
 	v.positive("smtp.max_message_bytes", c.SMTP.MaxMessageBytes)
@@ -75,10 +85,18 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	v.duration("verify.dns_timeout", c.Verify.DNSTimeout)
+	v.duration("verify.confirm_ttl", c.Verify.ConfirmTTL)
+	v.positive("verify.confirm_per_hour", int64(c.Verify.ConfirmPerHour))
 
 	// [batch]
 	v.positive("batch.max_letters", int64(c.Batch.MaxLetters))
 	v.duration("batch.max_wait", c.Batch.MaxWait)
+	// A batch must hold at least one letter of the largest size accepted,
+	// with room for the summary and CSV around it.
+	if v.positive("batch.max_bytes", c.Batch.MaxBytes) && c.SMTP.MaxMessageBytes > 0 && c.Batch.MaxBytes < 2*c.SMTP.MaxMessageBytes {
+		v.add("batch.max_bytes", fmt.Sprintf("%d is less than 2 x smtp.max_message_bytes (%d): a batch must fit the largest letter accepted",
+			c.Batch.MaxBytes, 2*c.SMTP.MaxMessageBytes))
+	}
 
 	// [delivery]
 	d := c.Delivery
@@ -96,7 +114,7 @@ func (c *Config) Validate() Problems {
 		if d.Smarthost == "" {
 			// AUTH is only ever sent to a smarthost, never to recipients' MX.
 			v.add("delivery.username", "set, but delivery.smarthost is empty: AUTH is only used with a smarthost")
-		} else if d.StartTLS == StartTLSOff && !isLoopbackHostPort(d.Smarthost) {
+		} else if d.StartTLS == StartTLSOff && !loopback.HostPort(d.Smarthost) {
 			// The daemon refuses to send a password in clear to a remote
 			// host; say so now rather than at every delivery attempt.
 			v.add("delivery.starttls", `"off" with delivery.username: the password would go in clear to a host that is not loopback`)
@@ -124,12 +142,12 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	if k.Domain != "" {
-		if err := checkDNSName(k.Domain); err != nil {
+		if err := dnsname.CheckDomain(k.Domain); err != nil {
 			v.add("dkim.domain", err.Error())
 		}
 	}
 	if k.Selector != "" {
-		if err := checkDNSName(k.Selector); err != nil {
+		if err := dnsname.CheckSelector(k.Selector); err != nil {
 			v.add("dkim.selector", err.Error())
 		}
 	}
@@ -139,11 +157,41 @@ func (c *Config) Validate() Problems {
 		v.add("store.dir", "required: where the database and maildirs live")
 	}
 	v.duration("store.retention", c.Store.Retention)
+	v.duration("store.held_retention", c.Store.HeldRetention)
+	if c.Store.MinFreeBytes < 0 {
+		v.add("store.min_free_bytes", fmt.Sprintf("must not be negative, not %d", c.Store.MinFreeBytes))
+	}
 
 	// [admin]
 	if c.Admin.Listen != "" {
 		if err := checkHostPort(c.Admin.Listen, false, true); err != nil {
 			v.add("admin.listen", err.Error())
+		}
+	}
+
+	for _, t := range []struct{ key, val string }{{"admin.token", c.Admin.Token}, {"admin.reader_token", c.Admin.ReaderToken}} {
+		if t.val != "" && strings.TrimSpace(t.val) != t.val {
+			// A token of spaces, or with a stray newline, is a mistake that
+			// would either open the API or never match.
+			v.add(t.key, "must not be blank or start or end with white space")
+		}
+	}
+	if c.Admin.ReaderToken != "" && c.Admin.ReaderToken == c.Admin.Token {
+		v.add("admin.reader_token", "must differ from admin.token: the reader token opens the pages read-only")
+	}
+
+	// [secondary]
+	if c.Secondary.Primary != "" {
+		if err := checkHostPort(c.Secondary.Primary, true, false); err != nil {
+			v.add("secondary.primary", err.Error())
+		}
+	}
+	for _, t := range c.Secondary.Trusted {
+		if _, err := netip.ParsePrefix(t); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(t); err != nil {
+			v.add("secondary.trusted", fmt.Sprintf("%q is not an IP address or CIDR prefix", t))
 		}
 	}
 
@@ -252,7 +300,7 @@ func checkHostPort(s string, needHost, allowZero bool) error {
 	}
 	if host != "" {
 		if _, err := netip.ParseAddr(host); err != nil {
-			if err := checkDNSName(host); err != nil {
+			if err := dnsname.CheckDomain(host); err != nil {
 				return fmt.Errorf("%q: host: %v", s, err)
 			}
 		}
@@ -264,47 +312,6 @@ func checkHostPort(s string, needHost, allowZero bool) error {
 			lo = 0
 		}
 		return fmt.Errorf("%q: port must be a number from %d to 65535", s, lo)
-	}
-	return nil
-}
-
-// isLoopbackHostPort says whether a valid host:port names this machine.
-func isLoopbackHostPort(s string) bool {
-	host, _, err := net.SplitHostPort(s)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
-
-// checkDNSName accepts a plausible ASCII DNS name: dot-separated labels of
-// letters, digits, '-' and '_' (DKIM selectors use '_'), 1-63 bytes each,
-// not starting or ending with '-'. One trailing dot is allowed.
-func checkDNSName(s string) error {
-	name := strings.TrimSuffix(s, ".")
-	if name == "" {
-		return fmt.Errorf("%q is not a DNS name", s)
-	}
-	if len(name) > 253 {
-		return fmt.Errorf("%q is longer than a DNS name may be (253)", s)
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("%q is not a DNS name", s)
-		}
-		for i := range len(label) {
-			switch c := label[i]; {
-			case c >= 0x80:
-				return fmt.Errorf("%q: write internationalised names in their ASCII (xn--) form", s)
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			default:
-				return fmt.Errorf("%q is not a DNS name", s)
-			}
-		}
 	}
 	return nil
 }

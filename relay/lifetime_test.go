@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,7 +15,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
-	"github.com/petitiond/petitiond/internal/keyserver"
+	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay"
 	"github.com/petitiond/petitiond/store"
 )
@@ -71,23 +70,6 @@ func (w *gateWriter) lines(t *testing.T) []map[string]any {
 	return out
 }
 
-// startWithLogger starts e's daemon logging JSON to w.
-func (e *env) startWithLogger(w *gateWriter) {
-	e.t.Helper()
-	opts := e.opts
-	opts.Logger = slog.New(slog.NewJSONHandler(w, nil))
-	d, err := relay.New(e.cfg, opts)
-	if err != nil {
-		e.t.Fatalf("new daemon: %v", err)
-	}
-	if err := d.Start(); err != nil {
-		e.t.Fatalf("start daemon: %v", err)
-	}
-	e.d = d
-	e.addr = d.SMTPAddrs()[0].String()
-	e.t.Cleanup(e.stop)
-}
-
 var sessionInReply = regexp.MustCompile(`\(session ([0-9a-f]+)\)`)
 
 // TestBlockedLogDoesNotDelayReplies: with the log stuck (nobody reads
@@ -95,9 +77,10 @@ var sessionInReply = regexp.MustCompile(`\(session ([0-9a-f]+)\)`)
 // event's line is there, at its level (SPEC 8), with the session ID the
 // reply named.
 func TestBlockedLogDoesNotDelayReplies(t *testing.T) {
-	e := newEnv(t, nil)
+	e := testenv.Prepare(t, nil)
 	w := &gateWriter{}
-	e.startWithLogger(w)
+	e.Options.Logger = slog.New(slog.NewJSONHandler(w, nil))
+	e.Start()
 	w.close()
 	opened := false
 	defer func() {
@@ -109,10 +92,10 @@ func TestBlockedLogDoesNotDelayReplies(t *testing.T) {
 	const letters = 5
 	for i := range letters {
 		from := string(rune('a'+i)) + "@ed.test"
-		expectReply(t, from, e.send(e.signed("ed.test", from, keyserver.SignOptions{})), 250, "2.0.0")
+		expectReply(t, from, e.Send(e.Signed("ed.test", from)), "250 2.0.0 queued as L")
 	}
-	bad := e.send([]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n"))
-	expectReply(t, "bare LF", bad, 554, "5.6.0")
+	bad := e.Send([]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n"))
+	expectReply(t, "bare LF", bad, "554 5.6.0")
 	m := sessionInReply.FindStringSubmatch(bad.Text)
 	if m == nil {
 		t.Fatalf("refusal %q names no session", bad.Text)
@@ -122,7 +105,7 @@ func TestBlockedLogDoesNotDelayReplies(t *testing.T) {
 	w.open()
 	opened = true
 	byEvent := map[string][]map[string]any{}
-	waitFor(t, "the event lines", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "the event lines", 10*time.Second, func() bool {
 		byEvent = map[string][]map[string]any{}
 		for _, l := range w.lines(t) {
 			if ev, ok := l["event"].(string); ok {
@@ -174,14 +157,14 @@ func (lt *listenerTrap) closeFirst(t *testing.T) {
 // TestListenerClosedStopsRun: when the SMTP listener dies underneath the
 // daemon, Run stops with an error naming it instead of running deaf.
 func TestListenerClosedStopsRun(t *testing.T) {
-	ks, _ := newKeyServer(t)
-	cfg := testConfig(t, ks.Addr)
+	e := testenv.Prepare(t, nil)
+	cfg := e.Config
 	trap := &listenerTrap{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(ctx, cfg, relay.Options{Listen: trap.listen}) }()
-	waitFor(t, "the SMTP listener", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "the SMTP listener", 10*time.Second, func() bool {
 		trap.mu.Lock()
 		defer trap.mu.Unlock()
 		return len(trap.lns) == 1
@@ -207,11 +190,11 @@ func TestListenerClosedStopsRun(t *testing.T) {
 // dead SMTP listener on /healthz (503) and through Done and Err.
 func TestListenerClosedHealthz(t *testing.T) {
 	trap := &listenerTrap{}
-	e := newEnv(t, func(c *config.Config) { c.Admin.Listen = "127.0.0.1:0" })
-	e.opts.Listen = trap.listen
-	e.start()
+	e := testenv.Prepare(t, func(c *config.Config) { c.Admin.Listen = "127.0.0.1:0" })
+	e.Options.Listen = trap.listen
+	e.Start()
 	health := func() int {
-		resp, err := http.Get("http://" + e.d.AdminAddr().String() + "/healthz")
+		resp, err := http.Get(e.AdminURL() + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,21 +205,21 @@ func TestListenerClosedHealthz(t *testing.T) {
 		t.Fatalf("healthz before: %d", code)
 	}
 	trap.closeFirst(t)
-	waitFor(t, "healthz 503", 10*time.Second, func() bool { return health() == http.StatusServiceUnavailable })
+	testenv.WaitFor(t, "healthz 503", 10*time.Second, func() bool { return health() == http.StatusServiceUnavailable })
+	d := e.Daemon()
 	select {
-	case <-e.d.Done():
+	case <-d.Done():
 	default:
 		t.Error("Done not closed")
 	}
-	if err := e.d.Err(); err == nil {
+	if err := d.Err(); err == nil {
 		t.Error("Err is nil with the SMTP listener dead")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.d.Shutdown(ctx); err == nil {
+	if err := e.Env.Stop(ctx); err == nil {
 		t.Error("Shutdown does not report the listener that died")
 	}
-	e.d = nil
 }
 
 // freeAddr is a loopback address nothing listens on (just now).
@@ -253,8 +236,7 @@ func freeAddr(t *testing.T) string {
 // TestStartFailureClosesWhatItOpened: when an SMTP address is taken, Run
 // fails and leaves nothing open: the admin port and the store are free.
 func TestStartFailureClosesWhatItOpened(t *testing.T) {
-	ks, _ := newKeyServer(t)
-	cfg := testConfig(t, ks.Addr)
+	cfg := testenv.Prepare(t, nil).Config
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -282,8 +264,7 @@ func TestStartFailureClosesWhatItOpened(t *testing.T) {
 // TestNewFailureClosesStore: a part that cannot be made (here the DKIM
 // signing key is missing) leaves the store closed.
 func TestNewFailureClosesStore(t *testing.T) {
-	ks, _ := newKeyServer(t)
-	cfg := testConfig(t, ks.Addr)
+	cfg := testenv.Prepare(t, nil).Config
 	cfg.DKIM = config.DKIM{Domain: "campaign.test", Selector: "s", KeyFile: filepath.Join(t.TempDir(), "missing.pem")}
 	if _, err := relay.New(cfg, relay.Options{}); err == nil {
 		t.Fatal("New with a missing key file succeeded")
@@ -318,20 +299,19 @@ func (c *testClock) advance(d time.Duration) {
 // one batch, not one batch each.
 func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	e := newEnv(t, func(c *config.Config) {
+	e := testenv.Prepare(t, func(c *config.Config) {
 		c.Batch.MaxWait = config.Duration{Duration: time.Hour}
 		c.Batch.MaxLetters = 100
 		c.Delivery.Mode = config.DeliveryMaildir
 	})
-	e.opts.Now = clk.Now
-	e.start()
-	st := e.store()
+	e.Options.Now = clk.Now
+	e.Start()
+	st := e.Store()
 	const n = 20
 	var ids []string
 	for i := range n {
 		from := "held" + string(rune('a'+i)) + "@rsa.test"
-		r := e.send(letterText(from, "Libertad", "unsigned, so held"))
-		expectReply(t, from, r, 250, "2.0.0")
+		expectReply(t, from, e.Send(e.Letter(from, "Libertad", "unsigned, so held")), "250 2.0.0 queued as L")
 	}
 	held, err := st.Held()
 	if err != nil || len(held) != n {
@@ -353,26 +333,41 @@ func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
 		t.Fatalf("%d batches right after the releases, want none before max_wait", len(bs))
 	}
 
-	// max_wait after the releases, a new letter wakes the closer.
+	// max_wait after the releases, a new letter wakes the closer (if the
+	// last release has not already: then the new letter waits its turn).
 	clk.advance(time.Hour + time.Second)
-	expectReply(t, "a verified letter", e.send(e.signed("ed.test", "late@ed.test", keyserver.SignOptions{})), 250, "2.0.0")
-	waitFor(t, "the batch", 10*time.Second, func() bool {
-		p, err := st.Pending()
-		return err == nil && p.Letters == 0
+	expectReply(t, "a verified letter", e.Send(e.Signed("ed.test", "late@ed.test")), "250 2.0.0 queued as L")
+	var bs []store.Batch
+	testenv.WaitFor(t, "the released letters batched", 10*time.Second, func() bool {
+		var err error
+		bs, err = st.Batches()
+		batched := 0
+		for _, b := range bs {
+			batched += len(b.LetterIDs)
+		}
+		return err == nil && batched >= n
 	})
-	bs, err := st.Batches()
-	if err != nil || len(bs) != 1 {
-		t.Fatalf("batches = %d, %v; want one", len(bs), err)
+	if len(bs) != 1 {
+		t.Fatalf("%d batches, want one", len(bs))
 	}
-	if got := len(bs[0].LetterIDs); got != n+1 || bs[0].Rule != store.CloseWait {
-		t.Errorf("batch holds %d letters, closed by %q; want %d by max_wait", got, bs[0].Rule, n+1)
+	in := map[string]bool{}
+	for _, id := range bs[0].LetterIDs {
+		in[id] = true
+	}
+	for _, id := range ids {
+		if !in[id] {
+			t.Errorf("released letter %s is not in the batch", id)
+		}
+	}
+	if bs[0].Rule != store.CloseWait {
+		t.Errorf("batch closed by %q, want max_wait", bs[0].Rule)
 	}
 	for _, id := range ids {
 		if l, err := st.Letter(id); err != nil || l.Verdict.Kind != store.VerdictAdmin {
 			t.Errorf("released letter %s: %+v, %v; want verdict admin", id, l, err)
 		}
 	}
-	if errors.Is(e.d.Err(), store.ErrClosed) {
-		t.Error("daemon part stopped")
+	if err := e.Daemon().Err(); err != nil {
+		t.Errorf("a part of the daemon stopped: %v", err)
 	}
 }

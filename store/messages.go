@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/petitiond/petitiond/safeio"
 )
 
 // Batch messages live in files of their own below the store directory, not
@@ -20,15 +22,12 @@ import (
 // messageDir is where batch messages are kept, below the store directory.
 const messageDir = "batches"
 
-// messageExt ends the name of a batch message's file; a file being written
-// has tmpExt after it.
-const (
-	messageExt = ".eml"
-	tmpExt     = ".tmp"
-)
+// messageExt ends the name of a batch message's file.
+const messageExt = ".eml"
 
 // writeMessage stores a batch message durably under a name of its own (two
-// attempts to close batch N never share a file) and returns that name.
+// attempts to close batch N never share a file) and returns that name. A
+// file cut short by a crash is named by no batch, so Open sweeps it.
 func (s *Store) writeMessage(number uint64, msg []byte) (string, error) {
 	var r [8]byte
 	if _, err := rand.Read(r[:]); err != nil {
@@ -36,26 +35,13 @@ func (s *Store) writeMessage(number uint64, msg []byte) (string, error) {
 	}
 	name := fmt.Sprintf("%d-%s%s", number, hex.EncodeToString(r[:]), messageExt)
 	path := filepath.Join(s.msgDir, name)
-	f, err := os.OpenFile(path+tmpExt, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("store: write the message of batch %d: %w", number, err)
-	}
-	_, err = f.Write(msg)
+	err := safeio.WriteNew(path, msg, 0o600)
 	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(path+tmpExt, path)
-	}
-	if err == nil {
-		err = syncDir(s.msgDir)
+		if err = safeio.SyncDir(s.msgDir); err != nil {
+			_ = os.Remove(path)
+		}
 	}
 	if err != nil {
-		_ = os.Remove(path + tmpExt)
-		_ = os.Remove(path)
 		return "", fmt.Errorf("store: write the message of batch %d: %w", number, err)
 	}
 	return name, nil
@@ -76,7 +62,7 @@ func (s *Store) removeMessage(name string) error {
 	if err := os.Remove(filepath.Join(s.msgDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: remove message file %s: %w", name, err)
 	}
-	return syncDir(s.msgDir)
+	return safeio.SyncDir(s.msgDir)
 }
 
 // sweepMessages removes the files no live batch names: what a crash left
@@ -90,7 +76,7 @@ func (s *Store) sweepMessages(keep map[string]bool) error {
 	removed := false
 	for _, e := range entries {
 		name := e.Name()
-		if keep[name] || !(strings.HasSuffix(name, messageExt) || strings.HasSuffix(name, messageExt+tmpExt)) {
+		if keep[name] || !strings.HasSuffix(name, messageExt) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.msgDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -99,7 +85,7 @@ func (s *Store) sweepMessages(keep map[string]bool) error {
 		removed = true
 	}
 	if removed {
-		return syncDir(s.msgDir)
+		return safeio.SyncDir(s.msgDir)
 	}
 	return nil
 }

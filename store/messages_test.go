@@ -71,7 +71,7 @@ func TestBatchMessageFile(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, leftover := range []string{"2-0011223344556677.eml", "2-8899aabbccddeeff.eml.tmp"} {
+	for _, leftover := range []string{"2-0011223344556677.eml", "1-8899aabbccddeeff.eml"} {
 		if err := os.WriteFile(filepath.Join(dir, messageDir, leftover), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}

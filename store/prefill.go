@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -28,9 +29,20 @@ const (
 	prefillDedupFill = 0.7
 )
 
+// keyPrefillReserved counts the letter numbers prefills have reserved. While
+// it equals the letter sequence, every letter in the store is synthetic.
+var keyPrefillReserved = []byte("prefill_reserved")
+
+// errTookMail is why Prefill refuses a store.
+var errTookMail = errors.New("the store has taken real letters; prefill only a new store made for a load test")
+
 // Prefill adds n synthetic counted senders to the store, so that acceptance
-// can be measured on top of a big dedup index (issue 5). It is a tool for
-// load tests and benchmarks, not for production stores.
+// can be measured on a store as big as a campaign expects to grow, before
+// the campaign starts. It is a supported operator tool, reached through
+// `petitiond-load -spawn BINARY -prefill N` (README, Performance), which
+// prefills the scratch store of the daemon it starts. Since every sender it
+// adds is counted, it refuses a store that has taken a real letter: a
+// campaign's tally must never include them.
 //
 // Each sender "prefill-<k>@prefill.test" (k unique in the store: taken from
 // the letter numbers the prefill reserves) gets what a counted letter
@@ -52,14 +64,15 @@ const (
 // journal instead of rewriting pages all over the file: random inserts in
 // big chunks would leave thousands of free pages behind, a freelist that
 // every later commit pays for and that a store grown letter by letter does
-// not have. Prefill may run while the store takes letters (bbolt serialises
-// writers), and stops between chunks when ctx ends; the chunks committed so
-// far stay, complete.
+// not have. Letters that arrive while Prefill runs are taken as usual
+// (bbolt serialises writers); Prefill stops between chunks when ctx ends,
+// and the chunks committed so far stay, complete.
 func (s *Store) Prefill(ctx context.Context, n int, batchSize int) error {
 	return s.prefill(ctx, n, batchSize, prefillRun)
 }
 
-// prefill is Prefill with the run length as a parameter, for tests.
+// prefill is Prefill with the run length as a parameter, so tests can cover
+// several runs without sorting a million keys.
 func (s *Store) prefill(ctx context.Context, n, batchSize, runLen int) error {
 	if n < 0 {
 		return fmt.Errorf("store: prefill: negative count %d", n)
@@ -77,6 +90,10 @@ func (s *Store) prefill(ctx context.Context, n, batchSize, runLen int) error {
 	// meanwhile (other writers' events just shift the window a little).
 	var lastEvent uint64
 	if err := s.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if seq, reserved := getU64(meta, keyLetterSeq), getU64(meta, keyPrefillReserved); seq != reserved {
+			return fmt.Errorf("%w (%d letter numbers used, %d of them by prefills)", errTookMail, seq, reserved)
+		}
 		lastEvent = tx.Bucket(bucketEvents).Sequence() + uint64(n)
 		return nil
 	}); err != nil {
@@ -108,7 +125,10 @@ func (s *Store) prefillRun(ctx context.Context, n, batchSize int, lastEvent uint
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		base = getU64(meta, keyLetterSeq)
-		return meta.Put(keyLetterSeq, u64(base+uint64(n)))
+		if err := meta.Put(keyLetterSeq, u64(base+uint64(n))); err != nil {
+			return err
+		}
+		return addU64(meta, keyPrefillReserved, int64(n))
 	})
 	if err != nil {
 		return 0, fmt.Errorf("reserve letter numbers: %w", err)

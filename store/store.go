@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/petitiond/petitiond/safeio"
 )
 
 // SchemaVersion is the layout this code reads and writes. Version 1 kept
@@ -165,7 +166,7 @@ func Open(dir string, opt Options) (*Store, error) {
 		return nil, err
 	}
 	s.msgDir = filepath.Join(dir, messageDir)
-	if err := os.Mkdir(s.msgDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := safeio.MkdirAll(s.msgDir, 0o700); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: create %s: %w", s.msgDir, err)
 	}
@@ -178,9 +179,9 @@ func Open(dir string, opt Options) (*Store, error) {
 	// power cut right after the first start cannot lose the whole file with
 	// the letters already answered 250.
 	for _, d := range append([]string{dir}, created...) {
-		if err := syncDir(d); err != nil {
+		if err := safeio.SyncDir(d); err != nil {
 			db.Close()
-			return nil, err
+			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
 	go s.commitLoop()
@@ -308,18 +309,6 @@ func mkdirAll(dir string) ([]string, error) {
 	return parents, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("store: open %s to sync it: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("store: sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
 func hasAnyBucket(tx *bolt.Tx) bool {
 	found := false
 	_ = tx.ForEach(func([]byte, *bolt.Bucket) error { found = true; return nil })
@@ -341,9 +330,6 @@ func (s *Store) Close() error {
 	s.closeSubs()
 	return s.db.Close()
 }
-
-// Path is the bbolt file's path.
-func (s *Store) Path() string { return s.db.Path() }
 
 // CommitStats reports how many group commits ran and how many writes they
 // carried since Open: writes/commits is the letters per fsync.

@@ -20,11 +20,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/petitiond/petitiond/loopback"
 )
 
 func main() {
@@ -167,11 +168,7 @@ func checkLoopback(hostport string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port: %w", hostport, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
+	if !loopback.Host(host) {
 		return fmt.Errorf("%q is not a loopback address (127.0.0.0/8, ::1 or localhost); this tool only loads loopback", host)
 	}
 	return nil

@@ -67,6 +67,24 @@ func parseAdminArgs(fs *flag.FlagSet, args []string, actions ...string) (action 
 	return action, rest, nil
 }
 
+// parseActionArgs parses "NAME [flags]" (list) or "NAME ACTION [flags] ID"
+// (act on one thing, whose kind is what) and returns the action ("" to
+// list) and the ID.
+func parseActionArgs(fs *flag.FlagSet, stderr io.Writer, args []string, what string, actions ...string) (action, id string, err error) {
+	action, rest, err := parseAdminArgs(fs, args, actions...)
+	switch {
+	case err != nil:
+		return "", "", err
+	case action == "" && len(rest) > 0:
+		return "", "", usageError(fs, stderr, "unknown action %q", rest[0])
+	case action != "" && len(rest) != 1:
+		return "", "", usageError(fs, stderr, "%s takes one %s ID (flags go before it)", action, what)
+	case action != "":
+		id = rest[0]
+	}
+	return action, id, nil
+}
+
 // usageError prints msg and the usage, and makes the command exit 2.
 func usageError(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) error {
 	fmt.Fprintf(stderr, "petitiond %s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
@@ -236,15 +254,9 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
   batches show ID    one batch, with its letters
   batches export ID  write the batch's message (.eml), exactly as delivered, to stdout
   batches retry ID   requeue the batch's failed copies for delivery now`, stderr)
-	action, rest, err := parseAdminArgs(fs, args, "show", "export", "retry")
+	action, id, err := parseActionArgs(fs, stderr, args, "batch", "show", "export", "retry")
 	if err != nil {
 		return err
-	}
-	switch {
-	case action == "" && len(rest) > 0:
-		return usageError(fs, stderr, "unknown action %q", rest[0])
-	case action != "" && len(rest) != 1:
-		return usageError(fs, stderr, "%s takes one batch ID (flags go before it)", action)
 	}
 	c, err := af.client()
 	if err != nil {
@@ -252,7 +264,7 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	switch action {
 	case "show":
-		b, err := c.Batch(ctx, rest[0])
+		b, err := c.Batch(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -261,9 +273,9 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return printBatch(stdout, b)
 	case "export":
-		return c.BatchMessage(ctx, rest[0], stdout)
+		return c.BatchMessage(ctx, id, stdout)
 	case "retry":
-		r, err := c.Retry(ctx, rest[0])
+		r, err := c.Retry(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -334,15 +346,9 @@ func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs, af := newAdminFlags("held", usage, `  held             list letters held for an admin (unverified, or mail to postmaster)
   held release ID  count the letter (a duplicate if its sender was counted meanwhile)
   held drop ID     delete the letter`, stderr)
-	action, rest, err := parseAdminArgs(fs, args, "release", "drop")
+	action, id, err := parseActionArgs(fs, stderr, args, "letter", "release", "drop")
 	if err != nil {
 		return err
-	}
-	switch {
-	case action == "" && len(rest) > 0:
-		return usageError(fs, stderr, "unknown action %q", rest[0])
-	case action != "" && len(rest) != 1:
-		return usageError(fs, stderr, "%s takes one letter ID (flags go before it)", action)
 	}
 	c, err := af.client()
 	if err != nil {
@@ -351,9 +357,9 @@ func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if action != "" {
 		var r admin.HeldResult
 		if action == "release" {
-			r, err = c.Release(ctx, rest[0])
+			r, err = c.Release(ctx, id)
 		} else {
-			r, err = c.Drop(ctx, rest[0])
+			r, err = c.Drop(ctx, id)
 		}
 		if err != nil {
 			return err

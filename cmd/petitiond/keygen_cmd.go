@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 
-	"github.com/petitiond/petitiond/internal/dkimkey"
+	"github.com/petitiond/petitiond/dkimkey"
+	"github.com/petitiond/petitiond/dnsname"
+	"github.com/petitiond/petitiond/safeio"
 )
 
 const keygenUsage = "dkim-keygen -domain D -selector S [-algo ed25519|rsa] [-out FILE]"
@@ -56,7 +58,10 @@ func runDKIMKeygen(_ context.Context, args []string, stdout, stderr io.Writer) e
 		return bad("-domain: %v", err)
 	}
 	selector := *selectorFlag
-	if err := checkDNSName(selector); err != nil {
+	if selector == "" {
+		return bad("-selector: required")
+	}
+	if err := dnsname.CheckSelector(selector); err != nil {
 		return bad("-selector: %v", err)
 	}
 	if *algo != dkimkey.Ed25519 && *algo != dkimkey.RSA {
@@ -98,69 +103,36 @@ func runDKIMKeygen(_ context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // keygenDomain checks -domain and turns an internationalised name into the
-// ASCII form DNS and the d= tag need.
+// ASCII form DNS and the d= tag need. An ASCII name is checked as given, so
+// it gets the same verdict and message as dkim.domain in check-config.
 func keygenDomain(d string) (string, error) {
 	d = strings.TrimSuffix(d, ".")
 	if d == "" {
 		return "", errors.New("required")
 	}
-	ascii, err := idna.Lookup.ToASCII(d)
-	if err != nil {
-		return "", fmt.Errorf("%q is not a domain name: %v", d, err)
+	ascii := d
+	if strings.ContainsFunc(d, func(r rune) bool { return r >= utf8.RuneSelf }) {
+		var err error
+		if ascii, err = idna.Lookup.ToASCII(d); err != nil {
+			return "", fmt.Errorf("%q is not a domain name: %v", d, err)
+		}
 	}
-	if err := checkDNSName(ascii); err != nil {
+	if err := dnsname.CheckDomain(ascii); err != nil {
 		return "", err
 	}
 	return ascii, nil
 }
 
-// checkDNSName accepts ASCII names of letters, digits, '-' and '_' labels:
-// what may go into a DKIM tag and a file name without quoting.
-func checkDNSName(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	if len(s) > 253 {
-		return fmt.Errorf("%q is longer than a DNS name may be", s)
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("%q is not a DNS name (empty or over-long label)", s)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%q is not a DNS name (character %q)", s, c)
-			}
-		}
-	}
-	return nil
-}
-
-// writeNewFile creates path with mode 0600 and data, fsynced. It refuses to
-// replace an existing file: overwriting a key whose record is published
+// writeNewFile creates path with mode 0600 and data, durably. It refuses
+// to replace an existing file: overwriting a key whose record is published
 // would break every signature until the DNS is changed too.
-func writeNewFile(path string, data []byte) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+func writeNewFile(path string, data []byte) error {
+	err := safeio.WriteNew(path, data, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s already exists; not overwriting it (remove it first, or choose another -out)", path)
 	}
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(path) // no half-written key left behind
-		}
-	}()
-	// The umask may only clear bits; this makes the mode exactly 0600.
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	return f.Sync()
+	return safeio.SyncDir(filepath.Dir(path))
 }

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -16,7 +15,8 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/petitiond/petitiond/internal/dkimkey"
+	"github.com/petitiond/petitiond/crlf"
+	"github.com/petitiond/petitiond/dkimkey"
 )
 
 // Key is a DKIM signing key published (or to be published) at
@@ -26,33 +26,20 @@ type Key struct {
 	Selector string
 	Algo     string // "rsa" or "ed25519"
 	Signer   crypto.Signer
+	// Flags, if any, are published in the record's t= tag (RFC 6376
+	// 3.6.1): "y" (testing), "s" (i= must not be a subdomain of d=).
+	Flags []string
 }
 
-// rsaBits is what mail providers use today; 1024 is still accepted by
-// verifiers but gives too short a TXT record to test string splitting.
-const rsaBits = 2048
-
-// NewKey makes a fresh key: algo "rsa" (2048 bits) or "ed25519".
+// NewKey makes a fresh key as `petitiond dkim-keygen` does: algo "rsa"
+// (2048 bits, long enough to test splitting the TXT record) or "ed25519".
 func NewKey(domain, selector, algo string) (*Key, error) {
 	if domain == "" || selector == "" {
 		return nil, errors.New("keyserver: new key: domain and selector are required")
 	}
-	var signer crypto.Signer
-	switch algo {
-	case "rsa":
-		k, err := rsa.GenerateKey(rand.Reader, rsaBits)
-		if err != nil {
-			return nil, fmt.Errorf("keyserver: new rsa key: %w", err)
-		}
-		signer = k
-	case "ed25519":
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("keyserver: new ed25519 key: %w", err)
-		}
-		signer = k
-	default:
-		return nil, fmt.Errorf("keyserver: new key: unknown algorithm %q (want rsa or ed25519)", algo)
+	signer, err := dkimkey.Generate(algo)
+	if err != nil {
+		return nil, fmt.Errorf("keyserver: %w", err)
 	}
 	return &Key{Domain: domain, Selector: selector, Algo: algo, Signer: signer}, nil
 }
@@ -65,6 +52,9 @@ func (k *Key) TXT() string {
 		// Cannot happen for the RSA and ed25519 keys NewKey makes; an
 		// empty p= means "revoked" to verifiers, which fails safe.
 		return "v=DKIM1; p="
+	}
+	if len(k.Flags) > 0 {
+		v += "; t=" + strings.Join(k.Flags, ":")
 	}
 	return v
 }
@@ -89,6 +79,9 @@ type SignOptions struct {
 	// Subject, Date, Message-ID. A list without From makes a signature that
 	// does not cover the From field.
 	HeaderKeys []string
+	// Identifier, if set, is the i= tag ("user@domain" or "@domain"): the
+	// domain must be d= or a subdomain of it.
+	Identifier string
 }
 
 // defaultHeaderKeys are the fields signed when SignOptions.HeaderKeys is nil.
@@ -104,13 +97,13 @@ var defaultHeaderKeys = []string{"From", "To", "Subject", "Date", "Message-ID"}
 // l= tag, a signature without From), which a small signer here makes in the
 // same way.
 func (k *Key) Sign(msg []byte, opt SignOptions) ([]byte, error) {
-	msg = toCRLF(msg)
+	msg = crlf.Normalize(msg)
 	keys := opt.HeaderKeys
 	if keys == nil {
 		keys = defaultHeaderKeys
 	}
 	if opt.BodyLength || !hasFrom(keys) {
-		sig, err := k.signature(msg, keys, opt.Expiration, opt.BodyLength)
+		sig, err := k.signature(msg, keys, opt)
 		if err != nil {
 			return nil, err
 		}
@@ -125,6 +118,7 @@ func (k *Key) Sign(msg []byte, opt SignOptions) ([]byte, error) {
 		BodyCanonicalization:   dkim.CanonicalizationRelaxed,
 		HeaderKeys:             keys,
 		Expiration:             opt.Expiration,
+		Identifier:             opt.Identifier,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keyserver: sign for %s: %w", k.Domain, err)
@@ -141,23 +135,10 @@ func hasFrom(keys []string) bool {
 	return false
 }
 
-// toCRLF turns every LF not preceded by CR into CRLF.
-func toCRLF(msg []byte) []byte {
-	var b bytes.Buffer
-	b.Grow(len(msg) + len(msg)/32)
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
-			b.WriteByte('\r')
-		}
-		b.WriteByte(c)
-	}
-	return b.Bytes()
-}
-
 // signature computes a DKIM-Signature field (RFC 6376, relaxed/relaxed,
 // sha256) for a CRLF message. It mirrors go-msgauth's signer (same header
 // picking, same canonicalisation) and adds the options that one lacks.
-func (k *Key) signature(msg []byte, headerKeys []string, expiration time.Time, bodyLength bool) (string, error) {
+func (k *Key) signature(msg []byte, headerKeys []string, opt SignOptions) (string, error) {
 	header, body, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
 	if !ok {
 		// A header with no body at all: the header ends with its last CRLF.
@@ -179,10 +160,13 @@ func (k *Key) signature(msg []byte, headerKeys []string, expiration time.Time, b
 		"s=" + k.Selector,
 		"t=" + strconv.FormatInt(time.Now().Unix(), 10),
 	}
-	if !expiration.IsZero() {
-		tags = append(tags, "x="+strconv.FormatInt(expiration.Unix(), 10))
+	if opt.Identifier != "" {
+		tags = append(tags, "i="+opt.Identifier)
 	}
-	if bodyLength {
+	if !opt.Expiration.IsZero() {
+		tags = append(tags, "x="+strconv.FormatInt(opt.Expiration.Unix(), 10))
+	}
+	if opt.BodyLength {
 		tags = append(tags, "l="+strconv.Itoa(len(canonBody)))
 	}
 	tags = append(tags,

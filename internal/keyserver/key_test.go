@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/crlf"
 )
 
 // One RSA key for the whole package: 2048-bit generation is slow under -race.
@@ -134,9 +136,9 @@ func TestOwnSignerMatchesLibrary(t *testing.T) {
 	}
 	for _, k := range []*Key{rsaKey(t), edKey(t)} {
 		for i, m := range msgs {
-			msg := toCRLF([]byte(m))
+			msg := crlf.Normalize([]byte(m))
 			keys := []string{"From", "From", "Subject", "X-Absent"}
-			sig, err := k.signature(msg, keys, time.Time{}, false)
+			sig, err := k.signature(msg, keys, SignOptions{})
 			if err != nil {
 				t.Fatalf("%s msg %d: %v", k.Algo, i, err)
 			}
@@ -154,7 +156,7 @@ func TestSignBodyLength(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, body, _ := strings.Cut(testMsg, "\n\n")
-	want := "l=" + itoa(len(relaxedBody(toCRLF([]byte(body)))))
+	want := "l=" + itoa(len(relaxedBody(crlf.Normalize([]byte(body)))))
 	if !bytes.Contains(signed, []byte(want)) {
 		t.Errorf("signature lacks %s:\n%s", want, signed)
 	}
@@ -217,10 +219,46 @@ func TestRelaxedBody(t *testing.T) {
 	}
 }
 
-func TestToCRLF(t *testing.T) {
-	if got := string(toCRLF([]byte("a\nb\r\nc\n"))); got != "a\r\nb\r\nc\r\n" {
-		t.Errorf("toCRLF = %q", got)
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestKeyFlagsPublished(t *testing.T) {
+	k := edKey(t)
+	if strings.Contains(k.TXT(), "t=") {
+		t.Errorf("TXT without flags = %q", k.TXT())
+	}
+	k.Flags = []string{"y", "s"}
+	if txt := k.TXT(); !strings.HasSuffix(txt, "; t=y:s") || !strings.HasPrefix(txt, "v=DKIM1; k=ed25519; p=") {
+		t.Errorf("TXT with flags = %q", txt)
+	}
+	signed, err := k.Sign([]byte(testMsg), SignOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// go-msgauth ignores the flags: the record must still parse as a key.
+	if v := verify(t, k, signed); v.Err != nil {
+		t.Errorf("verification with flags: %v", v.Err)
 	}
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
+func TestSignIdentifier(t *testing.T) {
+	k := edKey(t)
+	for _, opt := range []SignOptions{
+		{Identifier: "ana@news.example.org"},                   // go-msgauth's signer
+		{Identifier: "ana@news.example.org", BodyLength: true}, // the small signer
+	} {
+		signed, err := k.Sign([]byte(testMsg), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(signed, []byte("i=ana@news.example.org")) {
+			t.Errorf("BodyLength %v: no i= tag:\n%s", opt.BodyLength, signed)
+		}
+		v := verify(t, k, signed)
+		if v.Identifier != "ana@news.example.org" {
+			t.Errorf("BodyLength %v: verifier read i= as %q", opt.BodyLength, v.Identifier)
+		}
+		if !opt.BodyLength && v.Err != nil {
+			t.Errorf("i= signature: %v", v.Err)
+		}
+	}
+}

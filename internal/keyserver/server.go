@@ -1,9 +1,10 @@
 // Package keyserver runs a small authoritative DNS server on loopback that
-// publishes DKIM keys, and makes and signs with such keys.
+// publishes DKIM keys and the other records mail checks read (SPF TXT
+// records, MX, A), and makes and signs with such keys.
 //
 // It exists so that tests, the `petitiond demo` command and the load tool can
-// exercise the real DKIM path (real DNS packets over UDP and TCP, real
-// signatures) without any outside network: point the verifier's
+// exercise the real DKIM and SPF paths (real DNS packets over UDP and TCP,
+// real signatures) without any outside network: point the verifier's
 // dns_resolver at Server.Addr.
 package keyserver
 
@@ -44,6 +45,9 @@ type Server struct {
 	mu      sync.RWMutex
 	entries map[string]entry // keyed by lower-case FQDN with trailing dot
 
+	qmu     sync.Mutex
+	queries map[string]int // questions received per name, any type
+
 	udp, tcp  *dns.Server
 	served    sync.WaitGroup
 	closeOnce sync.Once
@@ -64,6 +68,7 @@ func Start(addr string) (*Server, error) {
 	s := &Server{
 		Addr:    pc.LocalAddr().String(),
 		entries: make(map[string]entry),
+		queries: make(map[string]int),
 	}
 	handler := dns.HandlerFunc(s.serveDNS)
 
@@ -193,6 +198,15 @@ func (s *Server) set(name string, e entry) {
 	s.entries[canonical(name)] = e
 }
 
+// Queries returns how many questions for name (of any type, over UDP or
+// TCP) the server has received, so tests can tell whether a client asked
+// again or used what it already had.
+func (s *Server) Queries(name string) int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.queries[canonical(name)]
+}
+
 // Close stops serving and releases the sockets. It is safe to call more
 // than once.
 func (s *Server) Close() error {
@@ -226,6 +240,10 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	q := req.Question[0]
+
+	s.qmu.Lock()
+	s.queries[canonical(q.Name)]++
+	s.qmu.Unlock()
 
 	s.mu.RLock()
 	e, ok := s.entries[canonical(q.Name)]

@@ -270,3 +270,43 @@ func TestStartBadAddr(t *testing.T) {
 		t.Fatal("Start accepted a bad address")
 	}
 }
+
+func TestQueriesCounted(t *testing.T) {
+	s := startServer(t)
+	s.SetTXT("count.example.org", "v=spf1 -all")
+	if n := s.Queries("count.example.org"); n != 0 {
+		t.Fatalf("Queries before any lookup = %d", n)
+	}
+	for range 2 {
+		if _, err := lookup(t, s, "count.example.org.", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Names compare as the server stores them: any case, dot or not.
+	if n := s.Queries("COUNT.example.org."); n != 2 {
+		t.Errorf("Queries after two lookups = %d, want 2", n)
+	}
+	_, _ = lookup(t, s, "absent.example.org.", 5*time.Second)
+	if n := s.Queries("absent.example.org"); n == 0 {
+		t.Error("a question for an unknown name was not counted")
+	}
+}
+
+// An SPF domain needs its TXT record and the addresses its a/mx mechanisms
+// name under one name; AddRecord after SetTXT keeps both.
+func TestTXTAndAddressAtOneName(t *testing.T) {
+	s := startServer(t)
+	s.SetTXT("spf.example.org", "v=spf1 a -all")
+	if err := s.AddRecord("spf.example.org. A 127.0.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lookup(t, s, "spf.example.org.", 5*time.Second); err != nil || len(got) != 1 || got[0] != "v=spf1 a -all" {
+		t.Fatalf("TXT = %q, %v", got, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := resolverFor(s.Addr).LookupIPAddr(ctx, "spf.example.org.")
+	if err != nil || len(ips) != 1 || !ips[0].IP.Equal(net.ParseIP("127.0.0.7")) {
+		t.Fatalf("addresses = %v, %v", ips, err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/petitiond/petitiond/loopback"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -63,26 +64,11 @@ type Server struct {
 // token: whoever reaches it can release letters and read who signed. Call it
 // before anything listens.
 func CheckListen(listen, token string) error {
-	if listen == "" || token != "" || IsLoopback(listen) {
+	if listen == "" || token != "" || loopback.HostPort(listen) {
 		return nil
 	}
 	return fmt.Errorf("admin: admin.listen %q is not a loopback address, so an admin token is required: "+
 		"set admin.token (or PETITIOND_ADMIN_TOKEN), or listen on 127.0.0.1", listen)
-}
-
-// IsLoopback reports whether a listen address ("host:port") can only be
-// reached from this machine: a loopback IP or "localhost". An empty host
-// means every interface, and any other name may resolve anywhere.
-func IsLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // New makes the admin server for st; nothing listens until Start. It fails
@@ -126,7 +112,7 @@ func (s *Server) Listen() error {
 	}
 	// pprof shows memory and goroutines, letters included: only where the
 	// configured and the bound address are both this machine's.
-	pprofOK := IsLoopback(s.opt.Listen)
+	pprofOK := loopback.HostPort(s.opt.Listen)
 	if ta, ok := ln.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
 		pprofOK = false
 	}

@@ -1,32 +1,29 @@
-// Package batch builds the message that carries a batch of letters to the
-// campaign's recipients (SPEC section 7) and DKIM-signs it.
+// Package batch closes batches of counted letters and builds the message
+// that carries each to the campaign's recipients (SPEC section 7),
+// DKIM-signed. This file assembles the MIME message; summary.go writes the
+// parts organisers read, with every field made safe to print; lettertext.go
+// finds the text of each letter for the summary; sign.go signs.
 package batch
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/csv"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"mime/quotedprintable"
 	netmail "net/mail"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/emersion/go-message"
-	// Registers the common charsets (latin-1, windows-1252, ...) with
-	// go-message, so letters in them are decoded to UTF-8.
-	_ "github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
-	"golang.org/x/net/html"
 	"golang.org/x/net/idna"
+
+	"github.com/petitiond/petitiond/oneline"
 )
 
 // Letter is one counted letter as it goes into a batch.
@@ -39,8 +36,7 @@ type Letter struct {
 	Raw        []byte // the original message, CRLF line endings, exactly as received
 }
 
-// Spec is everything a batch message is built from. The same Spec always
-// gives the same bytes, so a rebuilt batch is the batch that was recorded.
+// Spec is everything a batch message is built from.
 type Spec struct {
 	Number       uint64
 	CampaignName string    // may be non-ASCII
@@ -51,10 +47,6 @@ type Spec struct {
 	RunningTotal uint64    // letters counted so far, this batch included
 	Letters      []Letter  // in received order
 }
-
-// unverifiedLabel stands where a DKIM domain would be for a letter that had
-// no aligned passing signature (verify.unverified = "relay").
-const unverifiedLabel = "UNVERIFIED"
 
 // NewMessageID returns the Message-ID of batch number, "<batch-N.UNIXNANO@domain>".
 // It is made once, when the batch closes, and stored, so that every retry and
@@ -94,10 +86,12 @@ func isDotAtom(s string) bool {
 	return true
 }
 
-// Build returns the batch message for s, CRLF line endings throughout. It is
-// deterministic: its MIME boundaries are derived from a hash of the content
-// (and checked not to occur in it) rather than drawn at random, so the
-// message can be rebuilt byte for byte, e.g. for "batches export".
+// Build returns the batch message for s, CRLF line endings throughout. The
+// same Spec gives the same bytes: the MIME boundaries are derived from a
+// hash of the content (and checked not to occur in it) rather than drawn at
+// random, so tests and fuzzing are reproducible. Delivery and "batches
+// export" use the signed message stored when the batch closed, not a new
+// build.
 //
 // Build fails only for a Spec that cannot make a message (no letters, a bad
 // From, recipient or Message-ID); a letter it cannot read is still batched,
@@ -226,11 +220,10 @@ func validate(s Spec) error {
 func topOrdered(h *message.Header, s Spec) {
 	mh := mail.Header{Header: *h}
 	mh.AddRaw([]byte("Message-ID: " + s.MessageID + "\r\n"))
-	// In UTC, so that a Spec rebuilt from a stored time (same instant,
-	// another Location) gives the same bytes.
+	// In UTC, so the field does not depend on the server's time zone.
 	mh.Add("Date", s.Date.UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
 	// The campaign name is cleaned first so the subject stays one line.
-	subject := fmt.Sprintf("[%s] batch %d: %d letters", cleanLine(s.CampaignName), s.Number, len(s.Letters))
+	subject := fmt.Sprintf("[%s] batch %d: %d letters", oneline.Clean(s.CampaignName), s.Number, len(s.Letters))
 	if encoded := mime.QEncoding.Encode("utf-8", subject); encoded != subject {
 		// RFC 2047 encoded-words hold no spaces and may be folded between
 		// them; go-message's folder only looks for spaces within 76
@@ -285,104 +278,6 @@ func addFields(h *textproto.Header, fields ...string) {
 	}
 }
 
-// preparedLetter is a Letter with its fields made safe to print and its
-// text extracted.
-type preparedLetter struct {
-	id, name, address, dkim string
-	received                time.Time
-	subject                 string
-	text                    string // the letter's own text, or a note in parentheses
-	raw                     []byte // what goes into the digest
-	repaired                bool   // raw had bare CR or LF, normalised to CRLF
-	eightBit                bool   // raw has bytes the 7bit label does not allow
-}
-
-func prepareLetter(l *Letter) preparedLetter {
-	p := preparedLetter{
-		id:       cleanLine(l.ID),
-		name:     cleanLine(l.Name),
-		address:  cleanLine(l.Address),
-		dkim:     cleanLine(l.DKIMDomain),
-		received: l.Received.UTC(),
-		raw:      l.Raw,
-	}
-	// Inbound rejects bare CR and LF (SMTP smuggling), so this is a guard:
-	// the batch must stay well-formed MIME and safe to send whatever is in
-	// the store, even if the letter's own signature then no longer verifies.
-	if hasBareCRorLF(p.raw) {
-		p.raw = toCRLF(p.raw)
-		p.repaired = true
-	}
-	p.eightBit = needs8bit(p.raw)
-	p.subject, p.text = readLetter(p.raw)
-	return p
-}
-
-// who is "Name <address>", or "<address>" when there is no name.
-func (p *preparedLetter) who() string {
-	if p.name == "" {
-		return "<" + p.address + ">"
-	}
-	return p.name + " <" + p.address + ">"
-}
-
-func (p *preparedLetter) dkimLabel() string {
-	if p.dkim == "" {
-		return unverifiedLabel
-	}
-	return p.dkim
-}
-
-const rfc3339UTC = "2006-01-02T15:04:05Z"
-
-func summaryText(s Spec, letters []preparedLetter) string {
-	var b strings.Builder
-	size := 1024
-	for i := range letters {
-		size += 512 + len(letters[i].text) + 2*len(letters[i].name)
-	}
-	b.Grow(size)
-	first, last := letters[0].received, letters[0].received
-	for i := range letters {
-		if t := letters[i].received; t.Before(first) {
-			first = t
-		} else if t.After(last) {
-			last = t
-		}
-	}
-	name := cleanLine(s.CampaignName)
-	fmt.Fprintf(&b, "%s: batch %d\n\n", name, s.Number)
-	fmt.Fprintf(&b, "Letters in this batch: %d\n", len(letters))
-	fmt.Fprintf(&b, "Running total:         %d\n", s.RunningTotal)
-	fmt.Fprintf(&b, "Received:              %s .. %s (UTC)\n\n", first.Format(rfc3339UTC), last.Format(rfc3339UTC))
-	b.WriteString("received              sender, DKIM domain, letter ID\n")
-	for i := range letters {
-		p := &letters[i]
-		fmt.Fprintf(&b, "%s  %s  %s  %s\n", p.received.Format(rfc3339UTC), p.who(), p.dkimLabel(), p.id)
-	}
-	fmt.Fprintf(&b, "\nThe list is attached as batch-%d.csv, and every letter as it was\n", s.Number)
-	b.WriteString("received (with its own DKIM signature) in the attached digest.\n")
-
-	for i := range letters {
-		p := &letters[i]
-		b.WriteString("\n\n" + strings.Repeat("_", 72) + "\n")
-		fmt.Fprintf(&b, "Letter %d of %d: %s\n", i+1, len(letters), p.id)
-		fmt.Fprintf(&b, "From:     %s\n", p.who())
-		fmt.Fprintf(&b, "Received: %s\n", p.received.Format(rfc3339UTC))
-		fmt.Fprintf(&b, "DKIM:     %s\n", p.dkimLabel())
-		if p.subject != "" {
-			fmt.Fprintf(&b, "Subject:  %s\n", p.subject)
-		}
-		if p.repaired {
-			b.WriteString("(its line endings had to be repaired, so its own DKIM signature may not verify)\n")
-		}
-		b.WriteString("\n")
-		b.WriteString(p.text)
-		b.WriteString("\n")
-	}
-	return b.String()
-}
-
 // qpEncode encodes text (LF line breaks) as quoted-printable with CRLF line
 // breaks. Quoted-printable output never contains "=_", which is why the
 // boundaries start with it.
@@ -397,37 +292,6 @@ func qpEncode(text string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-func csvAttachment(letters []preparedLetter) ([]byte, error) {
-	var buf bytes.Buffer
-	w := csv.NewWriter(&buf)
-	w.UseCRLF = true // RFC 4180
-	if err := w.Write([]string{"received", "name", "address", "dkim_domain", "letter_id"}); err != nil {
-		return nil, err
-	}
-	for i := range letters {
-		p := &letters[i]
-		err := w.Write([]string{p.received.Format(rfc3339UTC), csvSafe(p.name), csvSafe(p.address), p.dkim, p.id})
-		if err != nil {
-			return nil, err
-		}
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		return nil, err
-	}
-	return qpEncode(buf.String())
-}
-
-// csvSafe keeps a spreadsheet from running a supporter's name as a formula
-// (CSV injection): organisers open this file in one. A leading apostrophe is
-// the usual neutraliser and spreadsheets do not display it.
-func csvSafe(s string) string {
-	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
-		return "'" + s
-	}
-	return s
 }
 
 // digestBody writes the multipart/digest body (without its header) and
@@ -507,41 +371,6 @@ func pickBoundary(prefix string, seed []byte, content ...[]byte) string {
 	}
 }
 
-func hasBareCRorLF(b []byte) bool {
-	for i, c := range b {
-		switch c {
-		case '\r':
-			if i+1 >= len(b) || b[i+1] != '\n' {
-				return true
-			}
-		case '\n':
-			if i == 0 || b[i-1] != '\r' {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// toCRLF turns every CR, LF and CRLF into CRLF.
-func toCRLF(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/32)
-	for i := 0; i < len(b); i++ {
-		switch c := b[i]; c {
-		case '\r':
-			if i+1 < len(b) && b[i+1] == '\n' {
-				i++
-			}
-			out = append(out, '\r', '\n')
-		case '\n':
-			out = append(out, '\r', '\n')
-		default:
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // needs8bit reports whether raw may not be labelled 7bit (RFC 2045 2.7):
 // a byte over 127, a NUL, or a line over 998 bytes. 8bit is the label we
 // can honestly use for all of these without re-encoding (which RFC 2046
@@ -562,295 +391,4 @@ func needs8bit(raw []byte) bool {
 		}
 	}
 	return false
-}
-
-// cleanLine makes data safe for a one-line field: invalid UTF-8 becomes
-// U+FFFD; control characters, line and paragraph separators and bidi
-// overrides (which could make "UNVERIFIED" or an address read differently)
-// become spaces.
-func cleanLine(s string) string {
-	if isCleanLine(s) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			b.WriteRune(utf8.RuneError)
-		case isUnsafeRune(r) || r == '\t':
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func isCleanLine(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func isUnsafeRune(r rune) bool {
-	switch {
-	case unicode.IsControl(r), r == '\u2028', r == '\u2029':
-		return true
-	case r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
-		return true // bidi embeddings, overrides and isolates
-	}
-	return false
-}
-
-// maxLetterText caps one letter's text in the summary, so that a huge
-// letter cannot crowd out the others; the digest keeps the whole letter.
-const maxLetterText = 64 << 10
-
-// maxMIMEDepth bounds how deep readLetter follows nested multiparts.
-const maxMIMEDepth = 16
-
-// readLetter returns a letter's decoded Subject and the text to show for it:
-// its first inline text/plain part decoded to UTF-8, else its HTML with the
-// tags removed, else a note in parentheses. It never fails: one bad letter
-// must not stop a batch.
-func readLetter(raw []byte) (subject, text string) {
-	defer func() {
-		// A safety net around a third-party parser fed hostile input: a
-		// parser bug costs this letter its text, not the whole batch.
-		if r := recover(); r != nil {
-			text = "(could not be read: the MIME parser failed)"
-		}
-	}()
-	e, err := message.Read(bytes.NewReader(raw))
-	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return "", couldNotRead(err)
-	}
-	// On a decoding error Subject still returns the raw value, which is
-	// better than nothing once cleaned.
-	s, _ := (&mail.Header{Header: e.Header}).Subject()
-	subject = cleanLine(s)
-
-	var f textFinder
-	f.walk(e, err, "text/plain", 0)
-	switch {
-	case f.plainFound:
-		text = f.plain
-	case f.htmlFound:
-		text = "(this letter has no plain text part; its HTML is shown with the tags removed)\n\n" + f.html
-	case f.err != nil:
-		return subject, couldNotRead(f.err)
-	default:
-		return subject, "(no plain text part)"
-	}
-	if strings.TrimSpace(text) == "" {
-		text = "(empty)"
-	}
-	if f.note != "" {
-		text += "\n\n" + f.note
-	}
-	return subject, text
-}
-
-func couldNotRead(err error) string {
-	return "(could not be read: " + cleanLine(err.Error()) + ")"
-}
-
-// textFinder walks a letter's MIME tree looking for its text.
-type textFinder struct {
-	plain, html           string
-	plainFound, htmlFound bool
-	note                  string // about the text found (charset, truncation, decoding)
-	err                   error  // the first structural error met
-}
-
-// walk visits e and its children in order and reports whether the search
-// is over. entityErr is the error go-message gave when it made e (unknown
-// charset or transfer encoding); defaultType is what e is without a
-// Content-Type (RFC 2046 5.1.5: message/rfc822 inside a digest).
-func (f *textFinder) walk(e *message.Entity, entityErr error, defaultType string, depth int) bool {
-	if depth > maxMIMEDepth {
-		f.setErr(errors.New("MIME parts nested too deeply"))
-		return true
-	}
-	mediaType := defaultType
-	if v := e.Header.Get("Content-Type"); v != "" {
-		// mime.ParseMediaType still gives the type when only a parameter
-		// is bad; a field that cannot be parsed at all means text/plain
-		// (RFC 2045 5.2).
-		t, _, err := mime.ParseMediaType(v)
-		if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
-			t = "text/plain"
-		}
-		mediaType = t
-	}
-	if mr := e.MultipartReader(); mr != nil {
-		childDefault := "text/plain"
-		if mediaType == "multipart/digest" {
-			childDefault = "message/rfc822"
-		}
-		for {
-			part, err := mr.NextPart()
-			if err == io.EOF {
-				return false
-			}
-			if err != nil && (part == nil || !(message.IsUnknownCharset(err) || message.IsUnknownEncoding(err))) {
-				f.setErr(err)
-				return true
-			}
-			if f.walk(part, err, childDefault, depth+1) {
-				return true
-			}
-		}
-	}
-	if disp, _, _ := e.Header.ContentDisposition(); strings.EqualFold(disp, "attachment") {
-		return false
-	}
-	switch mediaType {
-	case "text/plain":
-		body, note := readBody(e, entityErr)
-		f.plain, f.plainFound, f.note = cleanText(body), true, note
-		return true
-	case "text/html":
-		if !f.htmlFound {
-			body, note := readBody(e, entityErr)
-			f.html, f.htmlFound = cleanText(htmlToText(body)), true
-			if f.note == "" {
-				f.note = note
-			}
-		}
-	}
-	return false
-}
-
-func (f *textFinder) setErr(err error) {
-	if f.err == nil {
-		f.err = err
-	}
-}
-
-// readBody reads up to maxLetterText decoded bytes of e's body, with a note
-// on anything the reader should know about how it was decoded.
-func readBody(e *message.Entity, entityErr error) (string, string) {
-	var notes []string
-	switch {
-	case message.IsUnknownEncoding(entityErr):
-		notes = append(notes, "(its transfer encoding is unknown here; shown as received)")
-	case message.IsUnknownCharset(entityErr):
-		notes = append(notes, "(its charset is unknown here; shown as received)")
-	}
-	body, err := io.ReadAll(io.LimitReader(e.Body, maxLetterText+1))
-	if err != nil {
-		notes = append(notes, "(the rest could not be decoded: "+cleanLine(err.Error())+")")
-	}
-	if len(body) > maxLetterText {
-		body = body[:maxLetterText]
-		// Do not cut a character in half.
-		for i := 0; i < utf8.UTFMax && len(body) > 0; i++ {
-			if r, size := utf8.DecodeLastRune(body); r != utf8.RuneError || size != 1 {
-				break
-			}
-			body = body[:len(body)-1]
-		}
-		notes = append(notes, "(cut here; the whole letter is in the attached digest)")
-	}
-	return string(body), strings.Join(notes, "\n")
-}
-
-// cleanText makes a letter's text safe to show: valid UTF-8, LF line
-// breaks, no control characters but tabs, no leading or trailing blank
-// lines. It is one pass over the bytes because every letter's text goes
-// through it.
-func cleanText(s string) string {
-	buf := make([]byte, 0, len(s))
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '\r':
-				buf = append(buf, '\n')
-				if i+1 < len(s) && s[i+1] == '\n' {
-					i++
-				}
-			case c == '\n' || c == '\t' || c >= ' ' && c != 0x7f:
-				buf = append(buf, c)
-			default:
-				buf = append(buf, ' ')
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			buf = append(buf, "\uFFFD"...)
-		case r == '\u2028' || r == '\u2029':
-			buf = append(buf, '\n')
-		case unicode.IsControl(r):
-			buf = append(buf, ' ')
-		default:
-			buf = append(buf, s[i:i+size]...)
-		}
-		i += size
-	}
-	return strings.Trim(string(buf), "\n")
-}
-
-// htmlToText strips tags crudely: text outside script, style and head, with
-// a line break at each block element. It is only for letters that came
-// without a plain text part.
-func htmlToText(src string) string {
-	z := html.NewTokenizer(strings.NewReader(src))
-	var b strings.Builder
-	hidden := 0
-	for {
-		tt := z.Next()
-		switch tt {
-		case html.ErrorToken:
-			return collapseBlankLines(b.String())
-		case html.TextToken:
-			if hidden == 0 {
-				b.WriteString(strings.Join(strings.Fields(string(z.Text())), " "))
-				if t := z.Raw(); len(t) > 0 && unicode.IsSpace(rune(t[len(t)-1])) {
-					b.WriteByte(' ')
-				}
-			}
-		case html.StartTagToken, html.EndTagToken, html.SelfClosingTagToken:
-			name, _ := z.TagName()
-			switch string(name) {
-			case "script", "style", "head", "title":
-				if tt == html.StartTagToken {
-					hidden++
-				} else if tt == html.EndTagToken && hidden > 0 {
-					hidden--
-				}
-			case "br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table":
-				b.WriteByte('\n')
-			}
-		}
-	}
-}
-
-func collapseBlankLines(s string) string {
-	lines := strings.Split(s, "\n")
-	out := lines[:0]
-	blank := 0
-	for _, l := range lines {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			blank++
-			if blank > 1 {
-				continue
-			}
-		} else {
-			blank = 0
-		}
-		out = append(out, l)
-	}
-	return strings.Join(out, "\n")
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/crlf"
 )
 
 // testKeys is a fake DNS: TXT records for DKIM selectors, by query name.
@@ -77,14 +79,14 @@ func newRSA(t testing.TB) *rsa.PrivateKey {
 	return key
 }
 
-// crlf joins lines with CRLF, ending with one.
-func crlf(lines ...string) []byte {
+// crlfLines joins lines with CRLF, ending with one.
+func crlfLines(lines ...string) []byte {
 	return []byte(strings.Join(lines, "\r\n") + "\r\n")
 }
 
 // plainLetter is a simple text/plain letter from addr.
 func plainLetter(fromField, subject, body string) []byte {
-	return crlf(
+	return crlfLines(
 		"From: "+fromField,
 		"To: libertad@campaign.example",
 		"Subject: "+subject,
@@ -219,7 +221,7 @@ func parseBatch(t testing.TB, msg []byte) *parsedBatch {
 // assertWellFormed checks the raw rules: CRLF only, no line over 998.
 func assertWellFormed(t testing.TB, msg []byte) {
 	t.Helper()
-	if i := bareCRorLF(msg); i >= 0 {
+	if i := crlf.IndexBare(msg); i >= 0 {
 		t.Fatalf("bare CR or LF at %d: %q", i, msg[max(0, i-40):min(len(msg), i+40)])
 	}
 	if !bytes.HasSuffix(msg, []byte("\r\n")) {
@@ -236,15 +238,6 @@ func assertWellFormed(t testing.TB, msg []byte) {
 			}
 		}
 	}
-}
-
-func bareCRorLF(b []byte) int {
-	for i, c := range b {
-		if c == '\r' && (i+1 == len(b) || b[i+1] != '\n') || c == '\n' && (i == 0 || b[i-1] != '\r') {
-			return i
-		}
-	}
-	return -1
 }
 
 // headerKeys lists the top-level header field names in order.
@@ -402,194 +395,6 @@ func TestBuildOneRecipientHasNoCc(t *testing.T) {
 	}
 }
 
-func TestBuildHeaderInjection(t *testing.T) {
-	evilName := "Eve\r\nBcc: evil@x\r\n\r\nbody? Ñandú \x00\xff\u202eDEIFIREVNU"
-	letter := crlf(
-		`From: =?utf-8?q?Eve=0D=0ABcc=3A_evil=40x?= <eve@supporter.example>`,
-		"To: libertad@campaign.example",
-		"Subject: =?utf-8?b?wqFMaWJlcnRhZCE=?= =?iso-8859-1?q?pol=EDticos?=",
-		"Date: Mon, 06 May 2024 10:00:00 +0000",
-		"",
-		"Hola.",
-	)
-	s := baseSpec(Letter{ID: "L0000001A", Received: t0, Name: evilName, Address: "eve@supporter.example\r\nX-Evil: 1", Raw: letter})
-	s.CampaignName = "Libertad\r\nBcc: evil@x — ¡ya!"
-	msg, err := Build(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertWellFormed(t, msg)
-	p := parseBatch(t, msg)
-	want := []string{"From", "To", "Cc", "Subject", "Date", "Message-Id", "Mime-Version", "Content-Type"}
-	if got := headerKeys(p.header); strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("header fields %q, want %q", got, want)
-	}
-	head := msg[:bytes.Index(msg, []byte("\r\n\r\n"))]
-	for _, b := range head {
-		if b > 127 {
-			t.Fatalf("8-bit byte in the top header:\n%s", head)
-		}
-	}
-	subj, err := p.header.Subject()
-	if err != nil || subj != "[Libertad  Bcc: evil@x — ¡ya!] batch 7: 1 letters" {
-		t.Errorf("Subject %q, %v", subj, err)
-	}
-	wantName := "Eve  Bcc: evil@x    body? Ñandú  \uFFFD DEIFIREVNU"
-	line := "2024-05-06T10:00:00Z  " + wantName + " <eve@supporter.example  X-Evil: 1>  UNVERIFIED  L0000001A\n"
-	if !strings.Contains(p.summary, line) {
-		t.Errorf("summary lacks %q:\n%s", line, p.summary)
-	}
-	if !strings.Contains(p.summary, "Subject:  ¡Libertad!políticos\n") {
-		t.Errorf("letter subject not decoded:\n%s", p.summary)
-	}
-	rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()
-	if err != nil || len(rows) != 2 {
-		t.Fatalf("csv %q: %v", rows, err)
-	}
-	if rows[1][1] != wantName {
-		t.Errorf("csv name %q, want %q", rows[1][1], wantName)
-	}
-	if !bytes.Equal(p.digest[0], letter) {
-		t.Errorf("letter changed in the digest")
-	}
-}
-
-func TestBuildCSVFormulaNeutralised(t *testing.T) {
-	s := baseSpec(Letter{ID: "L1", Received: t0, Name: `=HYPERLINK("http://x","y")`, Address: "a@b.example", Raw: plainLetter("a@b.example", "x", "y")})
-	msg, err := Build(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := csv.NewReader(strings.NewReader(parseBatch(t, msg).csvText)).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rows[1][1] != `'=HYPERLINK("http://x","y")` {
-		t.Errorf("csv name %q", rows[1][1])
-	}
-}
-
-func TestBuildLetterText(t *testing.T) {
-	hdr := "From: x@supporter.example\r\nTo: libertad@campaign.example\r\nSubject: t\r\nMIME-Version: 1.0\r\n"
-	tests := []struct {
-		name  string
-		raw   string
-		want  []string
-		avoid []string
-	}{{
-		name: "quoted-printable",
-		raw:  hdr + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nLibertad a los presos pol=C3=ADticos, =\r\nya.\r\n",
-		want: []string{"Libertad a los presos políticos, ya."},
-	}, {
-		name: "base64",
-		raw: hdr + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-			base64.StdEncoding.EncodeToString([]byte("Justicia y verdad: ¡libertad!\r\nMaría")) + "\r\n",
-		want: []string{"Justicia y verdad: ¡libertad!\nMaría"},
-	}, {
-		name: "latin-1 8bit",
-		raw:  hdr + "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCanci\xf3n de la libertad, a\xf1o 2019\r\n",
-		want: []string{"Canción de la libertad, año 2019"},
-	}, {
-		name: "windows-1252 quoted-printable",
-		raw:  hdr + "Content-Type: text/plain; charset=windows-1252\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=93Libertad=94 =E9\r\n",
-		want: []string{"“Libertad” é"},
-	}, {
-		name: "no content type",
-		raw:  "From: x@y.example\r\nSubject: plain\r\n\r\nJust text.\r\n",
-		want: []string{"Just text.", "Subject:  plain"},
-	}, {
-		name: "alternative",
-		raw: hdr + "Content-Type: multipart/alternative; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain version\r\n" +
-			"--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>HTML version</p>\r\n--b1--\r\n",
-		want:  []string{"Plain version"},
-		avoid: []string{"HTML version"},
-	}, {
-		name: "text attachment before the text",
-		raw: hdr + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nattached file\r\n" +
-			"--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n--b2\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nThe letter=2E\r\n--b2--\r\n--b1--\r\n",
-		want:  []string{"The letter."},
-		avoid: []string{"attached file"},
-	}, {
-		name:  "html only",
-		raw:   hdr + "Content-Type: text/html; charset=utf-8\r\n\r\n<html><head><title>T</title><style>p{color:red}</style></head><body><p>Libertad&nbsp;para&nbsp;todos &amp; todas</p><p>Ana</p><script>alert(1)</script></body></html>\r\n",
-		want:  []string{"no plain text part", "Libertad para todos & todas\n\nAna"},
-		avoid: []string{"<p>", "color:red", "alert"},
-	}, {
-		name: "only an image",
-		raw:  hdr + "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
-		want: []string{"(no plain text part)"},
-	}, {
-		name: "not MIME at all",
-		raw:  "this is not a header line\r\nnor this\r\n\r\nbody\r\n",
-		want: []string{"(could not be read: "},
-	}, {
-		name: "multipart without its boundary",
-		raw:  hdr + "Content-Type: multipart/mixed; boundary=nope\r\n\r\n--other\r\n\r\nx\r\n",
-		want: []string{"(could not be read: "},
-	}, {
-		name: "broken base64",
-		raw:  hdr + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSG9sYQ==!!!***\r\n",
-		want: []string{"Hola", "could not be decoded"},
-	}, {
-		name: "unknown charset",
-		raw:  hdr + "Content-Type: text/plain; charset=x-no-such\r\n\r\nplain ascii\r\n",
-		want: []string{"plain ascii", "charset is unknown"},
-	}, {
-		name: "unknown transfer encoding",
-		raw:  hdr + "Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644\r\n",
-		want: []string{"begin 644", "transfer encoding is unknown"},
-	}, {
-		name: "control characters in the text",
-		raw:  hdr + "Content-Type: text/plain; charset=utf-8\r\n\r\nred\x1b[31m alert\x07\r\n",
-		want: []string{"red [31m alert"},
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			raw := []byte(tt.raw)
-			s := baseSpec(Letter{ID: "L0000001A", Received: t0, Name: "X", Address: "x@supporter.example", Raw: raw})
-			msg, err := Build(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			assertWellFormed(t, msg)
-			p := parseBatch(t, msg)
-			text := p.summary[strings.Index(p.summary, "Letter 1 of 1"):]
-			for _, w := range tt.want {
-				if !strings.Contains(text, w) {
-					t.Errorf("summary lacks %q:\n%s", w, text)
-				}
-			}
-			for _, a := range tt.avoid {
-				if strings.Contains(text, a) {
-					t.Errorf("summary has %q:\n%s", a, text)
-				}
-			}
-			if len(p.digest) != 1 || !bytes.Equal(p.digest[0], raw) {
-				t.Errorf("letter not in the digest unchanged")
-			}
-		})
-	}
-}
-
-func TestBuildLongText(t *testing.T) {
-	body := strings.Repeat("ñ", maxLetterText) // twice the cap in bytes
-	s := baseSpec(Letter{ID: "L1", Received: t0, Address: "a@b.example", Raw: plainLetter("a@b.example", "x", body)})
-	msg, err := Build(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := parseBatch(t, msg)
-	if !strings.Contains(p.summary, "(cut here; the whole letter is in the attached digest)") {
-		t.Errorf("long letter not cut")
-	}
-	if strings.Contains(p.summary, "\uFFFD") {
-		t.Errorf("cut in the middle of a character")
-	}
-	if !bytes.Equal(p.digest[0], s.Letters[0].Raw) {
-		t.Errorf("digest copy cut")
-	}
-}
-
 // A line over 998 bytes must reach the reader as it is: go-message's own
 // 7bit/8bit writer would wrap it and break the letter's signature.
 func TestBuildLongLinesUntouched(t *testing.T) {
@@ -625,7 +430,7 @@ func TestBuildRepairsBareLF(t *testing.T) {
 	}
 	assertWellFormed(t, msg)
 	p := parseBatch(t, msg)
-	if want := toCRLF(raw); !bytes.Equal(p.digest[0], want) {
+	if want := []byte("From: a@b.example\r\nSubject: x\r\n\r\nline one\r\n.\r\nMAIL FROM:<x@y>\r\nz"); !bytes.Equal(p.digest[0], want) {
 		t.Errorf("digest %q, want %q", p.digest[0], want)
 	}
 	if !strings.Contains(p.summary, "line endings had to be repaired") {
@@ -762,23 +567,6 @@ func TestNewMessageID(t *testing.T) {
 	}
 }
 
-func TestCleanLine(t *testing.T) {
-	tests := map[string]string{
-		"Ana":             "Ana",
-		"a\r\nb":          "a  b",
-		"a\tb\x7f\u0085c": "a b  c",
-		"bad \xff\xfe":    "bad \uFFFD\uFFFD",
-		"rtl\u202eabc":    "rtl abc",
-		"sep\u2028x":      "sep x",
-		"emoji 👩‍👩‍👧":     "emoji 👩‍👩‍👧",
-	}
-	for in, want := range tests {
-		if got := cleanLine(in); got != want {
-			t.Errorf("cleanLine(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // benchLetters makes n letters of about 3 KB, half of them DKIM-signed.
 func benchLetters(b testing.TB, n int) []Letter {
 	key := newEd25519(b)
@@ -865,11 +653,7 @@ func FuzzBuild(f *testing.F) {
 		if len(p.digest) != 2 || !bytes.Equal(p.digest[0], fixed) {
 			t.Fatalf("digest: %d parts", len(p.digest))
 		}
-		want := raw
-		if hasBareCRorLF(raw) {
-			want = toCRLF(raw)
-		}
-		if !bytes.Equal(p.digest[1], want) {
+		if want := crlf.Normalize(raw); !bytes.Equal(p.digest[1], want) {
 			t.Fatalf("digest part differs:\n%q\n%q", p.digest[1], want)
 		}
 		rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()

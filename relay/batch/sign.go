@@ -3,15 +3,14 @@ package batch
 import (
 	"bytes"
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/dkimkey"
+	"github.com/petitiond/petitiond/dnsname"
 )
 
 // signedHeaders returns the fields a batch signature covers. From is listed
@@ -22,9 +21,6 @@ func signedHeaders() []string {
 	return []string{"From", "From", "To", "Cc", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"}
 }
 
-// minRSABits is the smallest RSA key RFC 8301 lets a signer use.
-const minRSABits = 1024
-
 // Signer DKIM-signs batch messages ([dkim] in the configuration). It holds
 // no mutable state and may be used from several goroutines.
 type Signer struct {
@@ -32,98 +28,27 @@ type Signer struct {
 	key              crypto.Signer
 }
 
-// NewSigner returns a Signer for d=domain, s=selector with key, which must
-// be an RSA (at least 1024 bits) or ed25519 private key.
-func NewSigner(domain, selector string, key crypto.Signer) (*Signer, error) {
-	if err := checkSigner(domain, selector, key); err != nil {
-		return nil, fmt.Errorf("dkim: %w", err)
-	}
-	return &Signer{domain: domain, selector: selector, key: key}, nil
-}
-
-func checkSigner(domain, selector string, key crypto.Signer) error {
-	if !isDNSName(domain) {
-		return fmt.Errorf("domain %q is not a DNS name", domain)
-	}
-	if !isDNSName(selector) {
-		return fmt.Errorf("selector %q is not a DNS name", selector)
-	}
-	if key == nil {
-		return errors.New("no key")
-	}
-	switch pub := key.Public().(type) {
-	case *rsa.PublicKey:
-		if pub.N.BitLen() < minRSABits {
-			return fmt.Errorf("RSA key of %d bits is too small (at least %d)", pub.N.BitLen(), minRSABits)
-		}
-	case ed25519.PublicKey:
-	default:
-		return fmt.Errorf("unsupported key type %T (want RSA or ed25519)", pub)
-	}
-	return nil
-}
-
-// LoadSigner is NewSigner with the key read from keyFile: PEM, either PKCS#8
-// "PRIVATE KEY" (RSA or ed25519, as dkim-keygen writes) or PKCS#1 "RSA
-// PRIVATE KEY". Errors name the file.
+// LoadSigner returns a Signer for d=domain, s=selector with the key read
+// from keyFile (see dkimkey.ParsePEM for the formats). A fully qualified
+// domain ("example.org.") signs as d=example.org. Errors name the file.
 func LoadSigner(domain, selector, keyFile string) (*Signer, error) {
+	if err := dnsname.CheckDomain(domain); err != nil {
+		return nil, fmt.Errorf("dkim: domain: %w", err)
+	}
+	if err := dnsname.CheckSelector(selector); err != nil {
+		return nil, fmt.Errorf("dkim: selector: %w", err)
+	}
 	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		// The *PathError already names the file.
 		return nil, fmt.Errorf("dkim: key file: %w", err)
 	}
-	key, err := parseKey(data)
-	if err == nil {
-		err = checkSigner(domain, selector, key)
-	}
+	key, err := dkimkey.ParsePEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("dkim: key file %s: %w", keyFile, err)
 	}
-	return &Signer{domain: domain, selector: selector, key: key}, nil
+	return &Signer{domain: strings.TrimSuffix(domain, "."), selector: selector, key: key}, nil
 }
-
-func parseKey(data []byte) (crypto.Signer, error) {
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New(`no PEM "PRIVATE KEY" or "RSA PRIVATE KEY" block`)
-		}
-		switch block.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("PKCS#8 key: %w", err)
-			}
-			signer, ok := k.(crypto.Signer)
-			if !ok {
-				return nil, fmt.Errorf("unsupported key type %T", k)
-			}
-			return signer, nil
-		case "RSA PRIVATE KEY":
-			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
-				return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
-			}
-			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("PKCS#1 key: %w", err)
-			}
-			return k, nil
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
-		case "OPENSSH PRIVATE KEY", "EC PRIVATE KEY":
-			return nil, fmt.Errorf("%q keys are not supported: want PKCS#8 \"PRIVATE KEY\" (RSA or ed25519) or \"RSA PRIVATE KEY\"", block.Type)
-		}
-		// Other blocks (a certificate, EC parameters) may sit beside the key.
-	}
-}
-
-// Domain is the signing domain (d=).
-func (s *Signer) Domain() string { return s.domain }
-
-// Selector is the selector (s=).
-func (s *Signer) Selector() string { return s.selector }
 
 // Sign returns msg with a DKIM-Signature field prepended: relaxed/relaxed,
 // SHA-256, covering signedHeaders() and the whole body. The signature carries
@@ -146,31 +71,4 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("dkim: sign: %w", err)
 	}
 	return out.Bytes(), nil
-}
-
-// isDNSName reports whether s is a plausible ASCII DNS name; it keeps
-// anything that could break the DKIM-Signature tag list out of d= and s=.
-func isDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	label := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if label == 0 {
-				return false
-			}
-			label = 0
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			label++
-			if label > 63 {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return label > 0
 }

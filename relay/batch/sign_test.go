@@ -140,7 +140,7 @@ func TestSignNoCc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := NewSigner("campaign.example", "s1", key)
+	signer, err := LoadSigner("campaign.example", "s1", writePEM(t, "PRIVATE KEY", pkcs8(t, key)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,32 +198,39 @@ func TestLoadSignerErrors(t *testing.T) {
 	}
 }
 
-func TestNewSignerErrors(t *testing.T) {
+// The names are checked by the same rule as the configuration's
+// (package dnsname); a fully qualified domain signs without its dot.
+func TestLoadSignerNames(t *testing.T) {
 	key := newEd25519(t)
-	for _, tt := range []struct{ domain, selector string }{
-		{"", "s1"},
-		{"campaign.example", ""},
-		{"campaign.example; l=1", "s1"},
-		{"campaign.example", "s1; x=1"},
-		{"campaña.example", "s1"},
-		{"campaign..example", "s1"},
-		{"campaign.example.", "s1"},
+	file := writePEM(t, "PRIVATE KEY", pkcs8(t, key))
+	for _, tt := range []struct{ domain, selector, want string }{
+		{"", "s1", "domain"},
+		{"campaign.example", "", "selector"},
+		{"campaign.example; l=1", "s1", "domain"},
+		{"campaign.example", "s1; x=1", "selector"},
+		{"campaña.example", "s1", "xn--"},
+		{"campaign..example", "s1", "domain"},
+		{"campaign.example", "s_1", "selector"},
+		{"campaign.example", "-sel-", "selector"},
+		{"campaign.example", "s1.", "selector"},
 	} {
-		if _, err := NewSigner(tt.domain, tt.selector, key); err == nil {
-			t.Errorf("NewSigner(%q, %q) succeeded", tt.domain, tt.selector)
+		_, err := LoadSigner(tt.domain, tt.selector, file)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "is not a DNS name") {
+			t.Errorf("LoadSigner(%q, %q) = %v, want a DNS name error about the %s", tt.domain, tt.selector, err, tt.want)
 		}
 	}
-	if _, err := NewSigner("campaign.example", "s1", nil); err == nil {
-		t.Errorf("NewSigner with no key succeeded")
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
+	signer, err := LoadSigner("campaign.example.", "pd1.batches", file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSigner("campaign.example", "s1", ecKey); err == nil {
-		t.Errorf("NewSigner with an ECDSA key succeeded")
+	signed, err := signer.Sign([]byte("From: relay@campaign.example\r\nSubject: x\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if s, err := NewSigner("campaign.example", "s_1-2", key); err != nil || s.Domain() != "campaign.example" || s.Selector() != "s_1-2" {
-		t.Errorf("NewSigner: %v", err)
+	keys := testKeys{}
+	keys.addKey(t, "campaign.example", "pd1.batches", key)
+	if vs := keys.verify(t, signed); vs[0].Err != nil || vs[0].Domain != "campaign.example" {
+		t.Errorf("verification: d=%q, %v", vs[0].Domain, vs[0].Err)
 	}
 }

@@ -129,12 +129,14 @@ func (z *testDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 type fakeSMTP struct {
 	Addr string
 
-	tlsConfig       *tls.Config
-	rcptReply       string // default "250 2.1.5 ok"
-	stallInData     bool   // after 354: stop reading, never answer
-	injectAfterTLS  bool   // send an extra line with the STARTTLS reply
-	greeting        string // default "220 fake.test ESMTP"
-	closeAfterGreet bool
+	tlsConfig         *tls.Config
+	rcptReply         string // default "250 2.1.5 ok"
+	stallInData       bool   // after 354: stop reading, never answer
+	injectAfterTLS    bool   // send an extra line with the STARTTLS reply
+	starttlsReply     string // a refusal to send instead of "220 go ahead"
+	ehloAfterTLSReply string // reply to EHLO once TLS is up instead of the extensions
+	greeting          string // default "220 fake.test ESMTP"
+	closeAfterGreet   bool
 
 	ln   net.Listener
 	wg   sync.WaitGroup
@@ -225,6 +227,10 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 		switch strings.ToUpper(verb) {
 		case "EHLO", "HELO":
 			f.record(&f.ehlo, arg)
+			if tlsOn && f.ehloAfterTLSReply != "" {
+				_ = tp.PrintfLine("%s", f.ehloAfterTLSReply)
+				continue
+			}
 			ext := []string{"250-fake.test", "250-8BITMIME", "250-SIZE 10000000"}
 			if f.tlsConfig != nil && !tlsOn {
 				ext = append(ext, "250-STARTTLS")
@@ -232,6 +238,10 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 			ext = append(ext, "250 ENHANCEDSTATUSCODES")
 			_ = tp.PrintfLine("%s", strings.Join(ext, "\r\n"))
 		case "STARTTLS":
+			if f.starttlsReply != "" {
+				_ = tp.PrintfLine("%s", f.starttlsReply)
+				continue
+			}
 			if f.injectAfterTLS {
 				_ = tp.PrintfLine("220 go ahead\r\n250 injected")
 				continue

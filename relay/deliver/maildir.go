@@ -6,12 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/petitiond/petitiond/safeio"
 )
 
 // Maildir writes a standard Maildir (tmp/new/cur) per recipient below Root:
@@ -48,7 +49,7 @@ func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) err
 	}
 	dir := filepath.Join(m.Root, name)
 	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "new"), filepath.Join(dir, "cur")} {
-		if err := mkdirDurable(d); err != nil {
+		if err := safeio.MkdirAll(d, 0o700); err != nil {
 			return temporary("maildir: "+d, err)
 		}
 	}
@@ -59,80 +60,19 @@ func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) err
 	}
 	tmpPath := filepath.Join(dir, "tmp", unique)
 	newPath := filepath.Join(dir, "new", unique)
-	if err := writeSynced(tmpPath, msg); err != nil {
-		os.Remove(tmpPath)
+	if err := safeio.WriteNew(tmpPath, msg, 0o600); err != nil {
 		return temporary("maildir: write "+tmpPath, err)
 	}
 	if err := os.Rename(tmpPath, newPath); err != nil {
 		os.Remove(tmpPath)
 		return temporary("maildir: rename into new", err)
 	}
-	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+	if err := safeio.SyncDir(filepath.Join(dir, "new")); err != nil {
 		// The file is in place but maybe not durable: report failure so the
 		// scheduler retries; a second copy beats a lost one.
 		return temporary("maildir: sync "+filepath.Join(dir, "new"), err)
 	}
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// mkdirDurable creates path (and missing parents) with mode 0700 and fsyncs
-// the parent of each directory it created, so the new entries survive a
-// crash along with the message written below them.
-func mkdirDurable(path string) error {
-	err := os.Mkdir(path, 0o700)
-	switch {
-	case err == nil:
-		return syncDir(filepath.Dir(path))
-	case errors.Is(err, fs.ErrExist):
-		fi, serr := os.Stat(path)
-		if serr != nil {
-			return serr
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s exists and is not a directory", path)
-		}
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		parent := filepath.Dir(path)
-		if parent == path {
-			return err
-		}
-		if perr := mkdirDurable(parent); perr != nil {
-			return perr
-		}
-		return mkdirDurable(path)
-	default:
-		return err
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	if serr != nil {
-		return serr
-	}
-	return cerr
 }
 
 // uniqueName follows the Maildir convention time.unique.host, with 128

@@ -1,40 +1,21 @@
 package deliver
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"net/textproto"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-)
 
-// STARTTLS policies for SMTPOptions.StartTLS.
-const (
-	// StartTLSOpportunistic encrypts whenever the server offers STARTTLS
-	// (RFC 7435): the certificate is checked but a failed check does not stop
-	// the delivery, because unauthenticated encryption still beats plain text
-	// against passive eavesdroppers, and public MX hosts often have
-	// certificates for names we cannot know. If the TLS handshake itself
-	// fails, the same address is tried once more in plain text, as other MTAs
-	// do. Credentials are never sent over such a connection (see Username).
-	StartTLSOpportunistic = "opportunistic"
-	// StartTLSRequired delivers only over TLS with a verified certificate for
-	// the host name; anything less is a temporary failure, so an operator can
-	// fix the remote side before the recipient's copy gives up.
-	StartTLSRequired = "required"
-	// StartTLSOff never sends STARTTLS.
-	StartTLSOff = "off"
+	"github.com/petitiond/petitiond/dnsname"
+	"github.com/petitiond/petitiond/loopback"
 )
 
 const (
@@ -50,7 +31,8 @@ const (
 	bodyChunk = 64 << 10
 )
 
-// SMTPOptions configures SMTP delivery.
+// SMTPOptions says where SMTP delivery sends copies (MX hosts or one
+// smarthost), as whom, and how it protects the connection.
 type SMTPOptions struct {
 	// Hostname is our EHLO name; "" means "localhost".
 	Hostname string
@@ -108,7 +90,7 @@ func (o SMTPOptions) Validate() error {
 		if o.Username == "" {
 			return errors.New("deliver: password set without username")
 		}
-		if o.StartTLS == StartTLSOff && !isLoopbackHost(host) {
+		if o.StartTLS == StartTLSOff && !loopback.Host(host) {
 			return fmt.Errorf("deliver: credentials for %s would travel in plain text: set starttls = %q", host, StartTLSRequired)
 		}
 	}
@@ -231,7 +213,7 @@ func (t *SMTP) route(ctx context.Context, domain string) (hosts []string, port s
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
-	mxs, lerr := t.resolver.LookupMX(lctx, absolute(domain))
+	mxs, lerr := t.resolver.LookupMX(lctx, dnsname.Absolute(domain))
 	cancel()
 	if lerr != nil && len(mxs) == 0 {
 		var dnsErr *net.DNSError
@@ -273,7 +255,7 @@ func (t *SMTP) lookupAddrs(ctx context.Context, host string, implicit bool) ([]n
 		return []netip.Addr{ip}, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, t.opt.Timeout)
-	addrs, err := t.resolver.LookupNetIP(lctx, "ip", absolute(host))
+	addrs, err := t.resolver.LookupNetIP(lctx, "ip", dnsname.Absolute(host))
 	cancel()
 	if err != nil {
 		var dnsErr *net.DNSError
@@ -360,128 +342,6 @@ func (s *session) newClient(conn net.Conn) *smtp.Client {
 	return c
 }
 
-// startTLS runs STARTTLS per policy. ok=false means stop with out.
-//
-// go-smtp's own STARTTLS (NewClientStartTLS) sends "EHLO localhost" before
-// the upgrade and cannot be asked first whether STARTTLS is offered, so the
-// command is sent here on the raw connection after our own EHLO.
-func (s *session) startTLS() (out outcome, ok bool) {
-	policy := s.t.opt.StartTLS
-	if policy == "" {
-		policy = StartTLSOpportunistic
-	}
-	if policy == StartTLSOff {
-		return outcome{}, true
-	}
-	required := policy == StartTLSRequired
-	// Credentials for a remote smarthost must not fall back to plain text
-	// after a failed handshake: fail temporarily instead.
-	noFallback := required || (s.t.opt.Username != "" && !isLoopbackHost(s.host))
-
-	if offered, _ := s.c.Extension("STARTTLS"); !offered {
-		if required {
-			return outcome{err: temporary(s.where+": STARTTLS not offered (starttls = required)", nil), next: true}, false
-		}
-		return outcome{}, true
-	}
-
-	timeout := s.t.opt.Timeout
-	_ = s.raw.SetDeadline(time.Now().Add(timeout))
-	if _, err := io.WriteString(s.raw, "STARTTLS\r\n"); err != nil {
-		return outcome{err: s.netErr("STARTTLS", err), next: true}, false
-	}
-	br := bufio.NewReader(s.raw)
-	_, _, err := textproto.NewReader(br).ReadResponse(220)
-	if err != nil {
-		var pe *textproto.Error
-		if !errors.As(err, &pe) {
-			return outcome{err: s.netErr("STARTTLS", err), next: true}, false
-		}
-		if required {
-			return outcome{err: &Error{Code: pe.Code, Msg: s.where + ": STARTTLS refused (starttls = required)", Err: err}, next: true}, false
-		}
-		// The session is still in its plain state after a refusal.
-		_ = s.raw.SetDeadline(time.Time{})
-		return outcome{}, true
-	}
-	if br.Buffered() > 0 {
-		// Data sent before our handshake would be read as if it had come
-		// over TLS (CVE-2011-0411 class): treat it as a failed handshake.
-		e := temporary(s.where+": STARTTLS: server sent data before the TLS handshake", nil)
-		return outcome{err: e, next: true, retryPlain: !noFallback}, false
-	}
-
-	cfg := s.tlsConfig()
-	tc := tls.Client(s.raw, cfg)
-	hctx, cancel := context.WithTimeout(s.ctx, timeout)
-	err = tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		e := s.netErr("TLS handshake", err)
-		return outcome{err: e, next: true, retryPlain: !noFallback && s.ctx.Err() == nil}, false
-	}
-	_ = s.raw.SetDeadline(time.Time{})
-
-	if cfg.InsecureSkipVerify {
-		s.tlsVerified = !s.baseInsecure() && verifyPeer(tc.ConnectionState(), cfg.RootCAs, s.host) == nil
-	} else {
-		s.tlsVerified = true // the handshake verified it
-	}
-
-	// go-smtp's client always reads a greeting first; after STARTTLS there
-	// is none (RFC 3207), so hand it a synthetic one and EHLO again.
-	s.c = s.newClient(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+s.host+" TLS started\r\n"), tc)})
-	if err := s.c.Hello(s.t.opt.Hostname); err != nil {
-		e := s.replyErr("EHLO after STARTTLS", err)
-		e.Permanent = false
-		return outcome{err: e, next: true}, false
-	}
-	return outcome{}, true
-}
-
-func (s *session) baseInsecure() bool {
-	return s.t.opt.TLSConfig != nil && s.t.opt.TLSConfig.InsecureSkipVerify
-}
-
-// tlsConfig clones the base config for this host. For opportunistic TLS the
-// handshake does not verify (so a bad certificate still gets encryption);
-// the result is checked afterwards and only decides whether AUTH may run.
-func (s *session) tlsConfig() *tls.Config {
-	var cfg *tls.Config
-	if s.t.opt.TLSConfig != nil {
-		cfg = s.t.opt.TLSConfig.Clone()
-	} else {
-		cfg = &tls.Config{}
-	}
-	cfg.ServerName = s.host
-	if s.t.opt.StartTLS != StartTLSRequired {
-		cfg.InsecureSkipVerify = true
-	}
-	return cfg
-}
-
-// verifyPeer checks the peer's chain against roots (nil: system roots) for
-// name, as the handshake would have.
-func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("no peer certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name})
-	return err
-}
-
-// greetedConn replays a greeting before the real stream.
-type greetedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
-
 func (s *session) auth() (outcome, bool) {
 	if err := authAllowed(s.host, remoteIP(s.raw), s.tlsVerified); err != nil {
 		return outcome{err: permanent(s.where+": AUTH", err)}, false
@@ -503,7 +363,7 @@ func authAllowed(host string, remote netip.Addr, tlsVerified bool) error {
 	if tlsVerified {
 		return nil
 	}
-	if isLoopbackHost(host) && (!remote.IsValid() || remote.IsLoopback()) {
+	if loopback.Host(host) && (!remote.IsValid() || remote.IsLoopback()) {
 		return nil
 	}
 	return fmt.Errorf("refusing to send credentials to %s without verified TLS: set starttls = %q and make its certificate verifiable", host, StartTLSRequired)
@@ -518,16 +378,6 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// isLoopbackHost reports whether host names the local machine:
-// 127.0.0.0/8, ::1 or "localhost".
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
 // send runs MAIL, RCPT, DATA and QUIT.
 func (s *session) send(from, rcpt string, msg []byte) outcome {
 	opts := &smtp.MailOptions{}
@@ -536,12 +386,12 @@ func (s *session) send(from, rcpt string, msg []byte) outcome {
 	}
 	// A batch carries letters byte for byte (their DKIM signatures depend on
 	// it), so 8-bit letters make an 8-bit batch: say so, and never convert.
-	if !isASCII(string(msg)) {
+	if has8bit(msg) {
 		if ok, _ := s.c.Extension("8BITMIME"); ok {
 			opts.Body = smtp.Body8BitMIME
 		}
 	}
-	if !isASCII(from) || !isASCII(rcpt) {
+	if has8bit(from) || has8bit(rcpt) {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
 			return outcome{err: permanent(s.where+": MAIL FROM", errors.New("non-ASCII address needs SMTPUTF8, which the server does not offer"))}
 		}
@@ -618,7 +468,7 @@ func rcptDomain(rcpt string) (string, error) {
 		return "", errors.New("not an address (want local@domain)")
 	}
 	domain := strings.ToLower(strings.TrimSuffix(rcpt[at+1:], "."))
-	if !isASCII(domain) {
+	if has8bit(domain) {
 		// The configuration is expected to hold A-labels; converting here
 		// would pull in golang.org/x/text for a case the campaign lacks.
 		return "", errors.New("internationalised domain must be given in its ASCII (xn--) form")
@@ -626,20 +476,14 @@ func rcptDomain(rcpt string) (string, error) {
 	return domain, nil
 }
 
-// absolute makes name fully qualified so the resolver's search list never
-// turns "example.org" into "example.org.corp.internal".
-func absolute(name string) string {
-	if strings.HasSuffix(name, ".") {
-		return name
-	}
-	return name + "."
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
+// has8bit reports whether s has a byte over 127: 8-bit text in a message,
+// or UTF-8 in an address. It takes the message as it is, without copying it
+// into a string.
+func has8bit[T string | []byte](s T) bool {
+	for i := range len(s) {
 		if s[i] >= 0x80 {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }

@@ -1,7 +1,6 @@
 package inbound
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/crlf"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
@@ -146,7 +146,7 @@ func (ss *session) Data(r io.Reader) error {
 // letter takes a complete message through the checks of SPEC 4 in order.
 func (ss *session) letter(msg []byte) error {
 	ctx := ss.ctx
-	if where := bareLineEnding(msg); where >= 0 {
+	if where := crlf.IndexBare(msg); where >= 0 {
 		ss.reject(store.RejectBareLineEnding, ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
 		return ss.reply(replyBareLineEnding)
 	}
@@ -227,21 +227,4 @@ func (ss *session) reject(class store.RejectClass, from, reason string) {
 	if err := ss.s.store.Reject(ss.ctx, r); err != nil {
 		ss.s.log.Error("recording a rejection failed", "session", ss.id, "ip", ss.ip, "err", err)
 	}
-}
-
-// bareLineEnding returns the offset of the first CR not followed by LF or LF
-// not preceded by CR, or -1.
-func bareLineEnding(msg []byte) int {
-	for i := 0; i < len(msg); {
-		j := bytes.IndexAny(msg[i:], "\r\n")
-		if j < 0 {
-			return -1
-		}
-		i += j
-		if msg[i] == '\n' || i+1 >= len(msg) || msg[i+1] != '\n' {
-			return i
-		}
-		i += 2
-	}
-	return -1
 }

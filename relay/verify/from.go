@@ -8,15 +8,15 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
+
+	"github.com/petitiond/petitiond/oneline"
 )
 
 // Sender is the one From address of a letter.
 type Sender struct {
-	Name    string // display name, RFC 2047 decoded, control characters replaced
+	Name    string // display name, RFC 2047 decoded, made one safe line (oneline.Clean)
 	Address string // local@domain as written
 	Domain  string // lower-case ASCII (IDNA), what DKIM d= must align with
 }
@@ -69,7 +69,7 @@ func ParseFrom(msg []byte) (Sender, error) {
 	if err != nil {
 		return Sender{}, fmt.Errorf("%w: %v", ErrFrom, err)
 	}
-	return Sender{Name: cleanName(a.Name), Address: a.Address, Domain: domain}, nil
+	return Sender{Name: oneline.Clean(a.Name), Address: a.Address, Domain: domain}, nil
 }
 
 // parseAddressList parses with RFC 2047 decoding of names in any charset
@@ -170,18 +170,4 @@ func hasGroup(s string) bool {
 		}
 	}
 	return false
-}
-
-// cleanName makes a display name safe to print on one line of a log or a
-// batch summary: valid UTF-8, no control characters (an encoded-word can
-// carry CR LF).
-func cleanName(name string) string {
-	name = strings.ToValidUTF8(name, string(utf8.RuneError))
-	name = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, name)
-	return strings.TrimSpace(name)
 }

@@ -1,8 +1,8 @@
 // Package verify decides whether a letter really comes from its From
 // address (SPEC 5) and what counts as the same supporter (SPEC 6).
 //
-// It does no I/O but the DNS lookups of DKIM keys, which go through a
-// resolver the caller chooses, with a deadline.
+// It does no I/O but DNS lookups (DKIM keys, SPF records), which go through
+// a resolver the caller chooses, each with a deadline.
 package verify
 
 import (
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petitiond/petitiond/dnsname"
 )
 
 // Verdict is the outcome of checking a letter's DKIM signatures against its
@@ -33,15 +35,20 @@ type Verdict struct {
 
 // Options configure a Verifier.
 type Options struct {
-	// Resolver is the "host:port" of the DNS server for key lookups; ""
+	// Resolver is the "host:port" of the DNS server for every lookup; ""
 	// uses the system resolver.
 	Resolver string
-	// Timeout bounds each key lookup; 0 means DefaultTimeout.
+	// Timeout bounds each DNS lookup (a DKIM key, an SPF record or name
+	// it refers to); 0 means DefaultTimeout.
 	Timeout time.Duration
-	// LookupTXT, if set, replaces DNS (Resolver is then unused). It gets
-	// "<selector>._domainkey.<domain>". Return a *net.DNSError (or another
-	// net.Error) with Timeout or Temporary set for a temporary failure.
+	// LookupTXT, if set, replaces DNS for DKIM key lookups (SPF still uses
+	// Resolver). It gets "<selector>._domainkey.<domain>". Return a
+	// *net.DNSError (or another net.Error) with Timeout or Temporary set for
+	// a temporary failure.
 	LookupTXT func(ctx context.Context, name string) ([]string, error)
+	// SPF turns on CheckSPF (verify.spf); when off, CheckSPF asks no DNS
+	// and gives none.
+	SPF bool
 	// MaxVerifications caps the signatures checked per message (each may
 	// cost a DNS lookup and an RSA operation); 0 means
 	// DefaultMaxVerifications. Signatures past the cap are ignored.
@@ -58,20 +65,24 @@ const (
 	DefaultMaxVerifications = 5
 )
 
-// Verifier checks DKIM signatures. It is safe for concurrent use.
+// Verifier checks DKIM signatures and SPF. It is safe for concurrent use.
 type Verifier struct {
 	lookupTXT func(ctx context.Context, name string) ([]string, error)
+	resolver  *net.Resolver // Options.Resolver, for SPF and for keys
 	timeout   time.Duration
 	max       int
 	cache     *keyCache // nil: no caching
+	spf       bool
 }
 
 // New returns a Verifier for opt.
 func New(opt Options) *Verifier {
 	v := &Verifier{
 		lookupTXT: opt.LookupTXT,
+		resolver:  newResolver(opt.Resolver),
 		timeout:   opt.Timeout,
 		max:       opt.MaxVerifications,
+		spf:       opt.SPF,
 	}
 	if v.timeout <= 0 {
 		v.timeout = DefaultTimeout
@@ -83,29 +94,29 @@ func New(opt Options) *Verifier {
 		v.cache = newKeyCache(opt.KeyCache, keyCacheSize, time.Now)
 	}
 	if v.lookupTXT == nil {
-		r := net.DefaultResolver
-		if opt.Resolver != "" {
-			addr := resolverAddr(opt.Resolver)
-			r = &net.Resolver{
-				PreferGo: true,
-				// Every query goes to the configured server, whatever
-				// resolv.conf lists.
-				Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				},
-			}
-		}
 		v.lookupTXT = func(ctx context.Context, name string) ([]string, error) {
 			// A key name is absolute: the trailing dot keeps the resolver
 			// from trying resolv.conf search domains after an NXDOMAIN.
-			if !strings.HasSuffix(name, ".") {
-				name += "."
-			}
-			return r.LookupTXT(ctx, name)
+			return v.resolver.LookupTXT(ctx, dnsname.Absolute(name))
 		}
 	}
 	return v
+}
+
+// newResolver returns the system resolver for "", else one that sends
+// every query to addr, whatever resolv.conf lists.
+func newResolver(addr string) *net.Resolver {
+	if addr == "" {
+		return net.DefaultResolver
+	}
+	addr = resolverAddr(addr)
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
 }
 
 // resolverAddr adds the DNS port to a bare host: a bare host would fail
@@ -132,7 +143,7 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 }
 
 func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache bool) (Verdict, *lookups) {
-	lk := &lookups{errs: make(map[string]error), useCache: useCache}
+	lk := &lookups{errs: make(map[string]error), records: make(map[string][]string), useCache: useCache}
 	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, lk, name) },
 		MaxVerifications: v.max,
@@ -165,6 +176,10 @@ func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache
 			if dkim.IsTempFail(vf.Err) && aligned {
 				tempFail = true
 			}
+		case subdomainRefused(lk.record(sel, domain), vf.Identifier, vf.Domain):
+			// go-msgauth does not read key flags; the record it verified
+			// with is the one this lookup fetched.
+			reason = "unauthorized subdomain"
 		case !coversFrom(vf.HeaderKeys):
 			reason = "from not signed"
 		case !aligned:
@@ -187,7 +202,7 @@ func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache
 func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]string, error) {
 	if lk.useCache {
 		if txts, ok := v.cache.get(name); ok {
-			lk.set(name, nil)
+			lk.set(name, txts, nil)
 			lk.mu.Lock()
 			lk.cached = true
 			lk.mu.Unlock()
@@ -202,7 +217,7 @@ func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]stri
 	} else {
 		v.cache.put(name, txts)
 	}
-	lk.set(name, err)
+	lk.set(name, txts, err)
 	return txts, err
 }
 
@@ -233,25 +248,43 @@ func asNetError(err error, name string, ctxDone bool) error {
 }
 
 // lookups remembers each key lookup's error, to tell "key not found" from
-// other failures in a Verdict. go-msgauth runs lookups of several signatures
-// in parallel, hence the lock.
+// other failures in a Verdict, and each record fetched, to read the key
+// flags go-msgauth ignores without asking DNS again. go-msgauth runs lookups
+// of several signatures in parallel, hence the lock.
 type lookups struct {
 	useCache bool // may keys come from the cache
 	mu       sync.Mutex
 	errs     map[string]error
+	records  map[string][]string
 	cached   bool // some key came from the cache
 }
 
-func (l *lookups) set(name string, err error) {
+func keyName(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+func (l *lookups) set(name string, txts []string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.errs[strings.ToLower(strings.TrimSuffix(name, "."))] = err
+	l.errs[keyName(name)] = err
+	l.records[keyName(name)] = txts
 }
 
 func (l *lookups) get(selector, domain string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.errs[strings.ToLower(selector+"._domainkey."+domain)]
+	return l.errs[keyName(selector+"._domainkey."+domain)]
+}
+
+// record returns the key record fetched for selector and domain, or "" when
+// there was not exactly one (go-msgauth fails a signature then).
+func (l *lookups) record(selector, domain string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if txts := l.records[keyName(selector+"._domainkey."+domain)]; len(txts) == 1 {
+		return txts[0]
+	}
+	return ""
 }
 
 // failReason turns a go-msgauth verification error into a short reason.

@@ -1,7 +1,9 @@
-// Package dkimkey makes DKIM signing keys and formats the DNS records that
-// publish them. `petitiond dkim-keygen` writes keys with it, and the test
-// key server (internal/keyserver) publishes keys with the same formatting,
-// so what tests verify against is what operators are told to publish.
+// Package dkimkey decides what a DKIM signing key is for petitiond: which
+// kinds are accepted, the key file's format, and the DNS record that
+// publishes a key. `petitiond dkim-keygen` writes keys and records with it,
+// the batch signer reads key files with it, and the test key server
+// (internal/keyserver) publishes keys with the same formatting, so what
+// tests verify against is what operators are told to publish.
 package dkimkey
 
 import (
@@ -23,14 +25,17 @@ const (
 	RSA     = "rsa"
 )
 
-// RSABits is the size of generated RSA keys: what mail providers use today
+// minRSABits is the smallest RSA key RFC 8301 lets a signer use.
+const minRSABits = 1024
+
+// rsaBits is the size of generated RSA keys: what mail providers use today
 // (RFC 8301 allows 1024 to 4096; 2048 still fits a DNS TXT record comfortably).
-const RSABits = 2048
+const rsaBits = 2048
 
 // maxTXTString is the longest character-string a TXT record may hold (RFC 1035 3.3).
 const maxTXTString = 255
 
-// Generate makes a fresh private key for algo: "ed25519" or "rsa" (RSABits).
+// Generate makes a fresh private key for algo: "ed25519" or "rsa" (rsaBits).
 func Generate(algo string) (crypto.Signer, error) {
 	switch algo {
 	case Ed25519:
@@ -40,7 +45,7 @@ func Generate(algo string) (crypto.Signer, error) {
 		}
 		return k, nil
 	case RSA:
-		k, err := rsa.GenerateKey(rand.Reader, RSABits)
+		k, err := rsa.GenerateKey(rand.Reader, rsaBits)
 		if err != nil {
 			return nil, fmt.Errorf("dkimkey: new rsa key: %w", err)
 		}
@@ -59,8 +64,74 @@ func MarshalPEM(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// Algo names pub's algorithm as the k= tag does: "rsa" or "ed25519".
-func Algo(pub crypto.PublicKey) (string, error) {
+// ParsePEM reads a key file: PEM, either PKCS#8 "PRIVATE KEY" (RSA or
+// ed25519, as MarshalPEM writes) or PKCS#1 "RSA PRIVATE KEY". Other blocks
+// (a certificate, EC parameters) may stand beside the key. The key is
+// checked as checkKey does.
+func ParsePEM(data []byte) (crypto.Signer, error) {
+	key, err := parsePEM(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKey(key.Public()); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func parsePEM(data []byte) (crypto.Signer, error) {
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New(`no PEM "PRIVATE KEY" or "RSA PRIVATE KEY" block`)
+		}
+		switch block.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PKCS#8 key: %w", err)
+			}
+			signer, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("unsupported key type %T", k)
+			}
+			return signer, nil
+		case "RSA PRIVATE KEY":
+			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
+				return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
+			}
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PKCS#1 key: %w", err)
+			}
+			return k, nil
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("the key is encrypted; DKIM keys must be stored unencrypted")
+		case "OPENSSH PRIVATE KEY", "EC PRIVATE KEY":
+			return nil, fmt.Errorf("%q keys are not supported: want PKCS#8 \"PRIVATE KEY\" (RSA or ed25519) or \"RSA PRIVATE KEY\"", block.Type)
+		}
+	}
+}
+
+// checkKey reports whether pub belongs to a key DKIM may sign with: RSA of at
+// least minRSABits, or ed25519.
+func checkKey(pub crypto.PublicKey) error {
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < minRSABits {
+			return fmt.Errorf("RSA key of %d bits is too small (at least %d)", pub.N.BitLen(), minRSABits)
+		}
+		return nil
+	case ed25519.PublicKey:
+		return nil
+	}
+	return fmt.Errorf("unsupported key type %T (want RSA or ed25519)", pub)
+}
+
+// algoOf names pub's algorithm as the k= tag does: "rsa" or "ed25519".
+func algoOf(pub crypto.PublicKey) (string, error) {
 	switch pub.(type) {
 	case *rsa.PublicKey:
 		return RSA, nil
@@ -74,7 +145,7 @@ func Algo(pub crypto.PublicKey) (string, error) {
 // p= tag holds, for RSA, the PKIX SubjectPublicKeyInfo DER (what verifiers
 // and other signers' tools use), and for ed25519 the raw 32-byte key (RFC 8463).
 func TXTValue(pub crypto.PublicKey) (string, error) {
-	algo, err := Algo(pub)
+	algo, err := algoOf(pub)
 	if err != nil {
 		return "", err
 	}
@@ -96,9 +167,9 @@ func Name(domain, selector string) string {
 	return selector + "._domainkey." + strings.TrimSuffix(domain, ".") + "."
 }
 
-// SplitTXT cuts a TXT value into the character-strings of one record, each
+// splitTXT cuts a TXT value into the character-strings of one record, each
 // at most 255 bytes, as DNS requires; resolvers and verifiers join them again.
-func SplitTXT(v string) []string {
+func splitTXT(v string) []string {
 	if v == "" {
 		return []string{""}
 	}
@@ -119,7 +190,7 @@ func TXTRecord(domain, selector string, pub crypto.PublicKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	parts := SplitTXT(v)
+	parts := splitTXT(v)
 	for i, p := range parts {
 		// The value is base64 and tag punctuation: nothing to escape. Check
 		// anyway, so a future tag cannot silently break the zone file.

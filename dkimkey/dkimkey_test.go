@@ -2,7 +2,6 @@ package dkimkey
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -34,11 +33,14 @@ func TestGenerateMarshalPublish(t *testing.T) {
 			if block == nil || block.Type != "PRIVATE KEY" || len(bytes.TrimSpace(rest)) != 0 {
 				t.Fatalf("PEM = %q, want one PRIVATE KEY block", pemBytes)
 			}
-			parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
+			if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
 				t.Fatalf("PKCS#8: %v", err)
 			}
-			signer := parsed.(crypto.Signer)
+			// What the signer does with [dkim].key_file.
+			signer, err := ParsePEM(pemBytes)
+			if err != nil {
+				t.Fatalf("ParsePEM: %v", err)
+			}
 
 			rec, err := TXTRecord("example.org", "sel", key.Public())
 			if err != nil {
@@ -99,6 +101,16 @@ func TestUnsupportedKey(t *testing.T) {
 	if _, err := TXTValue(k.Public()); err == nil {
 		t.Error("TXTValue accepted an ECDSA key (DKIM has no such k=)")
 	}
+	if err := checkKey(k.Public()); err == nil {
+		t.Error("checkKey accepted an ECDSA key")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParsePEM(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err == nil || !strings.Contains(err.Error(), "unsupported key type") {
+		t.Errorf("ParsePEM of an ECDSA key = %v", err)
+	}
 }
 
 func TestSplitTXT(t *testing.T) {
@@ -106,13 +118,13 @@ func TestSplitTXT(t *testing.T) {
 		n    int
 		want []int
 	}{{0, []int{0}}, {255, []int{255}}, {256, []int{255, 1}}, {600, []int{255, 255, 90}}} {
-		parts := SplitTXT(strings.Repeat("a", tc.n))
+		parts := splitTXT(strings.Repeat("a", tc.n))
 		var got []int
 		for _, p := range parts {
 			got = append(got, len(p))
 		}
 		if !slices.Equal(got, tc.want) {
-			t.Errorf("SplitTXT(%d bytes) = %v, want %v", tc.n, got, tc.want)
+			t.Errorf("splitTXT(%d bytes) = %v, want %v", tc.n, got, tc.want)
 		}
 	}
 }
