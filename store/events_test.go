@@ -346,3 +346,83 @@ func TestJSONShapes(t *testing.T) {
 		}
 	}
 }
+
+// Loop calls its step at once, then again for an event of its kinds, for
+// its step's deadline and for Wake, but not for other events; it ends with
+// ctx (nil) or with the store (ErrClosed).
+func TestFeedLoop(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s, err := Open(t.TempDir(), Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.FollowNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Each step reports the last event the loop had read.
+	steps := make(chan uint64, 10)
+	var mu sync.Mutex
+	deadline := time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- f.Loop(ctx, []EventKind{EventAccepted}, func() time.Duration {
+			steps <- f.After()
+			mu.Lock()
+			defer mu.Unlock()
+			return deadline
+		})
+	}()
+	step := func(what string, after uint64) {
+		t.Helper()
+		select {
+		case got := <-steps:
+			if got != after {
+				t.Fatalf("step after %s had read up to event %d, want %d", what, got, after)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no step after %s", what)
+		}
+	}
+	step("start", 0)
+	// A rejection is not of the loop's kinds: the next step is Wake's (had
+	// the rejection made one, the step for the acceptance would come
+	// before the acceptance was read).
+	rejectN(t, s, 1, 1)
+	f.Wake()
+	step("Wake", 1)
+	mustAccept(t, s, verified(clk, "ana@example.org"))
+	step("an accepted letter", 2)
+	mu.Lock()
+	deadline = time.Millisecond
+	mu.Unlock()
+	f.Wake()
+	step("Wake", 2)
+	step("the step's deadline", 2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Loop after ctx ended: %v", err)
+	}
+
+	g, err := s.FollowNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	go func() { done <- g.Loop(context.Background(), nil, func() time.Duration { return time.Hour }) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Loop after the store closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Loop still running after the store closed")
+	}
+}

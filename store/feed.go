@@ -95,14 +95,25 @@ type Feed struct {
 	sub      *subscription // nil once the store closed
 	backlog  []Event
 	caughtUp bool
+	wake     chan time.Time // Wake; Loop's timer
 }
 
 // Follow returns a feed of the events after seq after. Follow(0) starts at
 // the oldest event the journal keeps; Follow(LastSeq()) at the next one.
 func (s *Store) Follow(after uint64) *Feed {
-	f := &Feed{st: s, after: after}
+	f := &Feed{st: s, after: after, wake: make(chan time.Time, 1)}
 	f.sub, _ = s.subscribe() // nil on a closed store: Next says ErrClosed
 	return f
+}
+
+// FollowNew returns a feed of the events committed from now on: a consumer
+// that follows before it reads its index misses no change to it.
+func (s *Store) FollowNew() (*Feed, error) {
+	end, err := s.LastSeq()
+	if err != nil {
+		return nil, err
+	}
+	return s.Follow(end), nil
 }
 
 // Close ends the feed; the store forgets it.
@@ -211,6 +222,42 @@ func (f *Feed) Drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Loop is the life of a consumer that keeps an index in the store: step
+// reads the index, does what is due and says how long until something is
+// due again; Loop then waits for an event of one of kinds (any, when kinds
+// is empty), for that time or for Wake, and calls step again, once per
+// burst of events. It returns nil when ctx ends, else the error that ended
+// the feed (ErrClosed once the store closed).
+func (f *Feed) Loop(ctx context.Context, kinds []EventKind, step func() time.Duration) error {
+	timer := time.AfterFunc(time.Hour, f.Wake)
+	defer timer.Stop()
+	for {
+		timer.Reset(step())
+		for {
+			e, ok, err := f.NextOr(ctx, f.wake)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if !ok || e.Is(kinds...) {
+				break
+			}
+		}
+		_ = f.Drain(ctx) // an error shows on the next wait
+	}
+}
+
+// Wake makes a Loop call its step now. It may be called from any
+// goroutine (a worker that finished and is free again).
+func (f *Feed) Wake() {
+	select {
+	case f.wake <- time.Time{}:
+	default:
+	}
 }
 
 // Is reports whether the event is of one of the kinds (any, when none are

@@ -61,31 +61,13 @@ const retryAfterError = 5 * time.Second
 // oldest one is due. It returns an error only if it can no longer follow the
 // store.
 func (c *Closer) Run(ctx context.Context) error {
-	end, err := c.store.LastSeq()
+	feed, err := c.store.FollowNew()
 	if err != nil {
 		return err
 	}
-	feed := c.store.Follow(end)
 	defer feed.Close()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		timer.Reset(c.closeDue(ctx))
-		for {
-			e, ok, err := feed.NextOr(ctx, timer.C)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("following the store: %w", err)
-			}
-			if !ok || e.Is(store.EventAccepted, store.EventReleased) {
-				// One look at the queue per burst of letters.
-				_ = feed.Drain(ctx) // an error shows on the next wait
-				break
-			}
-		}
-	}
+	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased},
+		func() time.Duration { return c.closeDue(ctx) })
 }
 
 // closeDue closes every batch that is due and says how long to sleep.

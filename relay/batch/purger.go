@@ -2,7 +2,6 @@ package batch
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -34,29 +33,12 @@ func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger 
 // purge), or for the next purge's time. It returns an error only if it can
 // no longer follow the store.
 func (p *Purger) Run(ctx context.Context) error {
-	end, err := p.store.LastSeq()
+	feed, err := p.store.FollowNew()
 	if err != nil {
 		return err
 	}
-	feed := p.store.Follow(end)
 	defer feed.Close()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		timer.Reset(p.purgeDue(ctx))
-		for {
-			e, ok, err := feed.NextOr(ctx, timer.C)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("following the store: %w", err)
-			}
-			if !ok || e.Is(store.EventDelivered) {
-				break
-			}
-		}
-	}
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration { return p.purgeDue(ctx) })
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {

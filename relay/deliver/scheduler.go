@@ -3,7 +3,6 @@ package deliver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -44,9 +43,6 @@ type Scheduler struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	// wake is fired by the timer for the next due copy and by workers
-	// that finish (a worker is free again).
-	wake     chan time.Time
 	mu       sync.Mutex
 	inflight map[store.DeliveryRef]bool
 }
@@ -64,7 +60,7 @@ type SchedulerOptions struct {
 // and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
-		log: opt.Logger, now: opt.Now, wake: make(chan time.Time, 1), inflight: map[store.DeliveryRef]bool{}}
+		log: opt.Logger, now: opt.Now, inflight: map[store.DeliveryRef]bool{}}
 	if s.workers <= 0 {
 		s.workers = 4
 	}
@@ -77,14 +73,6 @@ func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Schedule
 	return s
 }
 
-// poke makes Run look at the queue again.
-func (s *Scheduler) poke() {
-	select {
-	case s.wake <- time.Time{}:
-	default:
-	}
-}
-
 // Run delivers until ctx ends, then waits for the attempts in flight; those
 // run under abort, which the caller cancels to abandon them (their copies
 // stay queued for the next start). It returns an error only if it can no
@@ -92,40 +80,21 @@ func (s *Scheduler) poke() {
 func (s *Scheduler) Run(ctx, abort context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// Follow from the journal's end before reading the queue, so a batch
-	// closed in between is seen by one or the other.
-	end, err := s.store.LastSeq()
+	feed, err := s.store.FollowNew()
 	if err != nil {
 		return err
 	}
-	feed := s.store.Follow(end)
 	defer feed.Close()
 	sem := make(chan struct{}, s.workers)
-	timer := time.AfterFunc(time.Hour, s.poke)
-	defer timer.Stop()
-	for {
-		timer.Reset(s.dispatch(abort, sem, &wg))
-		for {
-			e, ok, err := feed.NextOr(ctx, s.wake)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("following the store: %w", err)
-			}
-			// New copies in the queue: a batch closed, or an admin put
-			// failed copies back.
-			if !ok || e.Is(store.EventBatched, store.EventRequeued) {
-				_ = feed.Drain(ctx) // an error shows on the next wait
-				break
-			}
-		}
-	}
+	// New copies in the queue: a batch closed, or an admin put failed
+	// copies back.
+	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventRequeued},
+		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
 }
 
 // dispatch starts every due copy a worker is free for and says how long to
-// sleep until the next one.
-func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup) time.Duration {
+// sleep until the next one; a worker calls free when it is free again.
+func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
 	const idle = time.Minute
 	s.mu.Lock()
 	limit := 2*s.workers + len(s.inflight)
@@ -159,7 +128,7 @@ func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.
 			delete(s.inflight, ref)
 			s.mu.Unlock()
 			<-sem
-			s.poke()
+			free()
 		}()
 	}
 	if next.IsZero() {

@@ -86,11 +86,11 @@ type Writer struct {
 // New makes a writer for the events committed from now on: it starts
 // following at once, so events committed before Run starts are not lost.
 func New(st *store.Store, log *slog.Logger) (*Writer, error) {
-	end, err := st.LastSeq()
+	feed, err := st.FollowNew()
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
-	return &Writer{log: log, feed: st.Follow(end)}, nil
+	return &Writer{log: log, feed: feed}, nil
 }
 
 // Run writes a line per event until the store closes, after the line of
