@@ -162,7 +162,7 @@ func TestVerdictWords(t *testing.T) {
 }
 
 func TestTimeIsLocalWithOffset(t *testing.T) {
-	winter := time.Date(2024, 7, 1, 16, 5, 0, 0, time.UTC) // Chile: UTC-4
+	winter := time.Date(2024, 7, 1, 16, 5, 0, 0, time.UTC)  // Chile: UTC-4
 	summer := time.Date(2024, 1, 15, 16, 5, 0, 0, time.UTC) // Chile: UTC-3
 	tests := []struct {
 		lang string
