@@ -131,7 +131,8 @@ func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, let
 		t.Errorf("batch has %d parts, want 3", b.Parts)
 	}
 	for _, l := range b.Letters {
-		if ct := l.Header.Get("Content-Type"); ct != "" && ct != "message/rfc822" {
+		// message/global: a letter with raw UTF-8 in its header (RFC 6532).
+		if ct := l.Header.Get("Content-Type"); ct != "" && ct != "message/rfc822" && ct != "message/global" {
 			t.Errorf("digest part type %q", ct)
 		}
 		if cte := l.Header.Get("Content-Transfer-Encoding"); cte != "7bit" && cte != "8bit" && cte != "" {
@@ -251,7 +252,7 @@ func TestOutboundEndToEnd(t *testing.T) {
 	if !strings.Contains(summary, "UNVERIFIED") {
 		t.Errorf("summary does not mark the unverified letter")
 	}
-	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id" {
+	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id,verified" {
 		t.Errorf("CSV rows %v", rows)
 	}
 
