@@ -668,6 +668,7 @@ func FuzzBuild(f *testing.F) {
 			Letter{ID: "L2", Received: t0.Add(time.Second), Name: name, Address: name + "@x.example", Raw: raw},
 		)
 		s.CampaignName = name
+		s.Language, s.Location = []string{"es", "en"}[len(raw)%2], santiago
 		msg, err := Build(s)
 		if err != nil {
 			t.Fatalf("Build: %v", err)
@@ -686,5 +687,6 @@ func FuzzBuild(f *testing.F) {
 		if _, err := (&p.header).Subject(); err != nil {
 			t.Fatalf("subject: %v", err)
 		}
+		assertLinesFit(t, msg)
 	})
 }
