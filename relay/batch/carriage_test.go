@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"encoding/base64"
 	"strings"
 	"testing"
 )
@@ -89,5 +90,22 @@ func TestBuildInternationalisedAndBinaryLetters(t *testing.T) {
 	}
 	if !strings.Contains(p.summary, "Asunto: ¡Libertad a los presos políticos!\n\n| Exigimos su libertad.\n") {
 		t.Errorf("the UTF-8 letter's text:\n%s", p.summary)
+	}
+}
+
+func TestBase64Lines(t *testing.T) {
+	for _, n := range []int{0, 1, 56, 57, 58, 114, 1000} {
+		in := bytes.Repeat([]byte{0xff, 'a', 0}, n)[:n]
+		out := base64Lines(in)
+		lines := strings.Split(strings.TrimSuffix(string(out), "\r\n"), "\r\n")
+		for i, l := range lines {
+			if len(l) > 76 || (i < len(lines)-1 && len(l) != 76) {
+				t.Errorf("n=%d: line %d is %d characters", n, i, len(l))
+			}
+		}
+		got, err := base64.StdEncoding.DecodeString(strings.Join(lines, ""))
+		if err != nil || !bytes.Equal(got, in) {
+			t.Errorf("n=%d: decodes to %q, %v", n, got, err)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package batch closes batches of counted letters and builds the message
 // that carries each to the campaign's recipients (SPEC section 7),
-// DKIM-signed. This file assembles the MIME message; summary.go writes the
-// parts organisers read, with every field made safe to print; lettertext.go
+// DKIM-signed. This file assembles the MIME message and decides how each
+// letter is carried in its digest; summary.go gives the parts organisers
+// read their facts (their words come from relay/catalog, in
+// campaign.language), with every field made safe to print; lettertext.go
 // finds the text of each letter for the summary; sign.go signs.
 package batch
 
@@ -107,8 +109,8 @@ func isDotAtom(s string) bool {
 // build.
 //
 // Build fails only for a Spec that cannot make a message (no letters, a bad
-// From, recipient or Message-ID); a letter it cannot read is still batched,
-// with a note in the summary.
+// From, recipient or Message-ID, a language without a catalogue); a letter
+// it cannot read is still batched, with a note in the summary.
 func Build(s Spec) ([]byte, error) {
 	if err := validate(s); err != nil {
 		return nil, err
@@ -125,7 +127,7 @@ func Build(s Spec) ([]byte, error) {
 		eightBit = eightBit || letters[i].carry.cte == "8bit"
 	}
 	data := batchData(s, letters)
-	var texts struct{ subject, summary, csvName, digestDesc string }
+	var texts struct{ subject, csvName, digestDesc string }
 	// The file name first: the summary names it.
 	for _, m := range []struct {
 		key string
@@ -134,15 +136,18 @@ func Build(s Spec) ([]byte, error) {
 		{"batch.csv_filename", &texts.csvName},
 		{"batch.subject", &texts.subject},
 		{"batch.digest_description", &texts.digestDesc},
-		{"batch.summary", &texts.summary},
 	} {
 		if *m.out, err = cat.Text(m.key, data); err != nil {
 			return nil, fmt.Errorf("batch %d: %w", s.Number, err)
 		}
-		data.CSVName = texts.csvName
 	}
-
-	summary, err := qpEncode(texts.summary)
+	data.CSVName = texts.csvName
+	var summaryText bytes.Buffer
+	summaryText.Grow(summarySize(&data))
+	if err := cat.Write(&summaryText, "batch.summary", data); err != nil {
+		return nil, fmt.Errorf("batch %d: %w", s.Number, err)
+	}
+	summary, err := qpEncode(summaryText.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: summary: %w", s.Number, err)
 	}
@@ -150,7 +155,7 @@ func Build(s Spec) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
-	csvBody, err := qpEncode(string(csvList))
+	csvBody, err := qpEncode(csvList)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
@@ -335,11 +340,11 @@ func addFields(h *textproto.Header, fields ...string) {
 // qpEncode encodes text (LF line breaks) as quoted-printable with CRLF line
 // breaks. Quoted-printable output never contains "=_", which is why the
 // boundaries start with it.
-func qpEncode(text string) ([]byte, error) {
+func qpEncode(text []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(len(text) + len(text)/8)
 	w := quotedprintable.NewWriter(&buf)
-	if _, err := w.Write([]byte(text)); err != nil {
+	if _, err := w.Write(text); err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
@@ -396,15 +401,16 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 // base64Lines is b in base64, in lines of 76 characters ending with CRLF
 // (RFC 2045 6.8).
 func base64Lines(b []byte) []byte {
-	enc := base64.StdEncoding.EncodeToString(b)
-	out := make([]byte, 0, len(enc)+len(enc)/76*2+2)
-	for len(enc) > 76 {
-		out = append(out, enc[:76]...)
-		out = append(out, "\r\n"...)
-		enc = enc[76:]
+	const perLine = 76 / 4 * 3 // input bytes per line
+	n := base64.StdEncoding.EncodedLen(len(b))
+	out := make([]byte, 0, n+2*(n/76+1))
+	for len(b) > 0 {
+		chunk := b[:min(perLine, len(b))]
+		out = base64.StdEncoding.AppendEncode(out, chunk)
+		out = append(out, '\r', '\n')
+		b = b[len(chunk):]
 	}
-	out = append(out, enc...)
-	return append(out, "\r\n"...)
+	return out
 }
 
 // contentHash is the seed a boundary is derived from.

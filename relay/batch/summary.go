@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/petitiond/petitiond/crlf"
 	"github.com/petitiond/petitiond/oneline"
@@ -152,6 +153,17 @@ func batchData(s Spec, letters []preparedLetter) catalog.Batch {
 	return d
 }
 
+// summarySize is about how long the summary of d is, so that it is
+// written into a buffer grown once.
+func summarySize(d *catalog.Batch) int {
+	n := 2048
+	for i := range d.Letters {
+		l := &d.Letters[i]
+		n += 400 + len(l.Quoted) + 2*len(l.Who) + len(l.Subject)
+	}
+	return n
+}
+
 // quote prefixes every line of a letter's text with QuoteMark. Runs of
 // blanks are cut to four spaces, enough for an indented line, too few to
 // push a line of the letter's own across a phone's screen so that its next
@@ -160,14 +172,13 @@ func quote(text string) string {
 	if text == "" {
 		return ""
 	}
-	lines := strings.Split(text, "\n")
 	var b strings.Builder
-	b.Grow(len(text) + 3*len(lines))
-	for i, line := range lines {
+	b.Grow(len(text) + 2*strings.Count(text, "\n") + 2)
+	for i, line := range strings.SplitAfter(text, "\n") {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		line = strings.TrimRightFunc(collapseBlanks(line, 4), unicode.IsSpace)
+		line = strings.TrimRightFunc(collapseBlanks(strings.TrimSuffix(line, "\n"), 4), unicode.IsSpace)
 		b.WriteString(QuoteMark)
 		if line != "" {
 			b.WriteByte(' ')
@@ -181,6 +192,9 @@ func quote(text string) string {
 // the wide Unicode spaces, and the fillers that print as nothing but take
 // room) with at most max ASCII spaces.
 func collapseBlanks(s string, max int) string {
+	if !needsCollapse(s, max) {
+		return s
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	run := 0
@@ -196,6 +210,33 @@ func collapseBlanks(s string, max int) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// needsCollapse reports whether collapseBlanks would change s: most text
+// has single ASCII spaces only, and is returned without a copy.
+func needsCollapse(s string, max int) bool {
+	run := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ':
+			if run++; run > max {
+				return true
+			}
+		case c < ' ' && c != '\n':
+			return true // a tab
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if isBlank(r) {
+				return true
+			}
+			i += size - 1
+			run = 0
+		default:
+			run = 0
+		}
+	}
+	return false
 }
 
 func isBlank(r rune) bool {

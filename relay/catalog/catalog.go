@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"embed"
 	"fmt"
+	"io"
 	"io/fs"
 	"slices"
 	"strings"
@@ -113,10 +114,19 @@ func (c *Catalog) Location() *time.Location { return c.loc }
 // Text is the message key made with data.
 func (c *Catalog) Text(key string, data any) (string, error) {
 	var b bytes.Buffer
-	if err := c.t.ExecuteTemplate(&b, key, data); err != nil {
-		return "", fmt.Errorf("catalog %s: %w", c.lang, err)
+	if err := c.Write(&b, key, data); err != nil {
+		return "", err
 	}
 	return b.String(), nil
+}
+
+// Write writes the message key made with data to w: for long messages, into
+// a buffer grown to fit.
+func (c *Catalog) Write(w io.Writer, key string, data any) error {
+	if err := c.t.ExecuteTemplate(w, key, data); err != nil {
+		return fmt.Errorf("catalog %s: %w", c.lang, err)
+	}
+	return nil
 }
 
 // Time is t as a person reads it in this language: local to the
