@@ -358,6 +358,7 @@ func TestMaildirDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		data = bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n")) // a Maildir file has LF line ends
 		_, _, digest, _ := digestParts(t, data)
 		if len(digest) != 1 || !bytes.Equal(digest[0], msg) {
 			t.Errorf("%s: maildir batch does not hold the letter", rcpt)

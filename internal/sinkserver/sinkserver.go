@@ -71,7 +71,8 @@ type Options struct {
 	No8BitMIME bool
 	// MaxMessageBytes is the size limit the EHLO reply advertises (SIZE)
 	// and the server enforces: 552 5.3.4 to a larger SIZE= at MAIL, or
-	// after the data. 0 means 32 MiB.
+	// after the data. 0 means 32 MiB. go-smtp refuses a message of exactly
+	// this size too (it needs one more byte to see the end of the data).
 	MaxMessageBytes int64
 }
 
