@@ -372,7 +372,7 @@ func (s *session) transact(from, rcpt string, msg []byte, allowTLS bool) outcome
 }
 
 func (s *session) newClient(conn net.Conn) *smtp.Client {
-	c := smtp.NewClient(conn)
+	c := smtp.NewClient(&ehloCaseConn{Conn: conn})
 	c.CommandTimeout = s.t.opt.Timeout
 	c.SubmissionTimeout = 2 * s.t.opt.Timeout
 	return c
@@ -612,4 +612,61 @@ func has8bit[T string | []byte](s T) bool {
 		}
 	}
 	return false
+}
+
+// ehloCaseConn upper-cases the keywords of the EHLO reply as go-smtp reads
+// it. RFC 5321 2.4 makes them case-insensitive, but go-smtp looks them up
+// as the server spelled them, so a host that says "8bitmime" or "starttls"
+// would seem to lack it. go-smtp writes each command with one Write and
+// reads and writes from one goroutine.
+type ehloCaseConn struct {
+	net.Conn
+	kw keywordCase
+}
+
+func (c *ehloCaseConn) Write(p []byte) (int, error) {
+	if len(p) >= 5 && strings.EqualFold(string(p[:5]), "EHLO ") {
+		c.kw = keywordCase{active: true}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *ehloCaseConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.kw.apply(p[:n])
+	return n, err
+}
+
+// keywordCase follows one EHLO reply through the chunks it arrives in and
+// upper-cases the first word of every line after the first ("250-8bitmime"
+// becomes "250-8BITMIME"); it changes no length and no parameter.
+type keywordCase struct {
+	active  bool // inside the reply
+	pos     int  // bytes seen of the current line
+	line    int  // lines seen of the reply
+	last    bool // the current line ends the reply ("250 ...")
+	keyword bool // inside the current line's keyword
+}
+
+func (k *keywordCase) apply(b []byte) {
+	for i := 0; i < len(b) && k.active; i++ {
+		ch := b[i]
+		switch {
+		case ch == '\n':
+			if k.last {
+				k.active = false
+			}
+			k.pos, k.line, k.last, k.keyword = 0, k.line+1, false, false
+			continue
+		case k.pos == 3:
+			// "250-" continues the reply; "250 " or "250\r" ends it.
+			k.last = ch != '-'
+			k.keyword = k.line > 0 && ch != '\r'
+		case k.keyword && (ch == ' ' || ch == '\r'):
+			k.keyword = false
+		case k.keyword && 'a' <= ch && ch <= 'z':
+			b[i] = ch - 'a' + 'A'
+		}
+		k.pos++
+	}
 }

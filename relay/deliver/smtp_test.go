@@ -752,3 +752,53 @@ func TestKindString(t *testing.T) {
 		t.Error("KindOf does not see through wrapping")
 	}
 }
+
+// TestEHLOKeywordsAnyCase: RFC 5321 2.4, EHLO keywords are
+// case-insensitive; a host that spells them in lower case still gets 8-bit
+// mail with BODY=8BITMIME and SIZE, and STARTTLS.
+func TestEHLOKeywordsAnyCase(t *testing.T) {
+	cert, pool, err := sinkserver.SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFake(t, "127.0.0.1:0", &fakeSMTP{
+		ehloKeywords: []string{"8bitmime", "Size 67108864", "enhancedstatuscodes", "starttls"},
+		tlsConfig:    &tls.Config{Certificates: []tls.Certificate{cert}},
+	})
+	tr := NewSMTP(SMTPOptions{Smarthost: f.Addr, StartTLS: StartTLSRequired, TLSConfig: &tls.Config{RootCAs: pool}, Timeout: 5 * time.Second})
+	r, err := tr.Deliver(testCtx(t), envFrom, rcptTo, []byte(testMsg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cmds, got, _ := f.snapshot()
+	wantMail := fmt.Sprintf("MAIL FROM:<%s> BODY=8BITMIME SIZE=%d", envFrom, len(testMsg))
+	if len(got) != 1 || !slices.Contains(cmds, wantMail) || !slices.Contains(cmds, "STARTTLS") || !r.TLS {
+		t.Errorf("got %d messages, commands %q, TLS %v; want one, over TLS, with %q", len(got), cmds, r.TLS, wantMail)
+	}
+}
+
+func TestKeywordCase(t *testing.T) {
+	reply := "250-mx.Example.org greets you\r\n250-8bitmime\r\n250-size 1000\r\n250-auth plain login\r\n250 starttls\r\n" +
+		"250 2.1.0 sender ok\r\n" // the next reply is left alone
+	want := "250-mx.Example.org greets you\r\n250-8BITMIME\r\n250-SIZE 1000\r\n250-AUTH plain login\r\n250 STARTTLS\r\n" +
+		"250 2.1.0 sender ok\r\n"
+	for _, chunk := range []int{1, 2, 3, 7, len(reply)} {
+		b := []byte(reply)
+		k := keywordCase{active: true}
+		for off := 0; off < len(b); off += chunk {
+			k.apply(b[off:min(off+chunk, len(b))])
+		}
+		if string(b) != want {
+			t.Errorf("chunks of %d:\n got %q\nwant %q", chunk, b, want)
+		}
+	}
+	// A one-line reply, and an error reply, end the EHLO reply too.
+	for _, in := range []string{"250 mx.example\r\nsize\r\n", "550 5.7.1 go away\r\nsize\r\n", "250\r\nsize\r\n"} {
+		b := []byte(in)
+		k := keywordCase{active: true}
+		k.apply(b)
+		if string(b) != in || k.active {
+			t.Errorf("%q became %q (active %v)", in, b, k.active)
+		}
+	}
+}
