@@ -139,10 +139,11 @@ type fakeSMTP struct {
 	stallInData       bool   // after 354: stop reading, never answer
 	injectAfterTLS    bool   // send an extra line with the STARTTLS reply
 	starttlsReply     string // a refusal to send instead of "220 go ahead"
+	starttlsGoAhead   string // the 220 reply to STARTTLS; default "220 go ahead"
 	ehloAfterTLSReply string // reply to EHLO once TLS is up instead of the extensions
 	greeting          string // default "220 fake.test ESMTP"
 	closeAfterGreet   bool
-	ehloKeywords      []string      // nil: 8BITMIME, SIZE 67108864, ENHANCEDSTATUSCODES (and STARTTLS)
+	ehloKeywords      []string      // nil: 8BITMIME, SIZE 67108864, ENHANCEDSTATUSCODES (and STARTTLS); "" last: a bare "250"
 	dataReply         string        // reply to the final dot, lines split by "\r\n"; default "250 2.0.0 queued"
 	dataReplyDelay    time.Duration // wait this long before answering the final dot
 
@@ -253,6 +254,9 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 				if i == len(lines)-1 {
 					sep = " "
 				}
+				if l == "" {
+					sep = strings.TrimSpace(sep) // a bare "250" ends the reply
+				}
 				_ = tp.PrintfLine("250%s%s", sep, l)
 			}
 		case "STARTTLS":
@@ -264,7 +268,11 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 				_ = tp.PrintfLine("220 go ahead\r\n250 injected")
 				continue
 			}
-			_ = tp.PrintfLine("220 go ahead")
+			goAhead := f.starttlsGoAhead
+			if goAhead == "" {
+				goAhead = "220 go ahead"
+			}
+			_ = tp.PrintfLine("%s", goAhead)
 			tc := tls.Server(conn, f.tlsConfig)
 			if err := tc.Handshake(); err != nil {
 				return

@@ -372,7 +372,7 @@ func (s *session) transact(from, rcpt string, msg []byte, allowTLS bool) outcome
 }
 
 func (s *session) newClient(conn net.Conn) *smtp.Client {
-	c := smtp.NewClient(&ehloCaseConn{Conn: conn})
+	c := smtp.NewClient(&replyConn{Conn: conn})
 	c.CommandTimeout = s.t.opt.Timeout
 	c.SubmissionTimeout = 2 * s.t.opt.Timeout
 	return c
@@ -614,59 +614,67 @@ func has8bit[T string | []byte](s T) bool {
 	return false
 }
 
-// ehloCaseConn upper-cases the keywords of the EHLO reply as go-smtp reads
-// it. RFC 5321 2.4 makes them case-insensitive, but go-smtp looks them up
-// as the server spelled them, so a host that says "8bitmime" or "starttls"
-// would seem to lack it. go-smtp writes each command with one Write and
-// reads and writes from one goroutine.
-type ehloCaseConn struct {
+// replyConn mends two things in the replies go-smtp reads, in place:
+//   - a reply line that is a bare code ("250" CRLF, valid by RFC 5321 4.2)
+//     would be a "short response" to Go's textproto, or leave it waiting
+//     for more lines: its CR becomes a space ("250 " LF reads the same);
+//   - EHLO keywords are case-insensitive (RFC 5321 2.4) but go-smtp looks
+//     them up as spelled, so a host that says "8bitmime" or "starttls"
+//     would seem to lack them: they are upper-cased.
+//
+// go-smtp writes each command with one Write, and reads and writes from
+// one goroutine.
+type replyConn struct {
 	net.Conn
-	kw keywordCase
+	r replyMender
 }
 
-func (c *ehloCaseConn) Write(p []byte) (int, error) {
+func (c *replyConn) Write(p []byte) (int, error) {
 	if len(p) >= 5 && strings.EqualFold(string(p[:5]), "EHLO ") {
-		c.kw = keywordCase{active: true}
+		c.r.startEHLO()
 	}
 	return c.Conn.Write(p)
 }
 
-func (c *ehloCaseConn) Read(p []byte) (int, error) {
+func (c *replyConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	c.kw.apply(p[:n])
+	c.r.apply(p[:n])
 	return n, err
 }
 
-// keywordCase follows one EHLO reply through the chunks it arrives in and
-// upper-cases the first word of every line after the first ("250-8bitmime"
-// becomes "250-8BITMIME"); it changes no length and no parameter.
-type keywordCase struct {
-	active  bool // inside the reply
+// replyMender follows replies through the chunks they arrive in (see
+// replyConn); it changes no length and no parameter.
+type replyMender struct {
 	pos     int  // bytes seen of the current line
-	line    int  // lines seen of the reply
-	last    bool // the current line ends the reply ("250 ...")
-	keyword bool // inside the current line's keyword
+	ehlo    bool // inside an EHLO reply
+	line    int  // lines seen of the EHLO reply
+	last    bool // the current line ends its reply
+	keyword bool // inside an EHLO line's keyword
 }
 
-func (k *keywordCase) apply(b []byte) {
-	for i := 0; i < len(b) && k.active; i++ {
-		ch := b[i]
+func (m *replyMender) startEHLO() { m.ehlo, m.line = true, 0 }
+
+func (m *replyMender) apply(b []byte) {
+	for i, ch := range b {
 		switch {
 		case ch == '\n':
-			if k.last {
-				k.active = false
+			if m.last {
+				m.ehlo = false
 			}
-			k.pos, k.line, k.last, k.keyword = 0, k.line+1, false, false
+			m.pos, m.line, m.last, m.keyword = 0, m.line+1, false, false
 			continue
-		case k.pos == 3:
-			// "250-" continues the reply; "250 " or "250\r" ends it.
-			k.last = ch != '-'
-			k.keyword = k.line > 0 && ch != '\r'
-		case k.keyword && (ch == ' ' || ch == '\r'):
-			k.keyword = false
-		case k.keyword && 'a' <= ch && ch <= 'z':
+		case m.pos == 3:
+			// "250-" continues a reply; "250 " or a bare "250" ends it.
+			m.last = ch != '-'
+			if ch == '\r' {
+				b[i] = ' '
+			}
+			m.keyword = m.ehlo && m.line > 0 && ch != '\r'
+		case m.keyword && (ch == ' ' || ch == '\r'):
+			m.keyword = false
+		case m.keyword && 'a' <= ch && ch <= 'z':
 			b[i] = ch - 'a' + 'A'
 		}
-		k.pos++
+		m.pos++
 	}
 }

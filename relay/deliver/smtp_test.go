@@ -777,28 +777,49 @@ func TestEHLOKeywordsAnyCase(t *testing.T) {
 	}
 }
 
-func TestKeywordCase(t *testing.T) {
-	reply := "250-mx.Example.org greets you\r\n250-8bitmime\r\n250-size 1000\r\n250-auth plain login\r\n250 starttls\r\n" +
-		"250 2.1.0 sender ok\r\n" // the next reply is left alone
-	want := "250-mx.Example.org greets you\r\n250-8BITMIME\r\n250-SIZE 1000\r\n250-AUTH plain login\r\n250 STARTTLS\r\n" +
-		"250 2.1.0 sender ok\r\n"
+func TestReplyMender(t *testing.T) {
+	reply := "250-mx.Example.org greets you\r\n250-8bitmime\r\n250-size 1000\r\n250-auth plain login\r\n250-starttls\r\n250\r\n" +
+		"250 2.1.0 sender ok\r\n250\r\n354-go\r\n354\r\n" // later replies keep their case
+	want := "250-mx.Example.org greets you\r\n250-8BITMIME\r\n250-SIZE 1000\r\n250-AUTH plain login\r\n250-STARTTLS\r\n250 \n" +
+		"250 2.1.0 sender ok\r\n250 \n354-go\r\n354 \n"
 	for _, chunk := range []int{1, 2, 3, 7, len(reply)} {
 		b := []byte(reply)
-		k := keywordCase{active: true}
+		var m replyMender
+		m.startEHLO()
 		for off := 0; off < len(b); off += chunk {
-			k.apply(b[off:min(off+chunk, len(b))])
+			m.apply(b[off:min(off+chunk, len(b))])
 		}
 		if string(b) != want {
 			t.Errorf("chunks of %d:\n got %q\nwant %q", chunk, b, want)
 		}
 	}
 	// A one-line reply, and an error reply, end the EHLO reply too.
-	for _, in := range []string{"250 mx.example\r\nsize\r\n", "550 5.7.1 go away\r\nsize\r\n", "250\r\nsize\r\n"} {
+	for _, in := range []string{"250 mx.example\r\n250 size\r\n", "550 5.7.1 go away\r\n250 size\r\n"} {
 		b := []byte(in)
-		k := keywordCase{active: true}
-		k.apply(b)
-		if string(b) != in || k.active {
-			t.Errorf("%q became %q (active %v)", in, b, k.active)
+		var m replyMender
+		m.startEHLO()
+		m.apply(b)
+		if string(b) != in || m.ehlo {
+			t.Errorf("%q became %q (still in EHLO: %v)", in, b, m.ehlo)
 		}
+	}
+}
+
+// TestBareReplyCodes: RFC 5321 4.2, the text of a reply line is optional.
+func TestBareReplyCodes(t *testing.T) {
+	cert, pool, err := sinkserver.SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFake(t, "127.0.0.1:0", &fakeSMTP{greeting: "220", ehloKeywords: []string{"8BITMIME", ""},
+		tlsConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, starttlsGoAhead: "220",
+		mailReply: "250", rcptReply: "250", dataReply: "250"})
+	tr := NewSMTP(SMTPOptions{Smarthost: f.Addr, StartTLS: StartTLSRequired, TLSConfig: &tls.Config{RootCAs: pool}, Timeout: 5 * time.Second})
+	r, err := tr.Deliver(testCtx(t), envFrom, rcptTo, []byte(testMsg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, got, _ := f.snapshot(); len(got) != 1 || r.Reply != "250" || !r.TLS {
+		t.Errorf("got %d messages, reply %q, TLS %v", len(got), r.Reply, r.TLS)
 	}
 }

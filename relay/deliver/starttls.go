@@ -68,7 +68,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 	if _, err := io.WriteString(s.raw, "STARTTLS\r\n"); err != nil {
 		return outcome{err: s.netErr("STARTTLS", err), next: true}, false
 	}
-	br := bufio.NewReader(s.raw)
+	br := bufio.NewReader(&replyConn{Conn: s.raw}) // reads only; mends a bare "220"
 	_, _, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
 		var pe *textproto.Error
