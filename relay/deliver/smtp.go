@@ -380,7 +380,9 @@ func (s *session) newClient(conn net.Conn) *smtp.Client {
 
 // quit ends a session that is still in step with the server: RFC 5321
 // 4.1.1.10 has the client send QUIT before closing, even after an error
-// reply. Its outcome changes nothing.
+// reply. Its reply changes nothing, so it is waited for only briefly: a
+// host that never answers QUIT must not hold a worker for minutes after
+// the copy was delivered.
 func (s *session) quit() {
 	s.c.CommandTimeout = min(s.t.opt.Timeout, quitTimeout)
 	_ = s.c.Quit()
@@ -482,7 +484,7 @@ func (s *session) send(from, rcpt string, msg []byte) outcome {
 		out.next = out.next && out.err.Code != 0
 		return out
 	}
-	_ = s.c.Quit() // the message is delivered; a failed QUIT changes nothing
+	s.quit() // the message is delivered; a failed QUIT changes nothing
 	return outcome{receipt: Receipt{
 		Host:  s.host,
 		Addr:  remoteAddrPort(s.raw),
