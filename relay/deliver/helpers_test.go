@@ -2,7 +2,9 @@ package deliver
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/textproto"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/wait"
 )
 
 // testMsg keeps CRLF, has a line that needs dot-stuffing and 8-bit text.
@@ -390,14 +393,10 @@ func (p *postfixSink) Commands() []string {
 // CommandsAfterQuit returns Commands once smtp-sink has logged a QUIT (its
 // log reaches us through a pipe, after its replies), or after 5 s.
 func (p *postfixSink) CommandsAfterQuit() []string {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cmds := p.Commands()
-		if slices.Contains(cmds, "QUIT") || time.Now().After(deadline) {
-			return cmds
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	_ = wait.Until(context.Background(), 5*time.Second, func() (bool, error) {
+		return slices.Contains(p.Commands(), "QUIT"), nil
+	})
+	return p.Commands()
 }
 
 // startPostfixSink runs smtp-sink with flags (e.g. "-8": no 8BITMIME) on a
@@ -439,20 +438,20 @@ func startPostfixSink(t *testing.T, flags ...string) *postfixSink {
 }
 
 // waitListening polls until smtp-sink accepts connections (true) or has
-// exited (false); it fails the wait after 10 s.
+// exited (false); it gives up after 10 s.
 func (p *postfixSink) waitListening(addr string, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	errExited := errors.New("smtp-sink exited")
+	err := wait.Until(context.Background(), 10*time.Second, func() (bool, error) {
 		select {
 		case <-exited:
-			return false
+			return false, errExited
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
 			c.Close()
-			return true
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+		return err == nil, nil
+	})
+	return err == nil
 }
