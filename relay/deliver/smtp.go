@@ -29,8 +29,8 @@ const (
 	// a stalled peer is detected within Timeout, while a slow but moving
 	// transfer of a large message is not cut off.
 	bodyChunk = 64 << 10
-	// quitTimeout bounds the wait for the reply to QUIT after a failure,
-	// which no one needs to wait minutes for.
+	// quitTimeout bounds the wait for the reply to QUIT, which changes
+	// nothing and is worth no more than a few seconds.
 	quitTimeout = 10 * time.Second
 )
 
