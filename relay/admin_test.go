@@ -14,8 +14,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/petitiond/petitiond/config"
-	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/relay"
 )
 
@@ -23,7 +24,7 @@ import (
 // token; without one the daemon refuses to start, before it opens the store
 // or any port, with an error naming both keys.
 func TestAdminRefusesOpenListener(t *testing.T) {
-	cfg := testConfig(t, "127.0.0.1:53")
+	cfg := testenv.Prepare(t, nil).Config
 	cfg.Admin.Listen = "0.0.0.0:0"
 	cfg.Admin.Token = ""
 	d, err := relay.New(cfg, relay.Options{})
@@ -54,20 +55,20 @@ func TestAdminRefusesOpenListener(t *testing.T) {
 // TestAdminMetrics sends known traffic and checks /metrics (parsed as
 // Prometheus text) counts it, and /healthz says the store is fine.
 func TestAdminMetrics(t *testing.T) {
-	e := startEnv(t, func(c *config.Config) {
+	e := testenv.Start(t, func(c *config.Config) {
 		c.Admin.Listen = "127.0.0.1:0"
 		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
 		c.SMTP.MaxPerIP = 2
 	})
-	base := "http://" + e.d.AdminAddr().String()
+	base := e.AdminURL()
 
-	expectReply(t, "ana", e.send(e.signed("rsa.test", "ana@rsa.test", keyserver.SignOptions{})), 250, "2.0.0")
-	expectReply(t, "bo", e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{})), 250, "2.0.0")
-	expectReply(t, "ana again", e.send(e.signed("rsa.test", "ana@rsa.test", keyserver.SignOptions{})), 250, "2.0.0")
-	expectReply(t, "unsigned", e.send(letterText("dan@rsa.test", "hi", "unsigned")), 250, "2.0.0")
-	expectReply(t, "bare LF", e.send([]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n")), 554, "5.6.0")
-	expectReply(t, "two From", e.send(letterText("a@ed.test, b@ed.test", "x", "y")), 550, "5.6.0")
-	refused := overPerIPLimit(t, e.addr)
+	expectReply(t, "ana", e.Send(e.Signed("rsa.test", "ana@rsa.test")), "250 2.0.0")
+	expectReply(t, "bo", e.Send(e.Signed("ed.test", "bo@ed.test")), "250 2.0.0")
+	expectReply(t, "ana again", e.Send(e.Signed("rsa.test", "ana@rsa.test")), "250 2.0.0")
+	expectReply(t, "unsigned", e.Send(e.Letter("dan@rsa.test", "hi", "unsigned")), "250 2.0.0")
+	expectReply(t, "bare LF", e.Send([]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n")), "554 5.6.0")
+	expectReply(t, "two From", e.Send(e.Letter("a@ed.test, b@ed.test", "x", "y")), "550 5.6.0")
+	refused := overPerIPLimit(t, e.SMTPAddr())
 
 	want := map[string]float64{
 		`petitiond_letters_total{outcome="accepted"}`:                2,
@@ -93,21 +94,17 @@ func TestAdminMetrics(t *testing.T) {
 		`petitiond_oldest_undelivered_batch_age_seconds`:             0,
 	}
 	var got map[string]float64
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err := wait.Until(context.Background(), 10*time.Second, func() (bool, error) {
 		got = scrape(t, base+"/metrics")
-		if equalOn(got, want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			for k, v := range want {
-				if got[k] != v {
-					t.Errorf("%s = %v, want %v", k, got[k], v)
-				}
+		return equalOn(got, want), nil
+	})
+	if err != nil {
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s = %v, want %v", k, got[k], v)
 			}
-			t.FailNow()
 		}
-		time.Sleep(50 * time.Millisecond)
+		t.Fatalf("metrics: %v", err)
 	}
 	commits, writes := got["petitiond_store_commits_total"], got["petitiond_store_commit_writes_total"]
 	if commits < 1 || writes < commits {

@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
-	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/loadgen"
-	"github.com/petitiond/petitiond/relay"
+	"github.com/petitiond/petitiond/internal/testenv"
 )
 
 const benchRcpt = "libertad@campaign.test"
@@ -30,13 +29,13 @@ func BenchmarkRelayAccept(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ks, err := keyserver.Start("127.0.0.1:0")
+	dns, err := testenv.StartDNS(loadgen.Selector)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ks.Close()
+	defer dns.Close()
 	for _, k := range keys {
-		ks.SetKey(k)
+		dns.SetKey(k)
 	}
 	for _, sessions := range []int{1, 50} {
 		b.Run(fmt.Sprintf("sessions=%d", sessions), func(b *testing.B) {
@@ -44,17 +43,17 @@ func BenchmarkRelayAccept(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			d := startBenchDaemon(b, ks.Addr, sessions)
-			commits0, writes0 := d.Store().CommitStats()
+			e := startBenchDaemon(b, dns, sessions)
+			commits0, writes0 := e.Store().CommitStats()
 			b.SetBytes(int64(letters[0].Size()))
 			b.ResetTimer()
 			res := loadgen.Send(ctx, letters, loadgen.Options{
-				Addr: d.SMTPAddrs()[0].String(), Rcpt: benchRcpt, Sessions: sessions, Timeout: time.Minute})
+				Addr: e.SMTPAddr(), Rcpt: benchRcpt, Sessions: sessions, Timeout: time.Minute})
 			b.StopTimer()
 			if res.Accepted != b.N {
 				b.Fatalf("%d of %d letters accepted; replies %v %v, errors %v", res.Accepted, b.N, res.Codes, res.Examples, res.Errors)
 			}
-			commits, writes := d.Store().CommitStats()
+			commits, writes := e.Store().CommitStats()
 			b.ReportMetric(res.Rate(), "letters/s")
 			if c := commits - commits0; c > 0 {
 				b.ReportMetric(float64(writes-writes0)/float64(c), "letters/commit")
@@ -69,35 +68,20 @@ func BenchmarkRelayAccept(b *testing.B) {
 // refused, session limits above the client's, batching out of the way. Its
 // log is formatted and thrown away, so logging costs what it costs in a
 // real daemon.
-func startBenchDaemon(b *testing.B, dnsAddr string, sessions int) *relay.Daemon {
+func startBenchDaemon(b *testing.B, dns *testenv.DNS, sessions int) *testenv.Test {
 	b.Helper()
-	cfg := config.Default()
-	cfg.Campaign.Addresses = []string{benchRcpt}
-	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
-	cfg.SMTP.MaxPerIP = sessions + 16
-	cfg.SMTP.MaxConnections = max(cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP)
-	cfg.Verify.Unverified = "reject"
-	cfg.Verify.DNSResolver = dnsAddr
-	cfg.Batch.MaxLetters = 1 << 30
-	cfg.Batch.MaxWait = config.Duration{Duration: 365 * 24 * time.Hour}
-	cfg.Store.Dir = b.TempDir()
-	cfg.Admin.Listen = ""
-	if p := cfg.Validate(); len(p) > 0 {
-		b.Fatalf("bench config invalid: %v", p)
-	}
-	d, err := relay.New(cfg, relay.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := d.Shutdown(ctx); err != nil {
-			b.Errorf("shutdown: %v", err)
-		}
+	e := testenv.PrepareWith(b, testenv.Options{
+		DNS:    dns,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Configure: func(cfg *config.Config) {
+			cfg.Campaign.Addresses = []string{benchRcpt}
+			cfg.SMTP.MaxPerIP = sessions + 16
+			cfg.SMTP.MaxConnections = max(cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP)
+			cfg.Verify.Unverified = "reject"
+			cfg.Batch.MaxLetters = 1 << 30
+			cfg.Batch.MaxWait = config.Duration{Duration: 365 * 24 * time.Hour}
+		},
 	})
-	return d
+	e.Start()
+	return e
 }

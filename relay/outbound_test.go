@@ -3,10 +3,6 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,104 +16,10 @@ import (
 	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
-
-// mailHosts are receiving SMTP servers standing in for each recipient
-// domain's mail host, found through MX records on the test's DNS server.
-// They share one port on different loopback addresses, since MX delivery
-// uses one port for every host.
-type mailHosts struct {
-	port  string
-	sinks map[string]*sinkserver.Server // by recipient address
-	addrs map[string]string             // listen address by recipient
-}
-
-func startMailHosts(t *testing.T, e *env) *mailHosts {
-	t.Helper()
-	rcpts := e.cfg.Campaign.Recipients
-	var mh *mailHosts
-	for try := 0; try < 20 && mh == nil; try++ {
-		mh = &mailHosts{sinks: map[string]*sinkserver.Server{}, addrs: map[string]string{}}
-		ok := true
-		for i, rcpt := range rcpts {
-			ip := fmt.Sprintf("127.0.0.%d", i+2)
-			addr := ip + ":0"
-			if mh.port != "" {
-				addr = net.JoinHostPort(ip, mh.port)
-			}
-			s, err := sinkserver.Start(sinkserver.Options{Addr: addr, Hostname: "mx." + domainOf(rcpt)})
-			if err != nil {
-				ok = false
-				break
-			}
-			_, mh.port, _ = net.SplitHostPort(s.Addr)
-			mh.sinks[rcpt], mh.addrs[rcpt] = s, s.Addr
-		}
-		if !ok {
-			for _, s := range mh.sinks {
-				s.Close()
-			}
-			mh = nil
-		}
-	}
-	if mh == nil {
-		t.Fatal("could not start mail hosts on one shared port")
-	}
-	for i, rcpt := range rcpts {
-		d := domainOf(rcpt)
-		for _, rr := range []string{
-			fmt.Sprintf("%s. MX 10 mx.%s.", d, d),
-			fmt.Sprintf("mx.%s. A 127.0.0.%d", d, i+2),
-		} {
-			if err := e.ks.AddRecord(rr); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	t.Cleanup(func() {
-		for _, s := range mh.sinks {
-			s.Close()
-		}
-	})
-	e.opts.DeliveryPort = mh.port
-	return mh
-}
-
-func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')+1:] }
-
-// restart brings a stopped mail host back on the same address.
-func (mh *mailHosts) restart(t *testing.T, rcpt string) {
-	t.Helper()
-	var s *sinkserver.Server
-	waitFor(t, "mail host restart", 5*time.Second, func() bool {
-		var err error
-		s, err = sinkserver.Start(sinkserver.Options{Addr: mh.addrs[rcpt]})
-		return err == nil
-	})
-	mh.sinks[rcpt] = s
-	t.Cleanup(func() { s.Close() })
-}
-
-// campaignSigner writes a batch signing key for campaign.test and publishes it.
-func campaignSigner(t *testing.T, e *env) {
-	t.Helper()
-	k, err := keyserver.NewKey("campaign.test", "batch", "ed25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ks.SetKey(k)
-	der, err := x509.MarshalPKCS8PrivateKey(k.Signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "batch.key")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.cfg.DKIM = config.DKIM{Domain: "campaign.test", Selector: "batch", KeyFile: path}
-}
 
 // digestParts reads a batch back and checks its shape: three parts, and
 // every letter carried as message/rfc822 in 7bit or 8bit.
@@ -146,14 +48,13 @@ func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, let
 // TestOutboundEndToEnd: letters in over SMTP, one signed batch out to each
 // recipient's mail host, holding exactly the counted letters byte for byte.
 func TestOutboundEndToEnd(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) {
-		c.Delivery.Mode = "smtp"
+	e := testenv.Prepare(t, func(c *config.Config) {
 		c.Batch.MaxLetters = 5
 		c.Verify.Unverified = "relay"
 	})
-	mh := startMailHosts(t, e)
-	campaignSigner(t, e)
-	e.start()
+	mh := e.MailHosts()
+	e.SignBatches("campaign.test", "batch")
+	e.Start()
 
 	type sent struct {
 		from, name string
@@ -165,15 +66,12 @@ func TestOutboundEndToEnd(t *testing.T) {
 		if name != "" {
 			from = name + " <" + addr + ">"
 		}
-		raw := letterText(from, subject, "Free the political prisoners of the October 2019 revolt.")
+		raw := e.Letter(from, subject, testenv.Body)
 		if domain != "" {
-			var err error
-			if raw, err = e.keys[domain].Sign(raw, keyserver.SignOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			raw = e.Sign(domain, raw, keyserver.SignOptions{})
 		}
-		r := e.send(raw)
-		expectReply(t, "letter from "+addr, r, 250, "2.0.0")
+		r := e.Send(raw)
+		expectReply(t, "letter from "+addr, r, "250 2.0.0")
 		letters = append(letters, sent{from: addr, name: name, raw: raw})
 	}
 	add("rsa.test", "Ana Díaz", "ana@rsa.test", "Libertad")
@@ -184,19 +82,19 @@ func TestOutboundEndToEnd(t *testing.T) {
 	add("mail.example.org", "Dora \"the\" Explorer", "dora@example.org", "=?utf-8?b?wqFMaWJlcnRhZCE=?= =?iso-8859-1?q?=E1?=")
 	add("", "", "eli@unsigned.test", "Libertad")
 
-	for rcpt, s := range mh.sinks {
+	for rcpt, s := range mh.Sinks {
 		if _, err := s.Wait(ctxT(t, 30*time.Second), 1); err != nil {
 			t.Fatalf("%s got no batch: %v", rcpt, err)
 		}
 	}
 	var first []byte
-	for rcpt, s := range mh.sinks {
+	for rcpt, s := range mh.Sinks {
 		msgs := s.Messages()
 		if len(msgs) != 1 {
 			t.Fatalf("%s got %d messages, want 1", rcpt, len(msgs))
 		}
 		m := msgs[0]
-		if m.From != e.cfg.Campaign.From || len(m.To) != 1 || m.To[0] != rcpt {
+		if m.From != e.Config.Campaign.From || len(m.To) != 1 || m.To[0] != rcpt {
 			t.Errorf("%s: envelope from %q to %v", rcpt, m.From, m.To)
 		}
 		if first == nil {
@@ -209,7 +107,7 @@ func TestOutboundEndToEnd(t *testing.T) {
 		t.Errorf("batch has a bare CR or LF at %d", i)
 	}
 
-	v := verify.New(verify.Options{Resolver: e.ks.Addr, Timeout: 2 * time.Second})
+	v := verify.New(verify.Options{Resolver: e.DNS.Addr, Timeout: 2 * time.Second})
 	if vd := v.Verify(context.Background(), first, verify.Sender{Domain: "campaign.test"}); !vd.Pass {
 		t.Errorf("batch DKIM: %+v", vd)
 	}
@@ -217,10 +115,10 @@ func TestOutboundEndToEnd(t *testing.T) {
 	if got, _ := hdr.Subject(); got != "[Libertad a los presos políticos] batch 1: 5 letters" {
 		t.Errorf("subject %q", got)
 	}
-	if to, _ := hdr.AddressList("To"); len(to) != 1 || to[0].Address != e.cfg.Campaign.Recipients[0] {
+	if to, _ := hdr.AddressList("To"); len(to) != 1 || to[0].Address != testenv.Familias {
 		t.Errorf("To %v", to)
 	}
-	if cc, _ := hdr.AddressList("Cc"); len(cc) != 1 || cc[0].Address != e.cfg.Campaign.Recipients[1] {
+	if cc, _ := hdr.AddressList("Cc"); len(cc) != 1 || cc[0].Address != testenv.Copias {
 		t.Errorf("Cc %v", cc)
 	}
 	if hdr.Get("Bcc") != "" || strings.Contains(hdr.Get("Subject"), "\n") {
@@ -257,20 +155,20 @@ func TestOutboundEndToEnd(t *testing.T) {
 	}
 
 	// The store agrees: one batch, both copies delivered, events journalled.
-	waitFor(t, "delivery recorded", 10*time.Second, func() bool {
-		b, err := e.store().Batch(1)
+	testenv.WaitFor(t, "delivery recorded", 10*time.Second, func() bool {
+		b, err := e.Store().Batch(1)
 		return err == nil && b.Complete()
 	})
-	b, _ := e.store().Batch(1)
+	b, _ := e.Store().Batch(1)
 	if len(b.LetterIDs) != 5 || b.MessageID == "" || hdr.Get("Message-Id") != b.MessageID {
 		t.Errorf("batch record %+v, header Message-ID %q", b, hdr.Get("Message-Id"))
 	}
-	events, _ := e.store().LastEvents(100)
+	events, _ := e.Store().LastEvents(100)
 	kinds := map[string]int{}
 	for _, ev := range events {
-		kinds[ev.Event]++
+		kinds[string(ev.Event)]++
 	}
-	if kinds[store.EventBatched] != 1 || kinds[store.EventDelivered] != 2 {
+	if kinds["batched"] != 1 || kinds["delivered"] != 2 {
 		t.Errorf("events %v", kinds)
 	}
 }
@@ -284,49 +182,50 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // TestOutboundOutage: one recipient's host answers 451, the other is down;
 // after they recover each gets the batch exactly once.
 func TestOutboundOutage(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) {
-		c.Delivery.Mode = "smtp"
+	e := testenv.Prepare(t, func(c *config.Config) {
 		c.Batch.MaxLetters = 2
 		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
 		c.Delivery.RetryMax = config.Duration{Duration: 300 * time.Millisecond}
 	})
-	mh := startMailHosts(t, e)
-	e.start()
-	famil, copias := e.cfg.Campaign.Recipients[0], e.cfg.Campaign.Recipients[1]
-	mh.sinks[famil].FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "try later"})
-	mh.sinks[copias].Close()
+	mh := e.MailHosts()
+	e.Start()
+	famil, copias := testenv.Familias, testenv.Copias
+	mh.Sinks[famil].FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "try later"})
+	mh.Sinks[copias].Close()
 
-	expectReply(t, "letter 1", e.send(e.signed("rsa.test", "ana@rsa.test", keyserver.SignOptions{})), 250, "2.0.0")
-	expectReply(t, "letter 2", e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{})), 250, "2.0.0")
+	expectReply(t, "letter 1", e.Send(e.Signed("rsa.test", "ana@rsa.test")), "250 2.0.0")
+	expectReply(t, "letter 2", e.Send(e.Signed("ed.test", "bo@ed.test")), "250 2.0.0")
 
 	// Both copies get deferred more than once.
-	waitFor(t, "deferrals", 15*time.Second, func() bool {
-		b, err := e.store().Batch(1)
+	testenv.WaitFor(t, "deferrals", 15*time.Second, func() bool {
+		b, err := e.Store().Batch(1)
 		return err == nil && b.Recipients[0].Attempts >= 2 && b.Recipients[1].Attempts >= 2 &&
 			b.Recipients[0].State == store.DeliveryDeferred && b.Recipients[1].State == store.DeliveryDeferred
 	})
-	b, _ := e.store().Batch(1)
+	b, _ := e.Store().Batch(1)
 	if !strings.Contains(b.Recipients[0].LastError, "451") {
 		t.Errorf("last error for %s: %q", famil, b.Recipients[0].LastError)
 	}
-	mh.sinks[famil].FailRcpt(nil)
-	mh.restart(t, copias)
-	for rcpt, s := range mh.sinks {
+	mh.Sinks[famil].FailRcpt(nil)
+	if err := mh.Restart(copias); err != nil {
+		t.Fatal(err)
+	}
+	for rcpt, s := range mh.Sinks {
 		if _, err := s.Wait(ctxT(t, 15*time.Second), 1); err != nil {
 			t.Fatalf("%s never got the batch: %v", rcpt, err)
 		}
 	}
-	waitFor(t, "both delivered", 10*time.Second, func() bool {
-		b, err := e.store().Batch(1)
+	testenv.WaitFor(t, "both delivered", 10*time.Second, func() bool {
+		b, err := e.Store().Batch(1)
 		return err == nil && b.Complete()
 	})
 	// Give a stray duplicate a chance to show up, by waiting for the
 	// scheduler to go idle: nothing is due any more.
-	due, _, _ := e.store().Due(time.Now().Add(time.Hour), 10)
+	due, _, _ := e.Store().Due(time.Now().Add(time.Hour), 10)
 	if len(due) != 0 {
 		t.Errorf("still queued after delivery: %v", due)
 	}
-	for rcpt, s := range mh.sinks {
+	for rcpt, s := range mh.Sinks {
 		if n := len(s.Messages()); n != 1 {
 			t.Errorf("%s got %d copies, want exactly 1", rcpt, n)
 		}
@@ -337,21 +236,16 @@ func TestOutboundOutage(t *testing.T) {
 // (and a temp store and free port so tests can run side by side), writes a
 // batch into each recipient's Maildir.
 func TestMaildirDefault(t *testing.T) {
-	ks, keys := newKeyServer(t)
-	cfg := config.Default()
-	cfg.Batch.MaxWait = config.Duration{Duration: 300 * time.Millisecond}
-	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
-	cfg.Store.Dir = filepath.Join(t.TempDir(), "petitiond-data")
-	cfg.Admin.Listen = ""
-	cfg.Verify.DNSResolver = ks.Addr
-	e := &env{t: t, cfg: cfg, ks: ks, keys: keys}
-	e.start()
-	msg := e.signed("ed.test", "Bo <bo@ed.test>", keyserver.SignOptions{})
-	expectReply(t, "letter", e.send(msg, "libertad@localhost"), 250, "2.0.0")
-	for _, rcpt := range cfg.Campaign.Recipients {
-		dir := filepath.Join(cfg.Store.Dir, "outbox", rcpt, "new")
+	e := testenv.PrepareWith(t, testenv.Options{Domains: testenv.SigningDomains(), Configure: func(c *config.Config) {
+		c.Batch.MaxWait = config.Duration{Duration: 300 * time.Millisecond}
+	}})
+	e.Start()
+	msg := e.Signed("ed.test", "Bo <bo@ed.test>")
+	expectReply(t, "letter", e.Send(msg, "libertad@localhost"), "250 2.0.0")
+	for _, rcpt := range e.Config.Campaign.Recipients {
+		dir := filepath.Join(e.Config.Store.Dir, "outbox", rcpt, "new")
 		var files []os.DirEntry
-		waitFor(t, "maildir file for "+rcpt, 15*time.Second, func() bool {
+		testenv.WaitFor(t, "maildir file for "+rcpt, 15*time.Second, func() bool {
 			files, _ = os.ReadDir(dir)
 			return len(files) == 1
 		})
@@ -359,6 +253,7 @@ func TestMaildirDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		data = bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n")) // a Maildir file has LF line ends
 		_, _, digest, _ := digestParts(t, data)
 		if len(digest) != 1 || !bytes.Equal(digest[0], msg) {
 			t.Errorf("%s: maildir batch does not hold the letter", rcpt)
@@ -370,42 +265,40 @@ func TestMaildirDefault(t *testing.T) {
 // store.retention passed, its letters' bodies go (event purged); the count,
 // the batch record and the dedup key stay.
 func TestRetentionPurge(t *testing.T) {
-	e := startEnv(t, func(c *config.Config) {
+	e := testenv.Start(t, func(c *config.Config) {
 		c.Batch.MaxLetters = 1
 		c.Store.Retention = config.Duration{Duration: 300 * time.Millisecond}
 	})
-	r := e.send(e.signed("ed.test", "bo@ed.test", keyserver.SignOptions{}))
-	expectReply(t, "letter", r, 250, "2.0.0")
-	id := strings.Fields(strings.SplitN(r.Text, "queued as ", 2)[1])[0]
-	waitFor(t, "purge", 15*time.Second, func() bool {
-		b, err := e.store().Batch(1)
+	id := e.Queued(e.Signed("ed.test", "bo@ed.test"))
+	testenv.WaitFor(t, "purge", 15*time.Second, func() bool {
+		b, err := e.Store().Batch(1)
 		return err == nil && b.Purged
 	})
-	if _, err := e.store().Body(id); err == nil {
+	if _, err := e.Store().Body(id); err == nil {
 		t.Errorf("body of %s still there after retention", id)
 	}
-	if _, err := e.store().BatchMessage(1); err == nil {
+	if _, err := e.Store().BatchMessage(1); err == nil {
 		t.Errorf("batch message still there after retention")
 	}
-	l, err := e.store().Letter(id)
+	l, err := e.Store().Letter(id)
 	if err != nil || !l.Purged || l.State != store.StateBatched {
 		t.Errorf("letter record after purge: %+v %v", l, err)
 	}
-	events, _ := e.store().LastEvents(50)
+	events, _ := e.Store().LastEvents(50)
 	purged := 0
 	for _, ev := range events {
-		if ev.Event == store.EventPurged && ev.Batch == 1 {
+		if string(ev.Event) == "purged" && ev.Batch == 1 {
 			purged++
 		}
 	}
 	if purged != 1 {
 		t.Errorf("%d purged events, want 1", purged)
 	}
-	r = e.send(e.signed("ed.test", "bo+again@ed.test", keyserver.SignOptions{}))
+	r := e.Send(e.Signed("ed.test", "bo+again@ed.test"))
 	if !strings.Contains(r.Text, "already counted") {
 		t.Errorf("after purge the sender must still be counted: %v", r)
 	}
-	if st, _ := e.store().Stats(); st.Counted != 1 || st.Batches != 1 {
+	if st, _ := e.Store().Stats(); st.Counted != 1 || st.Batches != 1 {
 		t.Errorf("stats after purge %+v", st)
 	}
 }

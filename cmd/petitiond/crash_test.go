@@ -21,6 +21,7 @@ import (
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -60,20 +61,29 @@ func startDaemon(t *testing.T, bin, cfgPath, smtpAddr string) *daemonProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := smtpclient.Dial(smtpAddr, time.Second)
-		if err == nil {
-			c.Quit()
-			return &daemonProc{cmd: cmd, logs: logs}
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("daemon did not come up: %v\n%s", err, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
+	c, err := dialWhenUp(smtpAddr, 20*time.Second)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("daemon did not come up: %v\n%s", err, logs)
 	}
+	c.Quit()
+	return &daemonProc{cmd: cmd, logs: logs}
+}
+
+// dialWhenUp dials addr until a daemon starting there answers, and returns
+// the session, or the last dial error once timeout passed.
+func dialWhenUp(addr string, timeout time.Duration) (*smtpclient.Conn, error) {
+	var c *smtpclient.Conn
+	var last error
+	err := wait.Until(context.Background(), timeout, func() (bool, error) {
+		c, last = smtpclient.Dial(addr, time.Second)
+		return last == nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, last)
+	}
+	return c, nil
 }
 
 // signal stops the daemon with sig and returns how it exited.
@@ -241,16 +251,13 @@ listen = ""
 		mu.Lock()
 		target := len(acked) + 100 + rng.IntN(120)
 		mu.Unlock()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		// Kill at the target, or after 20s of slow progress: either way in
+		// the middle of the load.
+		_ = wait.Until(context.Background(), 20*time.Second, func() (bool, error) {
 			mu.Lock()
-			n := len(acked)
-			mu.Unlock()
-			if n >= target || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
+			defer mu.Unlock()
+			return len(acked) >= target, nil
+		})
 		sig := syscall.SIGKILL
 		if round == 2 {
 			// One graceful stop among the crashes: sessions and deliveries
@@ -300,11 +307,12 @@ listen = ""
 		}
 		return letterBatch, copies
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	missing := 0
+	err = wait.Until(context.Background(), 60*time.Second, func() (bool, error) {
 		lb, _ := perRcpt()
-		missing := 0
+		missing = 0
 		mu.Lock()
+		defer mu.Unlock()
 		for _, sender := range acked {
 			for _, rcpt := range []string{"familias@ofapp.test", "copias@sr.test"} {
 				if _, ok := lb[rcpt][sender+"@"+domainOfSender(sender, keys)]; !ok {
@@ -312,15 +320,11 @@ listen = ""
 				}
 			}
 		}
-		mu.Unlock()
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d acked letter copies never delivered (%d letters acked, sink got %d messages)\n%s",
-				missing, len(acked), len(sink.Messages()), d.logs)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return missing == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("%d acked letter copies never delivered (%d letters acked, sink got %d messages): %v\n%s",
+			missing, len(acked), len(sink.Messages()), err, d.logs)
 	}
 	if err := d.signal(t, syscall.SIGTERM); err != nil {
 		t.Errorf("exit after SIGTERM: %v\n%s", err, d.logs)

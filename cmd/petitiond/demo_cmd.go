@@ -7,20 +7,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"mime"
+	"net"
 	"net/mail"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
-	"github.com/petitiond/petitiond/relay"
-	"github.com/petitiond/petitiond/relay/deliver"
+	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -62,12 +61,12 @@ func (s demoSupporter) header() string {
 
 // demoDomains are the supporters' mail domains and their key types: mostly
 // ed25519, one RSA, so both verification paths run.
-func demoDomains() map[string]string {
-	return map[string]string{
-		"correo.example":      "ed25519",
-		"universidad.example": "rsa",
-		"sindicato.example":   "ed25519",
-		"mail.example.net":    "ed25519",
+func demoDomains() []testenv.Domain {
+	return []testenv.Domain{
+		{Name: "correo.example", Algo: "ed25519"},
+		{Name: "universidad.example", Algo: "rsa"},
+		{Name: "sindicato.example", Algo: "ed25519"},
+		{Name: "mail.example.net", Algo: "ed25519"},
 	}
 }
 
@@ -173,14 +172,9 @@ func demoMessage(s demoSupporter, to string, i int, now time.Time) []byte {
 
 // demo is one run of the tour.
 type demo struct {
-	out   io.Writer
-	dir   string
-	cfg   *config.Config
-	ks    *keyserver.Server
-	keys  map[string]*keyserver.Key // by domain
-	d     *relay.Daemon
-	smtp  string // the daemon's SMTP address
-	admin string // the admin API's base URL
+	out io.Writer
+	dir string
+	env *testenv.Env
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -253,86 +247,53 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	return nil
 }
 
-// start runs the key server and the daemon.
+// start runs the key server and the daemon; on failure nothing is left
+// running.
 func (t *demo) start(letters int, log *slog.Logger) error {
-	ks, err := keyserver.Start("127.0.0.1:0")
+	env, err := testenv.New(testenv.Options{
+		Dir:      t.dir,
+		StoreDir: filepath.Join(t.dir, "store"),
+		Selector: demoSelector,
+		Domains:  demoDomains(),
+		Logger:   log,
+		Configure: func(cfg *config.Config) {
+			cfg.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
+			cfg.Delivery.Mode = "maildir"
+			cfg.Batch.MaxLetters = letters
+			cfg.Batch.MaxWait = config.Duration{Duration: demoMaxWait}
+			// A free port rather than 8025, so the demo runs beside a real daemon.
+			cfg.Admin.Listen = "127.0.0.1:0"
+		},
+	})
 	if err != nil {
 		return err
 	}
-	t.ks = ks
-	t.keys = make(map[string]*keyserver.Key)
-	for domain, algo := range demoDomains() {
-		k, err := keyserver.NewKey(domain, demoSelector, algo)
-		if err != nil {
-			t.stop()
-			return err
-		}
-		ks.SetKey(k)
-		t.keys[domain] = k
+	// The tour names the domains whose keys are served: serve them all.
+	if err := env.DNS.PublishAll(); err != nil {
+		return errors.Join(err, env.Close())
 	}
-
-	cfg := config.Default()
-	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
-	cfg.Verify.DNSResolver = ks.Addr
-	cfg.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
-	cfg.Store.Dir = filepath.Join(t.dir, "store")
-	cfg.Delivery.Mode = "maildir"
-	cfg.Batch.MaxLetters = letters
-	cfg.Batch.MaxWait = config.Duration{Duration: demoMaxWait}
-	// A free port rather than 8025, so the demo runs beside a real daemon.
-	cfg.Admin.Listen = "127.0.0.1:0"
-	if p := cfg.Validate(); len(p) > 0 {
-		t.stop()
-		return fmt.Errorf("demo config: %w", p)
+	if err := env.Start(); err != nil {
+		return errors.Join(err, env.Close())
 	}
-	t.cfg = cfg
-
-	d, err := relay.New(cfg, relay.Options{Logger: log})
-	if err != nil {
-		t.stop()
-		return err
-	}
-	if err := d.Start(); err != nil {
-		// Nothing runs yet but the store (as in relay.Run).
-		d.Store().Close()
-		t.stop()
-		return err
-	}
-	t.d = d
-	t.smtp = d.SMTPAddrs()[0].String()
-	if a := d.AdminAddr(); a != nil {
-		t.admin = "http://" + a.String()
-	}
+	t.env = env
 	return nil
 }
 
-// stop shuts the daemon and the key server down; safe on a partial start.
-func (t *demo) stop() error {
-	var errs []error
-	if t.d != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), demoIOTimeout)
-		defer cancel()
-		errs = append(errs, t.d.Shutdown(ctx))
-		t.d = nil
-	}
-	if t.ks != nil {
-		errs = append(errs, t.ks.Close())
-		t.ks = nil
-	}
-	return errors.Join(errs...)
-}
+// stop shuts the daemon and the key server down.
+func (t *demo) stop() error { return t.env.Close() }
 
-func (t *demo) campaignAddr() string { return t.cfg.Campaign.Addresses[0] }
+func (t *demo) campaignAddr() string { return t.env.CampaignAddr() }
 
 // tour sends the letters, waits for the batch and prints what happened.
 func (t *demo) tour(ctx context.Context, letters int) error {
 	out := t.out
 	fmt.Fprintf(out, "petitiond demo, in %s\n\n", t.dir)
-	fmt.Fprintf(out, "  SMTP          %s (for %s)\n", t.smtp, t.campaignAddr())
-	fmt.Fprintf(out, "  DKIM keys     served by a DNS server on %s for %s\n", t.ks.Addr, strings.Join(slices.Sorted(maps.Keys(t.keys)), ", "))
-	fmt.Fprintf(out, "  batches       close at %d letters or after %s, written to %s\n", letters, demoMaxWait, t.cfg.DataPath(t.cfg.Delivery.Maildir))
-	if t.admin != "" {
-		fmt.Fprintf(out, "  admin API     %s\n", t.admin)
+	cfg := t.env.Config
+	fmt.Fprintf(out, "  SMTP          %s (for %s)\n", t.env.SMTPAddr(), t.campaignAddr())
+	fmt.Fprintf(out, "  DKIM keys     served by a DNS server on %s for %s\n", t.env.DNS.Addr, strings.Join(t.env.DNS.Domains(), ", "))
+	fmt.Fprintf(out, "  batches       close at %d letters or after %s, written to %s\n", letters, demoMaxWait, cfg.DataPath(cfg.Delivery.Maildir))
+	if url := t.env.AdminURL(); url != "" {
+		fmt.Fprintf(out, "  admin API     %s\n", url)
 	}
 	fmt.Fprintf(out, "  daemon log    %s\n\n", filepath.Join(t.dir, "petitiond.log"))
 
@@ -375,19 +336,11 @@ func (t *demo) send(ctx context.Context, s demoSupporter, i int, sign bool) erro
 	msg := demoMessage(s, t.campaignAddr(), i, time.Now())
 	if sign {
 		var err error
-		if msg, err = t.keys[s.domain].Sign(msg, keyserver.SignOptions{}); err != nil {
+		if msg, err = t.env.DNS.Sign(s.domain, msg, keyserver.SignOptions{}); err != nil {
 			return err
 		}
 	}
-	c, err := smtpclient.Dial(t.smtp, demoIOTimeout)
-	if err != nil {
-		return fmt.Errorf("connect to the daemon: %w", err)
-	}
-	defer c.Quit()
-	if r, err := c.Hello("mail." + s.domain); err != nil || r.Code != 250 {
-		return fmt.Errorf("EHLO: %v %v", r, err)
-	}
-	r, err := c.Send(s.address(), []string{t.campaignAddr()}, msg)
+	r, err := smtpclient.SendMail(t.env.SMTPAddr(), "mail."+s.domain, s.address(), []string{t.campaignAddr()}, msg, demoIOTimeout)
 	if err != nil {
 		return fmt.Errorf("send the letter from %s: %w", s.address(), err)
 	}
@@ -401,43 +354,41 @@ func (t *demo) send(ctx context.Context, s demoSupporter, i int, sign bool) erro
 // waitForBatches polls the store until the tour's letters are all batched
 // and every copy is delivered, or the deadline passes.
 func (t *demo) waitForBatches(ctx context.Context, letters int) ([]store.Batch, error) {
-	deadline := time.NewTimer(demoBatchTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		batches, err := t.d.Store().Batches()
-		if err != nil {
-			return nil, err
+	var batches []store.Batch
+	n := 0
+	err := wait.Until(ctx, demoBatchTimeout, func() (bool, error) {
+		var err error
+		if batches, err = t.env.Store().Batches(); err != nil {
+			return false, err
 		}
-		n, done := 0, true
+		n = 0
+		done := true
 		for _, b := range batches {
 			n += len(b.LetterIDs)
 			done = done && b.Complete()
 		}
-		if n >= letters && done {
-			return batches, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
-		case <-deadline.C:
-			return nil, fmt.Errorf("no delivered batch with %d letters after %s (%d letters batched); see %s",
-				letters, demoBatchTimeout, n, filepath.Join(t.dir, "petitiond.log"))
-		case <-tick.C:
-		}
+		return n >= letters && done, nil
+	})
+	switch {
+	case errors.Is(err, wait.ErrTimeout):
+		return nil, fmt.Errorf("no delivered batch with %d letters after %s (%d letters batched); see %s",
+			letters, demoBatchTimeout, n, filepath.Join(t.dir, "petitiond.log"))
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+	case err != nil:
+		return nil, err
 	}
+	return batches, nil
 }
 
 // summary prints the batches and their files, the held letters, the tally
 // and what to try next.
 func (t *demo) summary(batches []store.Batch) error {
 	out := t.out
-	md := deliver.Maildir{Root: t.cfg.DataPath(t.cfg.Delivery.Maildir)}
 	for _, b := range batches {
 		fmt.Fprintf(out, "\nbatch %d: %d letters, Message-ID %s, one identical copy per recipient:\n", b.ID, len(b.LetterIDs), b.MessageID)
 		for _, r := range b.Recipients {
-			files, err := filepath.Glob(filepath.Join(md.Dir(r.Address), "new", "*"))
+			files, err := t.env.Delivered(r.Address)
 			if err != nil {
 				return err
 			}
@@ -450,10 +401,10 @@ func (t *demo) summary(batches []store.Batch) error {
 	if len(batches) > 0 {
 		fmt.Fprintf(out, "\nEach outbox is a Maildir; open one with a mail reader, e.g.\n  mutt -f %s\n"+
 			"to see the summary, the CSV of the letters and every letter as received.\n",
-			md.Dir(batches[0].Recipients[0].Address))
+			t.env.Maildir(batches[0].Recipients[0].Address))
 	}
 
-	held, err := t.d.Store().Held()
+	held, err := t.env.Store().Held()
 	if err != nil {
 		return err
 	}
@@ -466,7 +417,7 @@ func (t *demo) summary(batches []store.Batch) error {
 		fmt.Fprintf(out, "  %s  %s  reason: %s\n", l.ID, who, l.HeldReason)
 	}
 
-	st, err := t.d.Store().Stats()
+	st, err := t.env.Store().Stats()
 	if err != nil {
 		return err
 	}
@@ -475,24 +426,24 @@ func (t *demo) summary(batches []store.Batch) error {
 		st.Counted, st.Duplicates, st.Held, st.Rejected, st.Batches,
 		st.Deliveries.Queued, st.Deliveries.Deferred, st.Deliveries.Delivered, st.Deliveries.Failed)
 
-	host, port := t.smtp, ""
-	if i := strings.LastIndexByte(t.smtp, ':'); i >= 0 {
-		host, port = t.smtp[:i], t.smtp[i+1:]
+	host, port, err := net.SplitHostPort(t.env.SMTPAddr())
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "\nWhile the demo runs, send it a letter yourself, for example with swaks:\n"+
 		"  swaks --server %s --port %s --from you@example.org --to %s \\\n"+
 		"    --header 'Subject: Libertad' --body 'Libertad a los presos políticos.'\n"+
 		"It carries no DKIM signature, so it is held like the one above (verify.unverified = %q).\n"+
 		"The daemon's log (%s) shows every event.\n",
-		host, port, t.campaignAddr(), t.cfg.Verify.Unverified, filepath.Join(t.dir, "petitiond.log"))
-	if t.admin != "" && len(held) > 0 {
+		host, port, t.campaignAddr(), t.env.Config.Verify.Unverified, filepath.Join(t.dir, "petitiond.log"))
+	if url := t.env.AdminURL(); url != "" && len(held) > 0 {
 		fmt.Fprintf(out, "\nAnd look at it as an admin would, from another terminal:\n"+
 			"  petitiond stats -admin %[1]s\n"+
 			"  petitiond tail -f -admin %[1]s\n"+
 			"  petitiond batches -admin %[1]s\n"+
 			"  petitiond held -admin %[1]s\n"+
 			"  petitiond held release -admin %[1]s %[2]s   (counts it; or: held drop)\n",
-			t.admin, held[0].ID)
+			url, held[0].ID)
 	}
 	return nil
 }

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/petitiond/petitiond/internal/smtpclient"
 )
 
 // TestServeEmbeddedDefault runs the built binary with no config at all in an
@@ -36,17 +34,9 @@ func TestServeEmbeddedDefault(t *testing.T) {
 			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
 		}
 	}()
-	var c *smtpclient.Conn
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var err error
-		if c, err = smtpclient.Dial("127.0.0.1:2525", time.Second); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("embedded default did not listen on 127.0.0.1:2525: %v\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	c, err := dialWhenUp("127.0.0.1:2525", 20*time.Second)
+	if err != nil {
+		t.Fatalf("embedded default did not listen on 127.0.0.1:2525: %v\n%s", err, logs.String())
 	}
 	defer c.Quit()
 	c.Hello("client.test")

@@ -21,6 +21,20 @@ type Reply struct {
 
 func (r Reply) String() string { return fmt.Sprintf("%d %s", r.Code, r.Text) }
 
+// LetterID is the word after "queued as" in a 250 reply, which petitiond
+// gives every letter it stored (SPEC 2), or "" when there is none.
+func (r Reply) LetterID() string {
+	_, after, ok := strings.Cut(r.Text, "queued as ")
+	if r.Code != 250 || !ok {
+		return ""
+	}
+	words := strings.Fields(after)
+	if len(words) == 0 {
+		return ""
+	}
+	return strings.TrimRight(words[0], ",.;")
+}
+
 // Conn is one SMTP session.
 type Conn struct {
 	c       net.Conn
@@ -133,6 +147,24 @@ func (c *Conn) Send(from string, rcpts []string, msg []byte) (Reply, error) {
 		return Reply{}, err
 	}
 	return c.ReadReply()
+}
+
+// SendMail runs a whole session: greeting, EHLO helo, one transaction as
+// Send runs it, QUIT. It returns the final reply of the transaction; an
+// error means the session broke or a step before MAIL was refused.
+func SendMail(addr, helo, from string, rcpts []string, msg []byte, timeout time.Duration) (Reply, error) {
+	c, err := Dial(addr, timeout)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer c.Quit()
+	if c.Banner.Code != 220 {
+		return c.Banner, fmt.Errorf("greeting: %s", c.Banner)
+	}
+	if r, err := c.Hello(helo); err != nil || r.Code != 250 {
+		return r, fmt.Errorf("EHLO: %v %v", r, err)
+	}
+	return c.Send(from, rcpts, msg)
 }
 
 // DotStuff doubles a leading dot on every line that starts after a CRLF and

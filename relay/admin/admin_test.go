@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -190,7 +191,7 @@ func TestHealthz(t *testing.T) {
 		t.Errorf("healthz made %d commits, want 1 (a real write)", after-commits)
 	}
 	st.Close()
-	waitFor(t, "healthz 503 after the store closed", 5*time.Second, func() bool { return get() == http.StatusServiceUnavailable })
+	wait.For(t, "healthz 503 after the store closed", 5*time.Second, func() bool { return get() == http.StatusServiceUnavailable })
 }
 
 // TestFollowResumes: a follower sees events as they come, and after the
@@ -224,11 +225,11 @@ func TestFollowResumes(t *testing.T) {
 			Back: func() { mu.Lock(); back++; mu.Unlock() },
 		})
 	}()
-	waitFor(t, "the backlog event", 5*time.Second, seen(1))
+	wait.For(t, "the backlog event", 5*time.Second, seen(1))
 	for i := 1; i <= 3; i++ {
 		reject(t, st, i)
 	}
-	waitFor(t, "live events", 5*time.Second, seen(4))
+	wait.For(t, "live events", 5*time.Second, seen(4))
 
 	// The listener goes; events happen meanwhile; it comes back.
 	addr := s.Addr().String()
@@ -240,7 +241,7 @@ func TestFollowResumes(t *testing.T) {
 	}
 	startServer(t, st, addr, "")
 	reject(t, st, 7)
-	waitFor(t, "events after the restart", 5*time.Second, seen(8))
+	wait.For(t, "events after the restart", 5*time.Second, seen(8))
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Follow: %v", err)
@@ -361,17 +362,6 @@ func TestBaseURL(t *testing.T) {
 		if got, err := BaseURL(listen); err != nil || got != want {
 			t.Errorf("BaseURL(%q) = %q, %v; want %q", listen, got, err, want)
 		}
-	}
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
