@@ -22,7 +22,7 @@ import (
 )
 
 // digestParts reads a batch back and checks its shape: three parts, and
-// every letter carried as message/rfc822 in 7bit or 8bit.
+// every letter carried as message/rfc822 (or message/global) in 7bit or 8bit.
 func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, letters [][]byte, hdr mail.Header) {
 	t.Helper()
 	b, err := batchmime.Read(msg)
