@@ -28,7 +28,7 @@ func Clean(s string) string {
 		switch {
 		case r == utf8.RuneError && size <= 1:
 			b.WriteRune(utf8.RuneError)
-		case unsafeRune(r):
+		case Unsafe(r):
 			b.WriteByte(' ')
 		default:
 			b.WriteRune(r)
@@ -47,7 +47,10 @@ func isPlain(s string) bool {
 	return true
 }
 
-func unsafeRune(r rune) bool {
+// Unsafe reports whether Clean replaces r: a control character, a line or
+// paragraph separator, or a bidi embedding, override or isolate. Text that
+// keeps its line breaks (a letter's body) uses it for the rest.
+func Unsafe(r rune) bool {
 	switch {
 	case unicode.IsControl(r), r == '\u2028', r == '\u2029':
 		return true

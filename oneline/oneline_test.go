@@ -41,7 +41,7 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("Clean(%q) = %q: invalid UTF-8", s, c)
 		}
 		for _, r := range c {
-			if unsafeRune(r) {
+			if Unsafe(r) {
 				t.Fatalf("Clean(%q) = %q keeps %U", s, c, r)
 			}
 		}

@@ -22,7 +22,7 @@ import (
 )
 
 // digestParts reads a batch back and checks its shape: three parts, and
-// every letter carried as message/rfc822 in 7bit or 8bit.
+// every letter carried as message/rfc822 (or message/global) in 7bit or 8bit.
 func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, letters [][]byte, hdr mail.Header) {
 	t.Helper()
 	b, err := batchmime.Read(msg)
@@ -33,7 +33,8 @@ func digestParts(t *testing.T, msg []byte) (summary string, rows [][]string, let
 		t.Errorf("batch has %d parts, want 3", b.Parts)
 	}
 	for _, l := range b.Letters {
-		if ct := l.Header.Get("Content-Type"); ct != "" && ct != "message/rfc822" {
+		// message/global: a letter with raw UTF-8 in its header (RFC 6532).
+		if ct := l.Header.Get("Content-Type"); ct != "" && ct != "message/rfc822" && ct != "message/global" {
 			t.Errorf("digest part type %q", ct)
 		}
 		if cte := l.Header.Get("Content-Transfer-Encoding"); cte != "7bit" && cte != "8bit" && cte != "" {
@@ -149,7 +150,7 @@ func TestOutboundEndToEnd(t *testing.T) {
 	if !strings.Contains(summary, "UNVERIFIED") {
 		t.Errorf("summary does not mark the unverified letter")
 	}
-	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id" {
+	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id,verified" {
 		t.Errorf("CSV rows %v", rows)
 	}
 
@@ -252,6 +253,7 @@ func TestMaildirDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		data = bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n")) // a Maildir file has LF line ends
 		_, _, digest, _ := digestParts(t, data)
 		if len(digest) != 1 || !bytes.Equal(digest[0], msg) {
 			t.Errorf("%s: maildir batch does not hold the letter", rcpt)

@@ -84,6 +84,10 @@ func TestDemoKeepsBatchesForBothRecipients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, b, found := bytes.Cut(b, []byte("\nDelivered-To: "+rcpt+"\n")) // the one line that names the recipient
+		if !found {
+			t.Errorf("%s: no Delivered-To line", rcpt)
+		}
 		copies = append(copies, b)
 	}
 	if !bytes.Equal(copies[0], copies[1]) {

@@ -1,8 +1,9 @@
 // Package batchmime reads a batch message back into its parts: the summary,
-// the CSV rows and each letter's bytes exactly as they sit in the digest.
-// Tests, the demo's checks and anyone auditing a delivered batch use it; it
-// walks the MIME tree one level at a time with the low-level reader, because
-// go-message's mail reader flattens nested multiparts and decodes bodies.
+// the CSV rows and each letter's bytes exactly as received (a letter the
+// digest carries base64-encoded is decoded). Tests, the demo's checks and
+// anyone auditing a delivered batch use it; it walks the MIME tree one level
+// at a time with the low-level reader, because go-message's mail reader
+// flattens nested multiparts.
 package batchmime
 
 import (
@@ -10,26 +11,32 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/petitiond/petitiond/relay/batch"
 )
 
 // Letter is one part of the digest.
 type Letter struct {
 	Header textproto.Header // the part's own header (Content-Type, CTE)
-	Raw    []byte           // the letter, byte for byte
+	Raw    []byte           // the letter, byte for byte, its transfer encoding undone
 }
 
 // Batch is a parsed batch message.
 type Batch struct {
 	Header  textproto.Header
-	Parts   int // top-level parts of the multipart/mixed
-	Summary string
+	Parts   int    // top-level parts of the multipart/mixed
+	Summary string // decoded, CRLF line breaks
+	CSVName string // the CSV attachment's file name
+	CSVBOM  bool   // the CSV starts with a UTF-8 byte order mark (which CSV leaves out)
 	CSV     [][]string
 	Letters []Letter
 }
@@ -71,6 +78,10 @@ func Read(msg []byte) (*Batch, error) {
 			if err != nil {
 				return nil, err
 			}
+			if _, dp, err := mime.ParseMediaType(p.Header.Get("Content-Disposition")); err == nil {
+				b.CSVName = dp["filename"]
+			}
+			body, b.CSVBOM = bytes.CutPrefix(body, []byte(bom))
 			if b.CSV, err = csv.NewReader(bytes.NewReader(body)).ReadAll(); err != nil {
 				return nil, fmt.Errorf("batchmime: CSV: %w", err)
 			}
@@ -84,7 +95,7 @@ func Read(msg []byte) (*Batch, error) {
 				if err != nil {
 					return nil, fmt.Errorf("batchmime: digest part %d: %w", len(b.Letters)+1, err)
 				}
-				raw, err := io.ReadAll(lp)
+				raw, err := decode(lp)
 				if err != nil {
 					return nil, fmt.Errorf("batchmime: digest part %d: %w", len(b.Letters)+1, err)
 				}
@@ -117,4 +128,79 @@ func decode(p *textproto.Part) ([]byte, error) {
 		return nil, fmt.Errorf("batchmime: decode part: %w", err)
 	}
 	return b, nil
+}
+
+const bom = "\ufeff"
+
+// Row is one letter's row of the CSV.
+type Row struct {
+	Received   time.Time
+	Name       string
+	Address    string
+	DKIMDomain string
+	LetterID   string
+	Verified   string // a SPEC 5 verdict word
+}
+
+// Rows reads the CSV's rows after checking its header; times must be RFC
+// 3339.
+func (b *Batch) Rows() ([]Row, error) {
+	if len(b.CSV) == 0 {
+		return nil, errors.New("batchmime: no CSV")
+	}
+	if got := strings.Join(b.CSV[0], ","); got != strings.Join(batch.CSVHeader, ",") {
+		return nil, fmt.Errorf("batchmime: CSV header %q", got)
+	}
+	rows := make([]Row, 0, len(b.CSV)-1)
+	for i, r := range b.CSV[1:] {
+		if len(r) != len(batch.CSVHeader) {
+			return nil, fmt.Errorf("batchmime: CSV row %d has %d fields", i+1, len(r))
+		}
+		at, err := time.Parse(time.RFC3339, r[0])
+		if err != nil {
+			return nil, fmt.Errorf("batchmime: CSV row %d: %w", i+1, err)
+		}
+		rows = append(rows, Row{Received: at, Name: r[1], Address: r[2], DKIMDomain: r[3], LetterID: r[4], Verified: r[5]})
+	}
+	return rows, nil
+}
+
+// QuotedTexts are the letters' own texts as the summary shows them, in
+// order, each without its quote marks (batch.QuoteMark); a letter the
+// summary has no text for has none here.
+func (b *Batch) QuotedTexts() []string {
+	var texts []string
+	var cur []string
+	flush := func() {
+		if cur != nil {
+			texts = append(texts, strings.Join(cur, "\n"))
+			cur = nil
+		}
+	}
+	for _, line := range summaryLines(b.Summary) {
+		rest, ok := strings.CutPrefix(line, batch.QuoteMark)
+		if !ok {
+			flush()
+			continue
+		}
+		cur = append(cur, strings.TrimPrefix(rest, " "))
+	}
+	flush()
+	return texts
+}
+
+// Unquoted is the summary without the letters' own lines: what petitiond
+// itself says, one line each.
+func (b *Batch) Unquoted() []string {
+	var lines []string
+	for _, line := range summaryLines(b.Summary) {
+		if !strings.HasPrefix(line, batch.QuoteMark) {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+func summaryLines(summary string) []string {
+	return strings.Split(strings.ReplaceAll(summary, "\r\n", "\n"), "\n")
 }

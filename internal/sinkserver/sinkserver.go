@@ -28,6 +28,10 @@ type Message struct {
 	To       []string
 	Data     []byte
 	Received time.Time
+	// Body and Size are the MAIL parameters BODY= ("" when absent, else
+	// "7BIT" or "8BITMIME") and SIZE= (0 when absent).
+	Body string
+	Size int64
 }
 
 // Fault is an SMTP reply the server answers instead of 250.
@@ -60,6 +64,16 @@ type Options struct {
 	// Several sinks on one port and different 127.x addresses stand for
 	// several recipients' mail hosts found by MX.
 	Addr string
+	// No8BitMIME makes the server a host without 8BITMIME (RFC 6152): the
+	// keyword is left out of its EHLO reply and MAIL with BODY=8BITMIME is
+	// refused with 555 5.5.4. Only on plain connections: Start refuses it
+	// with TLSConfig, as the reply is edited below TLS.
+	No8BitMIME bool
+	// MaxMessageBytes is the size limit the EHLO reply advertises (SIZE)
+	// and the server enforces: 552 5.3.4 to a larger SIZE= at MAIL, or
+	// after the data. 0 means 32 MiB. go-smtp refuses a message of exactly
+	// this size too (it needs one more byte to see the end of the data).
+	MaxMessageBytes int64
 }
 
 // ioTimeout bounds every read and write of a session so a client that goes
@@ -81,6 +95,8 @@ type Server struct {
 	sessions        int
 	sawTLS          bool
 	authUser        string
+	mailCommands    int
+	failMail        *Fault
 	failRcpt        *Fault
 	failData        *Fault
 	failDataReceive *Fault
@@ -89,6 +105,9 @@ type Server struct {
 
 // Start listens on 127.0.0.1 with a free port and serves until Close.
 func Start(opt Options) (*Server, error) {
+	if opt.No8BitMIME && opt.TLSConfig != nil {
+		return nil, errors.New("sinkserver: No8BitMIME works on plain connections only; leave TLSConfig nil")
+	}
 	addr := opt.Addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -115,6 +134,9 @@ func Start(opt Options) (*Server, error) {
 	srv.ReadTimeout = ioTimeout
 	srv.WriteTimeout = ioTimeout
 	srv.MaxMessageBytes = 32 << 20
+	if opt.MaxMessageBytes > 0 {
+		srv.MaxMessageBytes = opt.MaxMessageBytes
+	}
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv = srv
 
@@ -138,8 +160,23 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.s.mu.Lock()
 		l.s.sessions++
 		l.s.mu.Unlock()
+		if l.s.opt.No8BitMIME {
+			c = &no8BitMIMEConn{Conn: c}
+		}
 	}
 	return c, err
+}
+
+// no8BitMIMEConn drops the 8BITMIME line from the EHLO reply. go-smtp
+// always offers 8BITMIME and writes (and flushes) each reply line with its
+// own Write, so the line arrives here whole.
+type no8BitMIMEConn struct{ net.Conn }
+
+func (c *no8BitMIMEConn) Write(p []byte) (int, error) {
+	if bytes.Equal(p, []byte("250-8BITMIME\r\n")) {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 // Messages returns a copy of every stored message, oldest first.
@@ -157,6 +194,8 @@ func (s *Server) copyMessagesLocked() []Message {
 			To:       slices.Clone(m.To),
 			Data:     bytes.Clone(m.Data),
 			Received: m.Received,
+			Body:     m.Body,
+			Size:     m.Size,
 		}
 	}
 	return out
@@ -181,6 +220,17 @@ func (s *Server) Wait(ctx context.Context, n int) ([]Message, error) {
 			return s.Messages(), fmt.Errorf("sinkserver: waiting for %d messages: %w", n, ctx.Err())
 		}
 	}
+}
+
+// FailMail makes every MAIL get f until cleared with nil.
+func (s *Server) FailMail(f *Fault) { s.setFault(&s.failMail, f) }
+
+// MailCommands returns the number of MAIL commands received so far, refused
+// ones included: zero means no client began a transaction.
+func (s *Server) MailCommands() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mailCommands
 }
 
 // FailRcpt makes every RCPT get f until cleared with nil.
@@ -265,6 +315,8 @@ type session struct {
 	authed bool
 	from   string
 	to     []string
+	body   string
+	size   int64
 }
 
 func (ss *session) AuthMechanisms() []string {
@@ -290,9 +342,23 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	ss.s.mu.Lock()
+	ss.s.mailCommands++
+	f := ss.s.failMail
+	ss.s.mu.Unlock()
 	if ss.s.authRequired() && !ss.authed {
 		return smtp.ErrAuthRequired
+	}
+	if f != nil {
+		return f.smtpError()
+	}
+	ss.body, ss.size = "", 0
+	if opts != nil {
+		ss.body, ss.size = string(opts.Body), opts.Size
+	}
+	if ss.s.opt.No8BitMIME && ss.body == string(smtp.Body8BitMIME) {
+		return &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "BODY=8BITMIME not supported"}
 	}
 	ss.from = from
 	ss.to = nil
@@ -334,6 +400,8 @@ func (ss *session) Data(r io.Reader) error {
 		To:       slices.Clone(ss.to),
 		Data:     data,
 		Received: time.Now(),
+		Body:     ss.body,
+		Size:     ss.size,
 	})
 	close(s.arrived)
 	s.arrived = make(chan struct{})
@@ -348,6 +416,7 @@ func (ss *session) Data(r io.Reader) error {
 func (ss *session) Reset() {
 	ss.from = ""
 	ss.to = nil
+	ss.body, ss.size = "", 0
 }
 
 func (ss *session) Logout() error { return nil }

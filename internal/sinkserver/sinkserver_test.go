@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +255,130 @@ func TestSelfSignedNames(t *testing.T) {
 
 func x509VerifyOptions(pool *x509.CertPool, name string) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: pool, DNSName: name}
+}
+
+func TestMailParametersRecorded(t *testing.T) {
+	s := startSink(t, Options{})
+	c := dial(t, s)
+	if ok, _ := c.Extension("8BITMIME"); !ok {
+		t.Fatal("8BITMIME not offered by default")
+	}
+	if err := c.Mail("a@example.org", &smtp.MailOptions{Size: int64(len(testMsg))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("b@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := s.Messages()[0]
+	// go-smtp's client says BODY=8BITMIME whenever the server offers it.
+	if m.Body != "8BITMIME" || m.Size != int64(len(testMsg)) {
+		t.Errorf("Body, Size = %q, %d", m.Body, m.Size)
+	}
+	if n := s.MailCommands(); n != 1 {
+		t.Errorf("MailCommands = %d, want 1", n)
+	}
+}
+
+func TestNo8BitMIME(t *testing.T) {
+	s := startSink(t, Options{No8BitMIME: true})
+	c := dial(t, s)
+	if ok, _ := c.Extension("8BITMIME"); ok {
+		t.Fatal("8BITMIME offered with No8BitMIME")
+	}
+	for _, ext := range []string{"SIZE", "PIPELINING", "ENHANCEDSTATUSCODES"} {
+		if ok, _ := c.Extension(ext); !ok {
+			t.Errorf("%s lost along with 8BITMIME", ext)
+		}
+	}
+	// A client that sends BODY=8BITMIME anyway is refused, as RFC 6152
+	// lets a server without the extension do.
+	raw, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	tp := textproto.NewConn(raw)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.PrintfLine("EHLO client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := tp.ReadResponse(250); err != nil || strings.Contains(msg, "8BITMIME") {
+		t.Fatalf("EHLO: %q, %v", msg, err)
+	}
+	if err := tp.PrintfLine("MAIL FROM:<a@example.org> BODY=8BITMIME"); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg, _ := tp.ReadResponse(250); code != 555 {
+		t.Errorf("MAIL BODY=8BITMIME: %d %s, want 555", code, msg)
+	}
+
+	// 7-bit mail still goes, without a BODY parameter.
+	if err := send(t, c, "a@example.org", "b@example.net", testMsg); err != nil {
+		t.Fatal(err)
+	}
+	if m := s.Messages(); len(m) != 1 || m[0].Body != "" {
+		t.Fatalf("messages = %+v", m)
+	}
+}
+
+func TestNo8BitMIMEWithTLSRefused(t *testing.T) {
+	cert, _, err := SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{No8BitMIME: true, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	if err == nil {
+		s.Close()
+		t.Fatal("Start accepted No8BitMIME with TLS")
+	}
+}
+
+func TestMaxMessageBytes(t *testing.T) {
+	s := startSink(t, Options{MaxMessageBytes: 40})
+	c := dial(t, s)
+	if n, ok := c.MaxMessageSize(); !ok || n != 40 {
+		t.Fatalf("advertised SIZE = %d, %v; want 40", n, ok)
+	}
+	// Declared too big at MAIL (RFC 1870).
+	err := c.Mail("a@example.org", &smtp.MailOptions{Size: 41})
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 552 || se.EnhancedCode != (smtp.EnhancedCode{5, 3, 4}) {
+		t.Fatalf("MAIL SIZE=41: %v, want 552 5.3.4", err)
+	}
+	// Undeclared, found too big after the data.
+	if err := send(t, c, "a@example.org", "b@example.net", testMsg); smtpCode(err) != 552 {
+		t.Fatalf("oversized data: %v, want 552", err)
+	}
+	if n := len(s.Messages()); n != 0 {
+		t.Errorf("stored %d oversized messages", n)
+	}
+}
+
+func TestFailMail(t *testing.T) {
+	s := startSink(t, Options{})
+	c := dial(t, s)
+	s.FailMail(&Fault{Code: 552, Enhanced: [3]int{5, 3, 4}, Msg: "too big"})
+	if err := send(t, c, "a@example.org", "b@example.net", testMsg); smtpCode(err) != 552 {
+		t.Fatalf("MAIL fault: %v", err)
+	}
+	s.FailMail(nil)
+	if err := send(t, c, "a@example.org", "b@example.net", testMsg); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MailCommands(); n != 2 {
+		t.Errorf("MailCommands = %d, want 2", n)
+	}
 }

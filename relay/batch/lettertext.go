@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/petitiond/petitiond/oneline"
+	"github.com/petitiond/petitiond/relay/catalog"
 )
 
 // maxLetterText caps one letter's text in the summary, so that a huge
@@ -30,58 +31,69 @@ const maxLetterText = 64 << 10
 // maxMIMEDepth bounds how deep readLetter follows nested multiparts.
 const maxMIMEDepth = 16
 
-// readLetter returns a letter's decoded Subject and the text to show for it:
-// its first inline text/plain part decoded to UTF-8, else its HTML with the
-// tags removed, else a note in parentheses. It never fails: one bad letter
-// must not stop a batch.
-func readLetter(raw []byte) (subject, text string) {
+// letterText is what the summary shows of a letter: its decoded Subject,
+// its text (one paragraph a line, cleaned by cleanText; "" when there is
+// none to show), and notes on how it was read, for before and after it.
+type letterText struct {
+	subject       string
+	text          string
+	before, after []catalog.Note
+}
+
+// readLetter finds a letter's text: its first inline text/plain part
+// decoded to UTF-8, else its HTML with the tags removed, else nothing, with
+// notes saying which. It never fails: one bad letter must not stop a batch.
+func readLetter(raw []byte) (lt letterText) {
 	defer func() {
 		// A safety net around a third-party parser fed hostile input: a
 		// parser bug costs this letter its text, not the whole batch.
 		if r := recover(); r != nil {
-			text = "(could not be read: the MIME parser failed)"
+			lt = letterText{subject: lt.subject, before: []catalog.Note{unreadable(errors.New("the MIME parser failed"))}}
 		}
 	}()
 	e, err := message.Read(bytes.NewReader(raw))
 	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return "", couldNotRead(err)
+		return letterText{before: []catalog.Note{unreadable(err)}}
 	}
 	// On a decoding error Subject still returns the raw value, which is
 	// better than nothing once cleaned.
 	s, _ := (&mail.Header{Header: e.Header}).Subject()
-	subject = oneline.Clean(s)
+	lt.subject = oneline.Clean(s)
 
 	var f textFinder
 	f.walk(e, err, "text/plain", 0)
 	switch {
 	case f.plainFound:
-		text = f.plain
+		lt.text = f.plain
 	case f.htmlFound:
-		text = "(this letter has no plain text part; its HTML is shown with the tags removed)\n\n" + f.html
+		lt.text = f.html
+		lt.before = append(lt.before, catalog.Note{Kind: "html_only"})
 	case f.err != nil:
-		return subject, couldNotRead(f.err)
+		lt.before = append(lt.before, unreadable(f.err))
+		return lt
 	default:
-		return subject, "(no plain text part)"
+		lt.before = append(lt.before, catalog.Note{Kind: "no_text"})
+		return lt
 	}
-	if strings.TrimSpace(text) == "" {
-		text = "(empty)"
+	lt.before = append(lt.before, f.before...)
+	lt.after = f.after
+	if strings.TrimSpace(lt.text) == "" {
+		lt.text = ""
+		lt.before = append(lt.before, catalog.Note{Kind: "empty"})
 	}
-	if f.note != "" {
-		text += "\n\n" + f.note
-	}
-	return subject, text
+	return lt
 }
 
-func couldNotRead(err error) string {
-	return "(could not be read: " + oneline.Clean(err.Error()) + ")"
+func unreadable(err error) catalog.Note {
+	return catalog.Note{Kind: "unreadable", Detail: oneline.Clean(err.Error())}
 }
 
 // textFinder walks a letter's MIME tree looking for its text.
 type textFinder struct {
 	plain, html           string
 	plainFound, htmlFound bool
-	note                  string // about the text found (charset, truncation, decoding)
-	err                   error  // the first structural error met
+	before, after         []catalog.Note // about the text found (charset, decoding, truncation)
+	err                   error          // the first structural error met
 }
 
 // walk visits e and its children in order and reports whether the search
@@ -128,15 +140,15 @@ func (f *textFinder) walk(e *message.Entity, entityErr error, defaultType string
 	}
 	switch mediaType {
 	case "text/plain":
-		body, note := readBody(e, entityErr)
-		f.plain, f.plainFound, f.note = cleanText(body), true, note
+		body, before, after := readBody(e, entityErr)
+		f.plain, f.plainFound, f.before, f.after = cleanText(body), true, before, after
 		return true
 	case "text/html":
 		if !f.htmlFound {
-			body, note := readBody(e, entityErr)
+			body, before, after := readBody(e, entityErr)
 			f.html, f.htmlFound = cleanText(htmlToText(body)), true
-			if f.note == "" {
-				f.note = note
+			if f.before == nil && f.after == nil {
+				f.before, f.after = before, after
 			}
 		}
 	}
@@ -149,37 +161,36 @@ func (f *textFinder) setErr(err error) {
 	}
 }
 
-// readBody reads up to maxLetterText decoded bytes of e's body, with a note
+// readBody reads up to maxLetterText decoded bytes of e's body, with notes
 // on anything the reader should know about how it was decoded.
-func readBody(e *message.Entity, entityErr error) (string, string) {
-	var notes []string
+func readBody(e *message.Entity, entityErr error) (body string, before, after []catalog.Note) {
 	switch {
 	case message.IsUnknownEncoding(entityErr):
-		notes = append(notes, "(its transfer encoding is unknown here; shown as received)")
+		before = append(before, catalog.Note{Kind: "unknown_encoding"})
 	case message.IsUnknownCharset(entityErr):
-		notes = append(notes, "(its charset is unknown here; shown as received)")
+		before = append(before, catalog.Note{Kind: "unknown_charset"})
 	}
-	body, err := io.ReadAll(io.LimitReader(e.Body, maxLetterText+1))
+	b, err := io.ReadAll(io.LimitReader(e.Body, maxLetterText+1))
 	if err != nil {
-		notes = append(notes, "(the rest could not be decoded: "+oneline.Clean(err.Error())+")")
+		after = append(after, catalog.Note{Kind: "decode_error", Detail: oneline.Clean(err.Error())})
 	}
-	if len(body) > maxLetterText {
-		body = body[:maxLetterText]
+	if len(b) > maxLetterText {
+		b = b[:maxLetterText]
 		// Do not cut a character in half.
-		for i := 0; i < utf8.UTFMax && len(body) > 0; i++ {
-			if r, size := utf8.DecodeLastRune(body); r != utf8.RuneError || size != 1 {
+		for i := 0; i < utf8.UTFMax && len(b) > 0; i++ {
+			if r, size := utf8.DecodeLastRune(b); r != utf8.RuneError || size != 1 {
 				break
 			}
-			body = body[:len(body)-1]
+			b = b[:len(b)-1]
 		}
-		notes = append(notes, "(cut here; the whole letter is in the attached digest)")
+		after = append(after, catalog.Note{Kind: "cut"})
 	}
-	return string(body), strings.Join(notes, "\n")
+	return string(b), before, after
 }
 
 // cleanText makes a letter's text safe to show: valid UTF-8, LF line
-// breaks, no control characters but tabs, no leading or trailing blank
-// lines. It is one pass over the bytes because every letter's text goes
+// breaks, no control or bidi characters but tabs, no leading or trailing
+// blank lines. It is one pass over the bytes because every letter's text goes
 // through it.
 func cleanText(s string) string {
 	buf := make([]byte, 0, len(s))
@@ -206,7 +217,7 @@ func cleanText(s string) string {
 			buf = append(buf, "\uFFFD"...)
 		case r == '\u2028' || r == '\u2029':
 			buf = append(buf, '\n')
-		case unicode.IsControl(r):
+		case oneline.Unsafe(r):
 			buf = append(buf, ' ')
 		default:
 			buf = append(buf, s[i:i+size]...)

@@ -22,7 +22,7 @@ func TestBuildLetterText(t *testing.T) {
 		name: "base64",
 		raw: hdr + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
 			base64.StdEncoding.EncodeToString([]byte("Justicia y verdad: ¡libertad!\r\nMaría")) + "\r\n",
-		want: []string{"Justicia y verdad: ¡libertad!\nMaría"},
+		want: []string{"| Justicia y verdad: ¡libertad!\n| María"},
 	}, {
 		name: "latin-1 8bit",
 		raw:  hdr + "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCanci\xf3n de la libertad, a\xf1o 2019\r\n",
@@ -34,7 +34,7 @@ func TestBuildLetterText(t *testing.T) {
 	}, {
 		name: "no content type",
 		raw:  "From: x@y.example\r\nSubject: plain\r\n\r\nJust text.\r\n",
-		want: []string{"Just text.", "Subject:  plain"},
+		want: []string{"| Just text.", "Subject: plain\n"},
 	}, {
 		name: "alternative",
 		raw: hdr + "Content-Type: multipart/alternative; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain version\r\n" +
@@ -50,36 +50,36 @@ func TestBuildLetterText(t *testing.T) {
 	}, {
 		name:  "html only",
 		raw:   hdr + "Content-Type: text/html; charset=utf-8\r\n\r\n<html><head><title>T</title><style>p{color:red}</style></head><body><p>Libertad&nbsp;para&nbsp;todos &amp; todas</p><p>Ana</p><script>alert(1)</script></body></html>\r\n",
-		want:  []string{"no plain text part", "Libertad para todos & todas\n\nAna"},
+		want:  []string{"(this letter has no plain text part; its HTML is shown with the tags removed)\n| Libertad para todos & todas\n|\n| Ana"},
 		avoid: []string{"<p>", "color:red", "alert"},
 	}, {
 		name: "only an image",
 		raw:  hdr + "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
-		want: []string{"(no plain text part)"},
+		want: []string{"(no plain text part to show; the letter is attached as it arrived)"},
 	}, {
 		name: "not MIME at all",
 		raw:  "this is not a header line\r\nnor this\r\n\r\nbody\r\n",
-		want: []string{"(could not be read: "},
+		want: []string{"(could not be read: ", "the letter is attached as it arrived)"},
 	}, {
 		name: "multipart without its boundary",
 		raw:  hdr + "Content-Type: multipart/mixed; boundary=nope\r\n\r\n--other\r\n\r\nx\r\n",
-		want: []string{"(could not be read: "},
+		want: []string{"(could not be read: ", "the letter is attached as it arrived)"},
 	}, {
 		name: "broken base64",
 		raw:  hdr + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSG9sYQ==!!!***\r\n",
-		want: []string{"Hola", "could not be decoded"},
+		want: []string{"| Hola", "(the rest could not be decoded: "},
 	}, {
 		name: "unknown charset",
 		raw:  hdr + "Content-Type: text/plain; charset=x-no-such\r\n\r\nplain ascii\r\n",
-		want: []string{"plain ascii", "charset is unknown"},
+		want: []string{"(its charset is unknown here; shown as received)\n| plain ascii"},
 	}, {
 		name: "unknown transfer encoding",
 		raw:  hdr + "Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644\r\n",
-		want: []string{"begin 644", "transfer encoding is unknown"},
+		want: []string{"(its transfer encoding is unknown here; shown as received)\n| begin 644"},
 	}, {
 		name: "control characters in the text",
 		raw:  hdr + "Content-Type: text/plain; charset=utf-8\r\n\r\nred\x1b[31m alert\x07\r\n",
-		want: []string{"red [31m alert"},
+		want: []string{"| red [31m alert"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,7 +117,7 @@ func TestBuildLongText(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := parseBatch(t, msg)
-	if !strings.Contains(p.summary, "(cut here; the whole letter is in the attached digest)") {
+	if !strings.Contains(p.summary, "ñ\n(cut here; the whole letter is attached)\n") {
 		t.Errorf("long letter not cut")
 	}
 	if strings.Contains(p.summary, "\uFFFD") {

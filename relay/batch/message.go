@@ -1,13 +1,16 @@
 // Package batch closes batches of counted letters and builds the message
 // that carries each to the campaign's recipients (SPEC section 7),
-// DKIM-signed. This file assembles the MIME message; summary.go writes the
-// parts organisers read, with every field made safe to print; lettertext.go
+// DKIM-signed. This file assembles the MIME message and decides how each
+// letter is carried in its digest; summary.go gives the parts organisers
+// read their facts (their words come from relay/catalog, in
+// campaign.language), with every field made safe to print; lettertext.go
 // finds the text of each letter for the summary; sign.go signs.
 package batch
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -24,15 +27,21 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/petitiond/petitiond/oneline"
+	"github.com/petitiond/petitiond/relay/catalog"
 )
 
 // Letter is one counted letter as it goes into a batch.
 type Letter struct {
-	ID         string // e.g. "L0000001A"
-	Received   time.Time
-	Name       string // sender display name, decoded; may contain anything: it is data
-	Address    string // sender address
-	DKIMDomain string // d= of the passing signature; "" means unverified
+	ID       string // e.g. "L0000001A"
+	Received time.Time
+	Name     string // sender display name, decoded; may contain anything: it is data
+	Address  string // sender address
+	// Verified is how the letter verified: one of the verdict words
+	// VerifiedDKIM ... VerifiedUnverified. "" reads as dkim when DKIMDomain
+	// is set and unverified otherwise; a word not in the list as unverified.
+	Verified   string
+	DKIMDomain string // d= of the passing signature, for dkim
+	SPFDomain  string // the MAIL FROM domain SPF passed for, for spf
 	Raw        []byte // the original message, CRLF line endings, exactly as received
 }
 
@@ -46,6 +55,12 @@ type Spec struct {
 	Date         time.Time // when the batch closed
 	RunningTotal uint64    // letters counted so far, this batch included
 	Letters      []Letter  // in received order
+	// Language is campaign.language, the language of the subject and the
+	// summary: "es" or "en"; "" means "en".
+	Language string
+	// Location is campaign.timezone: every time in the message is shown in
+	// it; nil means UTC.
+	Location *time.Location
 }
 
 // NewMessageID returns the Message-ID of batch number, "<batch-N.UNIXNANO@domain>".
@@ -94,25 +109,53 @@ func isDotAtom(s string) bool {
 // build.
 //
 // Build fails only for a Spec that cannot make a message (no letters, a bad
-// From, recipient or Message-ID); a letter it cannot read is still batched,
-// with a note in the summary.
+// From, recipient or Message-ID, a language without a catalogue); a letter
+// it cannot read is still batched, with a note in the summary.
 func Build(s Spec) ([]byte, error) {
 	if err := validate(s); err != nil {
 		return nil, err
+	}
+	cat, err := catalogOf(s)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", s.Number, err)
 	}
 
 	letters := make([]preparedLetter, len(s.Letters))
 	eightBit := false
 	for i := range s.Letters {
 		letters[i] = prepareLetter(&s.Letters[i])
-		eightBit = eightBit || letters[i].eightBit
+		eightBit = eightBit || letters[i].carry.cte == "8bit"
 	}
-
-	summary, err := qpEncode(summaryText(s, letters))
+	data := batchData(s, letters)
+	var texts struct{ subject, csvName, digestDesc string }
+	// The file name first: the summary names it.
+	for _, m := range []struct {
+		key string
+		out *string
+	}{
+		{"batch.csv_filename", &texts.csvName},
+		{"batch.subject", &texts.subject},
+		{"batch.digest_description", &texts.digestDesc},
+	} {
+		if *m.out, err = cat.Text(m.key, data); err != nil {
+			return nil, fmt.Errorf("batch %d: %w", s.Number, err)
+		}
+	}
+	data.CSVName = texts.csvName
+	var summaryText bytes.Buffer
+	summaryText.Grow(summarySize(&data))
+	if err := cat.Write(&summaryText, "batch.summary", data); err != nil {
+		return nil, fmt.Errorf("batch %d: %w", s.Number, err)
+	}
+	summary, err := qpEncode(summaryText.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: summary: %w", s.Number, err)
 	}
-	csvBody, err := csvAttachment(letters)
+	csvList, err := csvList(letters, cat.Location())
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
+	}
+	csvBody, err := qpEncode(csvList)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
@@ -128,12 +171,12 @@ func Build(s Spec) ([]byte, error) {
 		"Content-Transfer-Encoding: quoted-printable",
 		"Content-Disposition: inline")
 	addFields(&csvHdr,
-		"Content-Type: text/csv; charset=utf-8",
+		"Content-Type: text/csv; charset=utf-8; header=present",
 		"Content-Transfer-Encoding: quoted-printable",
-		fmt.Sprintf(`Content-Disposition: attachment; filename="batch-%d.csv"`, s.Number))
+		"Content-Disposition: "+mime.FormatMediaType("attachment", map[string]string{"filename": oneline.Clean(texts.csvName)}))
 	digestFields := []string{
 		`Content-Type: multipart/digest; boundary="` + digestBoundary + `"`,
-		fmt.Sprintf("Content-Description: the %d letters as received", len(letters)),
+		encodedField("Content-Description", oneline.Clean(texts.digestDesc)),
 	}
 	if eightBit {
 		// A multipart is labelled with the widest encoding found inside it.
@@ -159,7 +202,7 @@ func Build(s Spec) ([]byte, error) {
 	top.AddRaw([]byte(`Content-Type: multipart/mixed; boundary="` + mixedBoundary + "\"\r\n"))
 	top.AddRaw([]byte("MIME-Version: 1.0\r\n"))
 	// Fields added last are written first: this puts From at the top.
-	topOrdered(&top, s)
+	topOrdered(&top, s, cat.Location(), oneline.Clean(texts.subject))
 
 	out := bytes.NewBuffer(make([]byte, 0, len(summary)+len(csvBody)+len(digest)+4096))
 	if err := textproto.WriteHeader(out, top.Header); err != nil {
@@ -189,6 +232,15 @@ func Build(s Spec) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// catalogOf is the catalogue of the batch's language and time zone.
+func catalogOf(s Spec) (*catalog.Catalog, error) {
+	lang := s.Language
+	if lang == "" {
+		lang = "en"
+	}
+	return catalog.New(lang, s.Location)
+}
+
 // validate checks what Build cannot do without.
 func validate(s Spec) error {
 	if len(s.Letters) == 0 {
@@ -216,21 +268,17 @@ func validate(s Spec) error {
 
 // topOrdered adds From, To, Cc, Subject, Date and Message-ID so that they are
 // written in that order above the MIME fields. Values were checked by
-// validate.
-func topOrdered(h *message.Header, s Spec) {
+// validate; subject is on one line.
+func topOrdered(h *message.Header, s Spec, loc *time.Location, subject string) {
 	mh := mail.Header{Header: *h}
 	mh.AddRaw([]byte("Message-ID: " + s.MessageID + "\r\n"))
-	// In UTC, so the field does not depend on the server's time zone.
-	mh.Add("Date", s.Date.UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
-	// The campaign name is cleaned first so the subject stays one line.
-	subject := fmt.Sprintf("[%s] batch %d: %d letters", oneline.Clean(s.CampaignName), s.Number, len(s.Letters))
-	if encoded := mime.QEncoding.Encode("utf-8", subject); encoded != subject {
-		// RFC 2047 encoded-words hold no spaces and may be folded between
-		// them; go-message's folder only looks for spaces within 76
-		// characters, which a 75-character word defeats.
-		mh.AddRaw([]byte("Subject: " + strings.ReplaceAll(encoded, " ", "\r\n ") + "\r\n"))
+	// In the campaign's zone, like every time in the batch; never the
+	// server's own.
+	mh.Add("Date", s.Date.In(loc).Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	if encoded := encodedField("Subject", subject); encoded != "Subject: "+subject {
+		mh.AddRaw([]byte(encoded + "\r\n"))
 	} else {
-		mh.Add("Subject", subject)
+		mh.Add("Subject", subject) // folded by go-message
 	}
 	if len(s.Recipients) > 1 {
 		mh.Add("Cc", formatAddresses(s.Recipients[1:]))
@@ -238,6 +286,17 @@ func topOrdered(h *message.Header, s Spec) {
 	mh.Add("To", formatAddresses(s.Recipients[:1]))
 	mh.Add("From", formatAddresses([]string{s.From}))
 	*h = mh.Header
+}
+
+// encodedField is "Key: value" with a non-ASCII value as RFC 2047
+// encoded-words, folded between them (go-message's folder only looks for
+// spaces within 76 characters, which a 75-character encoded-word defeats).
+// An ASCII value is left as it is: short ones only come here.
+func encodedField(key, value string) string {
+	if encoded := mime.QEncoding.Encode("utf-8", value); encoded != value {
+		return key + ": " + strings.ReplaceAll(encoded, " ", "\r\n ")
+	}
+	return key + ": " + value
 }
 
 func parseAddress(s string) (*netmail.Address, error) {
@@ -281,11 +340,11 @@ func addFields(h *textproto.Header, fields ...string) {
 // qpEncode encodes text (LF line breaks) as quoted-printable with CRLF line
 // breaks. Quoted-printable output never contains "=_", which is why the
 // boundaries start with it.
-func qpEncode(text string) ([]byte, error) {
+func qpEncode(text []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(len(text) + len(text)/8)
 	w := quotedprintable.NewWriter(&buf)
-	if _, err := w.Write([]byte(text)); err != nil {
+	if _, err := w.Write(text); err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
@@ -295,18 +354,24 @@ func qpEncode(text string) ([]byte, error) {
 }
 
 // digestBody writes the multipart/digest body (without its header) and
-// returns it with the seed of its boundary and the boundary. Each letter is written as it is: go-message's
+// returns it with the seed of its boundary and the boundary. Each letter is
+// written as it is, or base64-encoded where carriageOf says so: go-message's
 // message.Writer would wrap 7bit/8bit lines at 998 bytes, which changes the
 // bytes and breaks the letter's signature.
 func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 	raws := make([][]byte, len(letters))
+	bodies := make([][]byte, len(letters))
 	size := 0
 	for i := range letters {
 		raws[i] = letters[i].raw
-		size += len(raws[i]) + 128
+		bodies[i] = raws[i]
+		if letters[i].carry.cte == "base64" {
+			bodies[i] = base64Lines(raws[i])
+		}
+		size += len(bodies[i]) + 128
 	}
 	seed := contentHash(raws...)
-	boundary := pickBoundary("=_petitiond-digest-", seed, raws...)
+	boundary := pickBoundary("=_petitiond-digest-", seed, bodies...)
 	var buf bytes.Buffer
 	buf.Grow(size)
 	mw := textproto.NewMultipartWriter(&buf)
@@ -314,19 +379,16 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 		return nil, nil, "", err
 	}
 	for i := range letters {
-		cte := "7bit"
-		if letters[i].eightBit {
-			cte = "8bit"
-		}
 		var h textproto.Header
 		// message/rfc822 is the default in a digest; it is written anyway
 		// for readers that do not know the default.
-		addFields(&h, "Content-Type: message/rfc822", "Content-Transfer-Encoding: "+cte)
+		c := letters[i].carry
+		addFields(&h, "Content-Type: "+c.mediaType, "Content-Transfer-Encoding: "+c.cte)
 		w, err := mw.CreatePart(h)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		if _, err := w.Write(letters[i].raw); err != nil {
+		if _, err := w.Write(bodies[i]); err != nil {
 			return nil, nil, "", err
 		}
 	}
@@ -334,6 +396,21 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 		return nil, nil, "", err
 	}
 	return buf.Bytes(), seed, boundary, nil
+}
+
+// base64Lines is b in base64, in lines of 76 characters ending with CRLF
+// (RFC 2045 6.8).
+func base64Lines(b []byte) []byte {
+	const perLine = 76 / 4 * 3 // input bytes per line
+	n := base64.StdEncoding.EncodedLen(len(b))
+	out := make([]byte, 0, n+2*(n/76+1))
+	for len(b) > 0 {
+		chunk := b[:min(perLine, len(b))]
+		out = base64.StdEncoding.AppendEncode(out, chunk)
+		out = append(out, '\r', '\n')
+		b = b[len(chunk):]
+	}
+	return out
 }
 
 // contentHash is the seed a boundary is derived from.
@@ -371,24 +448,63 @@ func pickBoundary(prefix string, seed []byte, content ...[]byte) string {
 	}
 }
 
-// needs8bit reports whether raw may not be labelled 7bit (RFC 2045 2.7):
-// a byte over 127, a NUL, or a line over 998 bytes. 8bit is the label we
-// can honestly use for all of these without re-encoding (which RFC 2046
-// 5.2.1 forbids for message/rfc822); "binary" would need BINARYMIME.
-func needs8bit(raw []byte) bool {
+// carriage is how a letter travels in the digest.
+type carriage struct {
+	mediaType string // message/rfc822 or message/global
+	cte       string // 7bit, 8bit or base64
+}
+
+// maxLine is the longest line 7bit and 8bit data may hold, in octets
+// without the CRLF (RFC 2045 2.7, 2.8; RFC 5321 4.5.3.1.6).
+const maxLine = 998
+
+// carriageOf decides how raw (CRLF line endings) is carried in the digest,
+// keeping its bytes and labelling them truthfully:
+//
+//   - with an ASCII header, as message/rfc822 in 7bit, or 8bit when its
+//     body has bytes over 127;
+//   - with raw UTF-8 (or other 8-bit bytes) in its header (RFC 6532), as
+//     message/global in 8bit: message/rfc822 promises an ASCII header;
+//   - with a line over 998 octets or a NUL, as message/global in base64.
+//     Such bytes are "binary" (RFC 2045 2.9), a label only a BINARYMIME
+//     transaction may carry, and the SMTP line limit forbids them anyway;
+//     message/rfc822 allows no encoding but 7bit, 8bit and binary (RFC
+//     2046 5.2.1), while message/global allows any (RFC 6532 3.7). The
+//     reader's mail app decodes base64 to the very bytes received, so the
+//     letter's own DKIM signature still verifies.
+func carriageOf(raw []byte) carriage {
+	headerEnd := bytes.Index(raw, []byte("\r\n\r\n"))
+	switch {
+	case bytes.HasPrefix(raw, []byte("\r\n")):
+		headerEnd = 0
+	case headerEnd < 0:
+		headerEnd = len(raw)
+	}
 	lineLen := 0
-	for _, c := range raw {
+	eightBitHeader, eightBit := false, false
+	for i, c := range raw {
 		switch {
-		case c > 127 || c == 0:
-			return true
 		case c == '\n':
 			lineLen = 0
-		default:
+			continue
+		case c == 0:
+			return carriage{"message/global", "base64"}
+		case c > 127:
+			eightBit = true
+			eightBitHeader = eightBitHeader || i < headerEnd
+		}
+		if c != '\r' {
 			lineLen++
-			if lineLen > 999 { // 998 plus the CR of the CRLF
-				return true
+			if lineLen > maxLine {
+				return carriage{"message/global", "base64"}
 			}
 		}
 	}
-	return false
+	switch {
+	case eightBitHeader:
+		return carriage{"message/global", "8bit"}
+	case eightBit:
+		return carriage{"message/rfc822", "8bit"}
+	}
+	return carriage{"message/rfc822", "7bit"}
 }

@@ -142,7 +142,7 @@ type parsedBatch struct {
 	csvText     string   // decoded
 	digestTypes []string // Content-Type of each digest part
 	digestCTEs  []string
-	digest      [][]byte // each digest part's body, as it is in the message
+	digest      [][]byte // each digest part's body, decoded: the letter as received
 }
 
 // parseBatch parses msg with go-message, failing the test on anything that
@@ -203,7 +203,8 @@ func parseBatch(t testing.TB, msg []byte) *parsedBatch {
 				}
 				p.digestTypes = append(p.digestTypes, lp.Header.Get("Content-Type"))
 				p.digestCTEs = append(p.digestCTEs, lp.Header.Get("Content-Transfer-Encoding"))
-				// 7bit/8bit message/rfc822: go-message passes the bytes through.
+				// 7bit/8bit: go-message passes the bytes through; base64
+				// it decodes.
 				body, err := io.ReadAll(lp.Body)
 				if err != nil {
 					t.Fatalf("digest body: %v", err)
@@ -238,6 +239,32 @@ func assertWellFormed(t testing.TB, msg []byte) {
 			}
 		}
 	}
+}
+
+// assertLinesFit checks that no line of msg, body included, is longer than
+// 998 octets: what SMTP carries and 8bit allows.
+func assertLinesFit(t testing.TB, msg []byte) {
+	t.Helper()
+	for i, line := range bytes.Split(msg, []byte("\r\n")) {
+		if len(line) > 998 {
+			t.Fatalf("line %d is %d octets long", i+1, len(line))
+		}
+	}
+}
+
+// readCSV reads the CSV attachment, which must start with a UTF-8 byte
+// order mark.
+func readCSV(t testing.TB, text string) [][]string {
+	t.Helper()
+	body, ok := strings.CutPrefix(text, "\ufeff")
+	if !ok {
+		t.Fatalf("CSV without a byte order mark: %q", text[:min(len(text), 40)])
+	}
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if err != nil {
+		t.Fatalf("csv: %v\n%s", err, body)
+	}
+	return rows
 }
 
 // headerKeys lists the top-level header field names in order.
@@ -315,15 +342,15 @@ func TestBuild(t *testing.T) {
 		t.Errorf("MIME-Version %q", v)
 	}
 
-	// Summary.
+	// Summary (English: the Spec names no language).
 	for _, want := range []string{
-		"batch 7", "Letters in this batch: 3", "Running total:         120",
-		"2024-05-06T10:00:00Z .. 2024-05-06T10:30:00Z",
-		"2024-05-06T10:00:00Z  Ana Pérez <ana@supporter.example>  supporter.example  L0000001A",
-		`Bob "the Builder", Jr. <bob@mail.example.cl>  mail.example.cl  L0000002B`,
-		"2024-05-06T10:30:00Z  <carla@unsigned.example>  UNVERIFIED  L0000003C",
-		"Exijo la libertad de los presos políticos.\nAna",
-		"Libertad ahora.", "Sin firma.",
+		"Batch 7: 3 letters\n", "Running total: 120 letters\n", "Verified: 2 of 3\n",
+		"First letter: 6 May 2024 10:00 (UTC+00:00)\nLast letter: 6 May 2024 10:30 (UTC+00:00)\n",
+		"1. Ana Pérez <ana@supporter.example>\n   6 May 2024 10:00 (UTC+00:00) · L0000001A\n   DKIM signature from supporter.example\n",
+		"2. Bob \"the Builder\", Jr. <bob@mail.example.cl>\n   6 May 2024 10:05 (UTC+00:00) · L0000002B\n   DKIM signature from mail.example.cl\n",
+		"3. carla@unsigned.example\n   6 May 2024 10:30 (UTC+00:00) · L0000003C\n   UNVERIFIED (nothing proves this address sent it)\n",
+		"| Exijo la libertad de los presos políticos.\n| Ana\n",
+		"| Libertad ahora.\n", "| Sin firma.\n",
 	} {
 		if !strings.Contains(p.summary, want) {
 			t.Errorf("summary lacks %q:\n%s", want, p.summary)
@@ -334,15 +361,12 @@ func TestBuild(t *testing.T) {
 	if p.csvName != "batch-7.csv" {
 		t.Errorf("csv filename %q", p.csvName)
 	}
-	rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()
-	if err != nil {
-		t.Fatalf("csv: %v\n%s", err, p.csvText)
-	}
+	rows := readCSV(t, p.csvText)
 	wantRows := [][]string{
-		{"received", "name", "address", "dkim_domain", "letter_id"},
-		{"2024-05-06T10:00:00Z", "Ana Pérez", "ana@supporter.example", "supporter.example", "L0000001A"},
-		{"2024-05-06T10:05:00Z", `Bob "the Builder", Jr.`, "bob@mail.example.cl", "mail.example.cl", "L0000002B"},
-		{"2024-05-06T10:30:00Z", "", "carla@unsigned.example", "", "L0000003C"},
+		{"received", "name", "address", "dkim_domain", "letter_id", "verified"},
+		{"2024-05-06T10:00:00Z", "Ana Pérez", "ana@supporter.example", "supporter.example", "L0000001A", "dkim"},
+		{"2024-05-06T10:05:00Z", `Bob "the Builder", Jr.`, "bob@mail.example.cl", "mail.example.cl", "L0000002B", "dkim"},
+		{"2024-05-06T10:30:00Z", "", "carla@unsigned.example", "", "L0000003C", "unverified"},
 	}
 	if fmt.Sprintf("%q", rows) != fmt.Sprintf("%q", wantRows) {
 		t.Errorf("csv rows\n%q\nwant\n%q", rows, wantRows)
@@ -356,11 +380,9 @@ func TestBuild(t *testing.T) {
 		if !bytes.Equal(p.digest[i], l.Raw) {
 			t.Errorf("digest part %d differs from the letter:\n%q\n%q", i, p.digest[i], l.Raw)
 		}
-		if p.digestTypes[i] != "message/rfc822" {
-			t.Errorf("digest part %d type %q", i, p.digestTypes[i])
-		}
-		if p.digestCTEs[i] != "8bit" && p.digestCTEs[i] != "7bit" {
-			t.Errorf("digest part %d encoding %q", i, p.digestCTEs[i])
+		// Ana's name is raw UTF-8 in her From: (RFC 6532).
+		if want := []string{"message/global", "message/rfc822", "message/rfc822"}[i]; p.digestTypes[i] != want {
+			t.Errorf("digest part %d type %q, want %q", i, p.digestTypes[i], want)
 		}
 		if l.DKIMDomain == "" {
 			continue
@@ -395,8 +417,10 @@ func TestBuildOneRecipientHasNoCc(t *testing.T) {
 	}
 }
 
-// A line over 998 bytes must reach the reader as it is: go-message's own
-// 7bit/8bit writer would wrap it and break the letter's signature.
+// A line over 998 bytes must reach the reader as it was received: go-message's own
+// 7bit/8bit writer would wrap it and break the letter's signature, and the
+// 8bit label would be false (RFC 2045 2.8), so it travels base64-encoded as
+// message/global.
 func TestBuildLongLinesUntouched(t *testing.T) {
 	keys := testKeys{}
 	key := newEd25519(t)
@@ -411,9 +435,10 @@ func TestBuildLongLinesUntouched(t *testing.T) {
 	if !bytes.Equal(p.digest[0], raw) {
 		t.Fatalf("long line changed")
 	}
-	if p.digestCTEs[0] != "8bit" {
-		t.Errorf("a line over 998 bytes labelled %q", p.digestCTEs[0])
+	if p.digestCTEs[0] != "base64" || p.digestTypes[0] != "message/global" {
+		t.Errorf("a line over 998 bytes carried as %q in %q", p.digestTypes[0], p.digestCTEs[0])
 	}
+	assertLinesFit(t, msg)
 	if vs := keys.verify(t, p.digest[0]); vs[0].Err != nil {
 		t.Errorf("DKIM: %v", vs[0].Err)
 	}
@@ -619,9 +644,8 @@ func TestBuild1000Letters(t *testing.T) {
 	if len(p.digest) != 1000 {
 		t.Fatalf("%d digest parts", len(p.digest))
 	}
-	rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()
-	if err != nil || len(rows) != 1001 {
-		t.Fatalf("csv: %d rows, %v", len(rows), err)
+	if rows := readCSV(t, p.csvText); len(rows) != 1001 {
+		t.Fatalf("csv: %d rows", len(rows))
 	}
 	for i, l := range s.Letters {
 		if !bytes.Equal(p.digest[i], l.Raw) {
@@ -644,6 +668,7 @@ func FuzzBuild(f *testing.F) {
 			Letter{ID: "L2", Received: t0.Add(time.Second), Name: name, Address: name + "@x.example", Raw: raw},
 		)
 		s.CampaignName = name
+		s.Language, s.Location = []string{"es", "en"}[len(raw)%2], santiago
 		msg, err := Build(s)
 		if err != nil {
 			t.Fatalf("Build: %v", err)
@@ -656,12 +681,12 @@ func FuzzBuild(f *testing.F) {
 		if want := crlf.Normalize(raw); !bytes.Equal(p.digest[1], want) {
 			t.Fatalf("digest part differs:\n%q\n%q", p.digest[1], want)
 		}
-		rows, err := csv.NewReader(strings.NewReader(p.csvText)).ReadAll()
-		if err != nil || len(rows) != 3 {
-			t.Fatalf("csv %q: %v", rows, err)
+		if rows := readCSV(t, p.csvText); len(rows) != 3 {
+			t.Fatalf("csv %q", rows)
 		}
 		if _, err := (&p.header).Subject(); err != nil {
 			t.Fatalf("subject: %v", err)
 		}
+		assertLinesFit(t, msg)
 	})
 }

@@ -1,35 +1,56 @@
 // The parts of a batch that organisers read: the summary and the CSV list.
-// Every field that comes from a letter or the configuration is printed
-// through oneline.Clean (one line, no control or bidi characters), and every
-// CSV cell that a spreadsheet could run as a formula through csvSafe.
+// Their words come from the campaign language's catalogue (relay/catalog);
+// this file gives it the facts. Every field that comes from a letter or the
+// configuration is printed through oneline.Clean (one line, no control or
+// bidi characters); each letter's own text is quoted line by line, so no
+// letter can pass its words off as the summary's; every CSV cell is made
+// safe from spreadsheets' formulas by csvSafe.
 
 package batch
 
 import (
 	"bytes"
 	"encoding/csv"
-	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/petitiond/petitiond/crlf"
 	"github.com/petitiond/petitiond/oneline"
+	"github.com/petitiond/petitiond/relay/catalog"
 )
 
-// unverifiedLabel stands where a DKIM domain would be for a letter that had
-// no aligned passing signature (verify.unverified = "relay").
-const unverifiedLabel = "UNVERIFIED"
+// The verdict words of SPEC 5: how a letter verified. They are the values
+// of Letter.Verified and of the CSV's verified column, in every language.
+const (
+	VerifiedDKIM       = "dkim"
+	VerifiedSPF        = "spf"
+	VerifiedConfirmed  = "confirmed"
+	VerifiedAdmin      = "admin"
+	VerifiedUnverified = "unverified"
+)
+
+// QuoteMark starts every line of a letter's own text in the summary ("|"
+// alone on an empty line, "| " before text), and nothing else there: so a
+// letter that writes "Letter 2 of 6 … DKIM: gmail.com" shows it as its own
+// words, never as a line of the summary.
+const QuoteMark = "|"
+
+// CSVHeader is the first row of the CSV list, the same in every language.
+var CSVHeader = []string{"received", "name", "address", "dkim_domain", "letter_id", "verified"}
 
 // preparedLetter is a Letter with its fields made safe to print and its
 // text extracted.
 type preparedLetter struct {
-	id, name, address, dkim string
-	received                time.Time
-	subject                 string
-	text                    string // the letter's own text, or a note in parentheses
-	raw                     []byte // what goes into the digest
-	repaired                bool   // raw had bare CR or LF, normalised to CRLF
-	eightBit                bool   // raw has bytes the 7bit label does not allow
+	id, name, address string
+	verified          string // a verdict word, never ""
+	domain            string // of the DKIM signature or the SPF check, "" for other verdicts
+	received          time.Time
+	text              letterText
+	raw               []byte // what goes into the digest, as the letter was received
+	repaired          bool   // raw had bare CR or LF, normalised to CRLF
+	carry             carriage
 }
 
 func prepareLetter(l *Letter) preparedLetter {
@@ -37,10 +58,11 @@ func prepareLetter(l *Letter) preparedLetter {
 		id:       oneline.Clean(l.ID),
 		name:     oneline.Clean(l.Name),
 		address:  oneline.Clean(l.Address),
-		dkim:     oneline.Clean(l.DKIMDomain),
-		received: l.Received.UTC(),
+		received: l.Received,
 		raw:      l.Raw,
 	}
+	p.verified, p.domain = verdictOf(l)
+	p.domain = oneline.Clean(p.domain)
 	// Inbound rejects bare CR and LF (SMTP smuggling), so this is a guard:
 	// the batch must stay well-formed MIME and safe to send whatever is in
 	// the store, even if the letter's own signature then no longer verifies.
@@ -48,90 +70,209 @@ func prepareLetter(l *Letter) preparedLetter {
 		p.raw = crlf.Normalize(p.raw)
 		p.repaired = true
 	}
-	p.eightBit = needs8bit(p.raw)
-	p.subject, p.text = readLetter(p.raw)
+	p.carry = carriageOf(p.raw)
+	p.text = readLetter(p.raw)
 	return p
 }
 
-// who is "Name <address>", or "<address>" when there is no name.
+// verdictOf is the letter's verdict word and the domain that goes with it.
+// A Letter without Verified is read the way Letters were before verdicts
+// had kinds: DKIM when it names a DKIM domain, else unverified. A word
+// petitiond does not know claims nothing: unverified.
+func verdictOf(l *Letter) (string, string) {
+	switch l.Verified {
+	case "":
+		if l.DKIMDomain != "" {
+			return VerifiedDKIM, l.DKIMDomain
+		}
+		return VerifiedUnverified, ""
+	case VerifiedDKIM:
+		return VerifiedDKIM, l.DKIMDomain
+	case VerifiedSPF:
+		return VerifiedSPF, l.SPFDomain
+	case VerifiedConfirmed, VerifiedAdmin:
+		return l.Verified, ""
+	}
+	return VerifiedUnverified, ""
+}
+
+// proven reports whether the sender proved the address (SPEC 5): an
+// admin's release counts a letter but proves nothing.
+func (p *preparedLetter) proven() bool {
+	switch p.verified {
+	case VerifiedDKIM, VerifiedSPF, VerifiedConfirmed:
+		return true
+	}
+	return false
+}
+
+// who is "Name <address>", or the address alone, on one line with no run
+// of spaces that could push words onto a line of their own.
 func (p *preparedLetter) who() string {
 	if p.name == "" {
-		return "<" + p.address + ">"
+		return collapseBlanks(p.address, 1)
 	}
-	return p.name + " <" + p.address + ">"
+	return collapseBlanks(p.name, 1) + " <" + collapseBlanks(p.address, 1) + ">"
 }
 
-func (p *preparedLetter) dkimLabel() string {
-	if p.dkim == "" {
-		return unverifiedLabel
+// batchData is the facts the catalogue's batch messages are made from.
+func batchData(s Spec, letters []preparedLetter) catalog.Batch {
+	d := catalog.Batch{
+		Campaign:     oneline.Clean(s.CampaignName),
+		Number:       s.Number,
+		Count:        len(letters),
+		RunningTotal: s.RunningTotal,
+		First:        letters[0].received,
+		Last:         letters[0].received,
+		QuoteMark:    QuoteMark,
+		Letters:      make([]catalog.BatchLetter, len(letters)),
 	}
-	return p.dkim
-}
-
-const rfc3339UTC = "2006-01-02T15:04:05Z"
-
-// summaryText is the first part: the batch's figures, the list of letters,
-// then each letter's text (LF line breaks; qpEncode makes them CRLF).
-func summaryText(s Spec, letters []preparedLetter) string {
-	var b strings.Builder
-	size := 1024
 	for i := range letters {
-		size += 512 + len(letters[i].text) + 2*len(letters[i].name)
-	}
-	b.Grow(size)
-	first, last := letters[0].received, letters[0].received
-	for i := range letters {
-		if t := letters[i].received; t.Before(first) {
-			first = t
-		} else if t.After(last) {
-			last = t
+		p := &letters[i]
+		if t := p.received; t.Before(d.First) {
+			d.First = t
+		} else if t.After(d.Last) {
+			d.Last = t
 		}
-	}
-	name := oneline.Clean(s.CampaignName)
-	fmt.Fprintf(&b, "%s: batch %d\n\n", name, s.Number)
-	fmt.Fprintf(&b, "Letters in this batch: %d\n", len(letters))
-	fmt.Fprintf(&b, "Running total:         %d\n", s.RunningTotal)
-	fmt.Fprintf(&b, "Received:              %s .. %s (UTC)\n\n", first.Format(rfc3339UTC), last.Format(rfc3339UTC))
-	b.WriteString("received              sender, DKIM domain, letter ID\n")
-	for i := range letters {
-		p := &letters[i]
-		fmt.Fprintf(&b, "%s  %s  %s  %s\n", p.received.Format(rfc3339UTC), p.who(), p.dkimLabel(), p.id)
-	}
-	fmt.Fprintf(&b, "\nThe list is attached as batch-%d.csv, and every letter as it was\n", s.Number)
-	b.WriteString("received (with its own DKIM signature) in the attached digest.\n")
-
-	for i := range letters {
-		p := &letters[i]
-		b.WriteString("\n\n" + strings.Repeat("_", 72) + "\n")
-		fmt.Fprintf(&b, "Letter %d of %d: %s\n", i+1, len(letters), p.id)
-		fmt.Fprintf(&b, "From:     %s\n", p.who())
-		fmt.Fprintf(&b, "Received: %s\n", p.received.Format(rfc3339UTC))
-		fmt.Fprintf(&b, "DKIM:     %s\n", p.dkimLabel())
-		if p.subject != "" {
-			fmt.Fprintf(&b, "Subject:  %s\n", p.subject)
+		if p.proven() {
+			d.Verified++
+		}
+		bl := catalog.BatchLetter{
+			N: i + 1, ID: p.id, Who: p.who(), Received: p.received,
+			Verdict: catalog.Verdict{Kind: p.verified, Domain: p.domain},
+			Subject: collapseBlanks(p.text.subject, 1),
+			Quoted:  quote(p.text.text),
+			After:   p.text.after,
 		}
 		if p.repaired {
-			b.WriteString("(its line endings had to be repaired, so its own DKIM signature may not verify)\n")
+			bl.Before = append(bl.Before, catalog.Note{Kind: "repaired"})
 		}
-		b.WriteString("\n")
-		b.WriteString(p.text)
-		b.WriteString("\n")
+		bl.Before = append(bl.Before, p.text.before...)
+		d.Letters[i] = bl
+	}
+	return d
+}
+
+// summarySize is about how long the summary of d is, so that it is
+// written into a buffer grown once.
+func summarySize(d *catalog.Batch) int {
+	n := 2048
+	for i := range d.Letters {
+		l := &d.Letters[i]
+		n += 400 + len(l.Quoted) + 2*len(l.Who) + len(l.Subject)
+	}
+	return n
+}
+
+// quote prefixes every line of a letter's text with QuoteMark. Runs of
+// blanks are cut to four spaces, enough for an indented line, too few to
+// push a line of the letter's own across a phone's screen so that its next
+// words seem to start a line of the summary.
+func quote(text string) string {
+	if text == "" {
+		return ""
+	}
+	var b strings.Builder
+	b.Grow(len(text) + 2*strings.Count(text, "\n") + 2)
+	for i, line := range strings.SplitAfter(text, "\n") {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		line = strings.TrimRightFunc(collapseBlanks(strings.TrimSuffix(line, "\n"), 4), unicode.IsSpace)
+		b.WriteString(QuoteMark)
+		if line != "" {
+			b.WriteByte(' ')
+			b.WriteString(line)
+		}
 	}
 	return b.String()
 }
 
-// csvAttachment is the list of letters as CSV (RFC 4180), quoted-printable.
-func csvAttachment(letters []preparedLetter) ([]byte, error) {
+// collapseBlanks replaces every run of blank characters in s (spaces, tabs,
+// the wide Unicode spaces, and the fillers that print as nothing but take
+// room) with at most max ASCII spaces.
+func collapseBlanks(s string, max int) string {
+	if !needsCollapse(s, max) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	run := 0
+	for _, r := range s {
+		if isBlank(r) {
+			if run < max {
+				b.WriteByte(' ')
+			}
+			run++
+			continue
+		}
+		run = 0
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// needsCollapse reports whether collapseBlanks would change s: most text
+// has single ASCII spaces only, and is returned without a copy.
+func needsCollapse(s string, max int) bool {
+	run := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ':
+			if run++; run > max {
+				return true
+			}
+		case c < ' ' && c != '\n':
+			return true // a tab
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if isBlank(r) {
+				return true
+			}
+			i += size - 1
+			run = 0
+		default:
+			run = 0
+		}
+	}
+	return false
+}
+
+func isBlank(r rune) bool {
+	switch r {
+	case '\u115f', '\u1160', '\u2800', '\u3164', '\uffa0': // Hangul and Braille blanks
+		return true
+	}
+	return r != '\n' && unicode.IsSpace(r)
+}
+
+// utf8BOM starts the CSV: without it, spreadsheets read UTF-8 as their
+// local 8-bit charset ("MarÃ­a").
+const utf8BOM = "\ufeff"
+
+// csvList is the list of letters as CSV (RFC 4180) with a byte order mark;
+// times are RFC 3339 in loc.
+func csvList(letters []preparedLetter, loc *time.Location) ([]byte, error) {
 	var buf bytes.Buffer
+	buf.Grow(len(utf8BOM) + 64 + 128*len(letters))
+	buf.WriteString(utf8BOM)
 	w := csv.NewWriter(&buf)
 	w.UseCRLF = true // RFC 4180
-	if err := w.Write([]string{"received", "name", "address", "dkim_domain", "letter_id"}); err != nil {
+	if err := w.Write(CSVHeader); err != nil {
 		return nil, err
 	}
 	for i := range letters {
 		p := &letters[i]
-		err := w.Write([]string{p.received.Format(rfc3339UTC), csvSafe(p.name), csvSafe(p.address), p.dkim, p.id})
-		if err != nil {
+		dkim := ""
+		if p.verified == VerifiedDKIM {
+			dkim = p.domain
+		}
+		row := []string{p.received.In(loc).Format(time.RFC3339), p.name, p.address, dkim, p.id, p.verified}
+		for j := range row {
+			row[j] = csvSafe(row[j])
+		}
+		if err := w.Write(row); err != nil {
 			return nil, err
 		}
 	}
@@ -139,15 +280,62 @@ func csvAttachment(letters []preparedLetter) ([]byte, error) {
 	if err := w.Error(); err != nil {
 		return nil, err
 	}
-	return qpEncode(buf.String())
+	return buf.Bytes(), nil
 }
 
-// csvSafe keeps a spreadsheet from running a supporter's name as a formula
-// (CSV injection): organisers open this file in one. A leading apostrophe is
-// the usual neutraliser and spreadsheets do not display it.
+// csvSafe keeps a spreadsheet from running a cell as a formula (CSV
+// injection): organisers open this file in one, which may split lines at
+// ',' (as the file is written), at ';' (Excel with Chilean regional
+// settings) or at tabs. So wherever a cell can begin, at the start of the
+// field and right after each of those characters inside it, a value whose
+// next visible character starts a formula gets an apostrophe in front:
+// "Pepa;=1+1;" becomes "Pepa;'=1+1;". Spreadsheets show the apostrophe as
+// text, never as a formula, whether or not they trim spaces or honour
+// quotes. The alternative, replacing separators inside values, would change
+// names and addresses that are merely unusual; an apostrophe only shows up
+// in values built to attack.
 func csvSafe(s string) string {
-	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
-		return "'" + s
+	var b strings.Builder
+	copied := 0 // s[:copied] is in b
+	cell := 0   // where the cell a spreadsheet may see begins
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && !isCellSeparator(s[i]) {
+			continue
+		}
+		if startsFormula(s[cell:i]) {
+			b.WriteString(s[copied:cell])
+			b.WriteByte('\'')
+			copied = cell
+		}
+		cell = i + 1
 	}
-	return s
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s[copied:])
+	return b.String()
+}
+
+// isCellSeparator reports whether a spreadsheet may start a new cell after c.
+func isCellSeparator(c byte) bool {
+	return c == ',' || c == ';' || c == '\t' || c == '\r' || c == '\n'
+}
+
+// startsFormula reports whether a cell holding s would be read as a formula
+// by some spreadsheet: its first character after spaces and quotes (which
+// an importer may strip) is one that starts a formula in Excel or
+// LibreOffice, in its ASCII or full-width form.
+func startsFormula(s string) bool {
+	for _, r := range s {
+		switch r {
+		case '=', '+', '-', '@', '\uff1d', '\uff0b', '\uff0d', '\uff20':
+			return true
+		case '"':
+			continue
+		}
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return false
 }

@@ -35,7 +35,7 @@ func BenchmarkRelay1000(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := tr.Deliver(context.Background(), "relay@campaign.test", "familias@ofapp.test", msg); err != nil {
+		if _, err := tr.Deliver(context.Background(), "relay@campaign.test", "familias@ofapp.test", msg); err != nil {
 			b.Fatal(err)
 		}
 	}

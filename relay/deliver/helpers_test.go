@@ -1,9 +1,15 @@
 package deliver
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/textproto"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/wait"
 )
 
 // testMsg keeps CRLF, has a line that needs dot-stuffing and 8-bit text.
@@ -130,13 +137,18 @@ type fakeSMTP struct {
 	Addr string
 
 	tlsConfig         *tls.Config
+	mailReply         string // default "250 2.1.0 ok"
 	rcptReply         string // default "250 2.1.5 ok"
 	stallInData       bool   // after 354: stop reading, never answer
 	injectAfterTLS    bool   // send an extra line with the STARTTLS reply
 	starttlsReply     string // a refusal to send instead of "220 go ahead"
+	starttlsGoAhead   string // the 220 reply to STARTTLS; default "220 go ahead"
 	ehloAfterTLSReply string // reply to EHLO once TLS is up instead of the extensions
 	greeting          string // default "220 fake.test ESMTP"
 	closeAfterGreet   bool
+	ehloKeywords      []string      // nil: 8BITMIME, SIZE 67108864, ENHANCEDSTATUSCODES (and STARTTLS); "" last: a bare "250"
+	dataReply         string        // reply to the final dot, lines split by "\r\n"; default "250 2.0.0 queued"
+	dataReplyDelay    time.Duration // wait this long before answering the final dot
 
 	ln   net.Listener
 	wg   sync.WaitGroup
@@ -231,12 +243,25 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 				_ = tp.PrintfLine("%s", f.ehloAfterTLSReply)
 				continue
 			}
-			ext := []string{"250-fake.test", "250-8BITMIME", "250-SIZE 10000000"}
-			if f.tlsConfig != nil && !tlsOn {
-				ext = append(ext, "250-STARTTLS")
+			keywords := f.ehloKeywords
+			if keywords == nil {
+				keywords = []string{"8BITMIME", "SIZE 67108864", "ENHANCEDSTATUSCODES"}
 			}
-			ext = append(ext, "250 ENHANCEDSTATUSCODES")
-			_ = tp.PrintfLine("%s", strings.Join(ext, "\r\n"))
+			if f.tlsConfig != nil && !tlsOn {
+				keywords = append(slices.Clone(keywords), "STARTTLS")
+			}
+			lines := []string{"fake.test"}
+			lines = append(lines, keywords...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				if l == "" {
+					sep = strings.TrimSpace(sep) // a bare "250" ends the reply
+				}
+				_ = tp.PrintfLine("250%s%s", sep, l)
+			}
 		case "STARTTLS":
 			if f.starttlsReply != "" {
 				_ = tp.PrintfLine("%s", f.starttlsReply)
@@ -246,7 +271,11 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 				_ = tp.PrintfLine("220 go ahead\r\n250 injected")
 				continue
 			}
-			_ = tp.PrintfLine("220 go ahead")
+			goAhead := f.starttlsGoAhead
+			if goAhead == "" {
+				goAhead = "220 go ahead"
+			}
+			_ = tp.PrintfLine("%s", goAhead)
 			tc := tls.Server(conn, f.tlsConfig)
 			if err := tc.Handshake(); err != nil {
 				return
@@ -254,7 +283,11 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 			tp = textproto.NewConn(tc)
 			tlsOn = true
 		case "MAIL":
-			_ = tp.PrintfLine("250 2.1.0 ok")
+			reply := f.mailReply
+			if reply == "" {
+				reply = "250 2.1.0 ok"
+			}
+			_ = tp.PrintfLine("%s", reply)
 		case "RCPT":
 			reply := f.rcptReply
 			if reply == "" {
@@ -277,7 +310,18 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 				return
 			}
 			f.record(&f.got, string(body))
-			_ = tp.PrintfLine("250 2.0.0 queued")
+			if f.dataReplyDelay > 0 {
+				select {
+				case <-f.done:
+					return
+				case <-time.After(f.dataReplyDelay):
+				}
+			}
+			reply := f.dataReply
+			if reply == "" {
+				reply = "250 2.0.0 queued"
+			}
+			_ = tp.PrintfLine("%s", reply)
 		case "RSET", "NOOP":
 			_ = tp.PrintfLine("250 2.0.0 ok")
 		case "QUIT":
@@ -287,4 +331,127 @@ func (f *fakeSMTP) handle(conn net.Conn) {
 			_ = tp.PrintfLine("502 5.5.1 unknown command")
 		}
 	}
+}
+
+// needTool returns the path of a program from software we did not write
+// that a test checks against (found on PATH or at one of paths). When it
+// is missing the test skips, except under PETITIOND_CI=1, where CI has
+// installed it and its absence is a failure.
+func needTool(t *testing.T, name string, paths ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	msg := name + " is not installed (Debian package: see .ci/run); this test checks against it"
+	if os.Getenv("PETITIOND_CI") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// postfixSink is Postfix's smtp-sink(1) running on loopback, started with
+// -v so its log shows every command it received.
+type postfixSink struct {
+	Addr string
+
+	mu  sync.Mutex
+	log bytes.Buffer
+}
+
+func (p *postfixSink) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.Write(b)
+}
+
+// Commands returns the SMTP commands smtp-sink logged, in order.
+func (p *postfixSink) Commands() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var cmds []string
+	for _, line := range strings.Split(p.log.String(), "\n") {
+		// "/usr/sbin/smtp-sink: MAIL FROM:<a@b> BODY=8BITMIME"
+		_, rest, ok := strings.Cut(line, "smtp-sink: ")
+		if !ok {
+			continue
+		}
+		verb, _, _ := strings.Cut(rest, " ")
+		switch strings.ToUpper(verb) {
+		case "EHLO", "HELO", "MAIL", "RCPT", "DATA", ".", "RSET", "QUIT":
+			cmds = append(cmds, rest)
+		}
+	}
+	return cmds
+}
+
+// CommandsAfterQuit returns Commands once smtp-sink has logged a QUIT (its
+// log reaches us through a pipe, after its replies), or after 5 s.
+func (p *postfixSink) CommandsAfterQuit() []string {
+	_ = wait.Until(context.Background(), 5*time.Second, func() (bool, error) {
+		return slices.Contains(p.Commands(), "QUIT"), nil
+	})
+	return p.Commands()
+}
+
+// startPostfixSink runs smtp-sink with flags (e.g. "-8": no 8BITMIME) on a
+// free loopback port until the test ends.
+func startPostfixSink(t *testing.T, flags ...string) *postfixSink {
+	t.Helper()
+	bin := needTool(t, "smtp-sink", "/usr/sbin/smtp-sink")
+	for try := 0; try < 3; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+
+		p := &postfixSink{Addr: addr}
+		args := append([]string{"-v"}, flags...)
+		if os.Geteuid() == 0 {
+			args = append(args, "-u", "nobody") // smtp-sink refuses to run as root
+		}
+		cmd := exec.Command(bin, append(args, addr, "10")...)
+		cmd.Stdout, cmd.Stderr = p, p
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("smtp-sink: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+		})
+		if p.waitListening(addr, exited) {
+			return p
+		}
+		// Exited early: most likely another process took the port.
+	}
+	t.Fatal("smtp-sink did not start listening")
+	return nil
+}
+
+// waitListening polls until smtp-sink accepts connections (true) or has
+// exited (false); it gives up after 10 s.
+func (p *postfixSink) waitListening(addr string, exited <-chan struct{}) bool {
+	errExited := errors.New("smtp-sink exited")
+	err := wait.Until(context.Background(), 10*time.Second, func() (bool, error) {
+		select {
+		case <-exited:
+			return false, errExited
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil, nil
+	})
+	return err == nil
 }

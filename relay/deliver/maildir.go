@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,8 +20,12 @@ import (
 // Root/<address>/new/<unique name>, where <address> is the recipient
 // lower-cased with every byte outside [a-z0-9@._+=-] (and a leading dot)
 // written as %XX, so distinct addresses never share a folder and none can
-// climb out of Root. The message bytes are stored unchanged (CRLF kept), so
-// every recipient's copy is identical and its DKIM signature still verifies.
+// climb out of Root.
+//
+// Each file is the message as a local mail reader expects it: LF line
+// ends, with Return-Path and Delivered-To on top, as a local delivery agent
+// writes them. Readers turn LF back into the CRLF that SMTP carries and DKIM
+// signatures cover; the SMTP copies keep CRLF, byte for byte.
 type Maildir struct {
 	Root string
 }
@@ -30,49 +35,76 @@ func (m Maildir) Dir(rcpt string) string {
 	return filepath.Join(m.Root, mailboxName(rcpt))
 }
 
-// Deliver writes msg to tmp, fsyncs it, renames it into new and fsyncs new,
-// so a message is either complete in new/ or absent after a crash.
-// Directories are created 0700, the file 0600. Disk errors are temporary.
-func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) error {
+// Deliver writes the message to tmp, fsyncs it, renames it into new and
+// fsyncs new, so a message is either complete in new/ or absent after a
+// crash. Directories are created 0700, the file 0600. The Receipt names the
+// file. Disk errors are temporary.
+func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) (Receipt, error) {
 	if err := ctx.Err(); err != nil {
-		return temporary("maildir: delivery to "+rcpt, err)
+		return Receipt{}, temporary("maildir: delivery to "+rcpt, err)
 	}
 	if m.Root == "" {
-		return permanent("maildir", errors.New("no root directory configured"))
+		return Receipt{}, permanent("maildir", errors.New("no root directory configured"))
 	}
 	if rcpt == "" || !strings.Contains(rcpt, "@") {
-		return permanent("maildir: recipient "+strconv.Quote(rcpt), errors.New("not an address"))
+		return Receipt{}, permanent("maildir: recipient "+strconv.Quote(rcpt), errors.New("not an address"))
+	}
+	// Both go into header fields below: no line breaks.
+	if err := checkPath(rcpt); err != nil {
+		return Receipt{}, permanent("maildir: recipient "+strconv.Quote(rcpt), err)
+	}
+	if err := checkPath(from); err != nil {
+		return Receipt{}, permanent("maildir: sender "+strconv.Quote(from), err)
 	}
 	name := mailboxName(rcpt)
 	if len(name) > 255 {
-		return permanent("maildir: recipient "+rcpt, errors.New("address too long for a folder name"))
+		return Receipt{}, permanent("maildir: recipient "+rcpt, errors.New("address too long for a folder name"))
 	}
 	dir := filepath.Join(m.Root, name)
 	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "new"), filepath.Join(dir, "cur")} {
 		if err := safeio.MkdirAll(d, 0o700); err != nil {
-			return temporary("maildir: "+d, err)
+			return Receipt{}, temporary("maildir: "+d, err)
 		}
 	}
 
-	unique, err := uniqueName(len(msg))
+	file := localCopy(from, rcpt, msg)
+	unique, err := uniqueName(len(file))
 	if err != nil {
-		return temporary("maildir: unique name", err)
+		return Receipt{}, temporary("maildir: unique name", err)
 	}
 	tmpPath := filepath.Join(dir, "tmp", unique)
 	newPath := filepath.Join(dir, "new", unique)
-	if err := safeio.WriteNew(tmpPath, msg, 0o600); err != nil {
-		return temporary("maildir: write "+tmpPath, err)
+	if err := safeio.WriteNew(tmpPath, file, 0o600); err != nil {
+		return Receipt{}, temporary("maildir: write "+tmpPath, err)
 	}
 	if err := os.Rename(tmpPath, newPath); err != nil {
 		os.Remove(tmpPath)
-		return temporary("maildir: rename into new", err)
+		return Receipt{}, temporary("maildir: rename into new", err)
 	}
 	if err := safeio.SyncDir(filepath.Join(dir, "new")); err != nil {
 		// The file is in place but maybe not durable: report failure so the
 		// scheduler retries; a second copy beats a lost one.
-		return temporary("maildir: sync "+filepath.Join(dir, "new"), err)
+		return Receipt{}, temporary("maildir: sync "+filepath.Join(dir, "new"), err)
 	}
-	return nil
+	return Receipt{Path: newPath}, nil
+}
+
+// localCopy is msg as a Maildir file: Return-Path (the envelope sender,
+// RFC 5321 4.4) and Delivered-To on top, and CRLF turned into the LF that
+// local mail files use. A lone CR or LF is left as it is.
+func localCopy(from, rcpt string, msg []byte) []byte {
+	head := "Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n"
+	out := make([]byte, 0, len(head)+len(msg))
+	out = append(out, head...)
+	for {
+		i := bytes.Index(msg, []byte("\r\n"))
+		if i < 0 {
+			return append(out, msg...)
+		}
+		out = append(out, msg[:i]...)
+		out = append(out, '\n')
+		msg = msg[i+2:]
+	}
 }
 
 // uniqueName follows the Maildir convention time.unique.host, with 128

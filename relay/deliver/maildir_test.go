@@ -1,11 +1,22 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/mail"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/petitiond/petitiond/relay/batch"
 )
 
 func TestMaildirDeliver(t *testing.T) {
@@ -14,10 +25,13 @@ func TestMaildirDeliver(t *testing.T) {
 	var tr Transport = m
 	ctx := context.Background()
 
+	var receipts []Receipt
 	for i := 0; i < 2; i++ {
-		if err := tr.Deliver(ctx, envFrom, "Familias@OFAPP.example", []byte(testMsg)); err != nil {
+		r, err := tr.Deliver(ctx, envFrom, "Familias@OFAPP.example", []byte(testMsg))
+		if err != nil {
 			t.Fatal(err)
 		}
+		receipts = append(receipts, r)
 	}
 
 	dir := m.Dir("familias@ofapp.example")
@@ -43,11 +57,31 @@ func TestMaildirDeliver(t *testing.T) {
 	if len(entries) != 2 || entries[0].Name() == entries[1].Name() {
 		t.Fatalf("new/ holds %v, want two distinct files", entries)
 	}
-	for _, e := range entries {
-		if strings.ContainsAny(e.Name(), ":/") {
-			t.Errorf("name %q has a Maildir separator", e.Name())
+	// What a local delivery agent writes: envelope on top, LF line ends.
+	want := "Return-Path: <relay@campaign.test>\n" +
+		"Delivered-To: Familias@OFAPP.example\n" +
+		"From: relay@campaign.test\n" +
+		"To: familias@petition.test\n" +
+		"Subject: batch 1: 2 letters\n" +
+		"Message-ID: <batch-1@campaign.test>\n" +
+		"\n" +
+		"Libertad a los presos pol\xc3\xadticos.\n" +
+		".a line starting with a dot\n" +
+		".\n" +
+		"end\n"
+	written := map[string]bool{}
+	for _, r := range receipts {
+		written[r.Path] = true
+		if r.String() != "written to "+r.Path {
+			t.Errorf("receipt says %q", r)
 		}
+	}
+	for _, e := range entries {
 		p := filepath.Join(dir, "new", e.Name())
+		if !written[p] {
+			t.Errorf("%s was written but no receipt names it (receipts %v)", p, receipts)
+		}
+		checkMaildirName(t, p)
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -59,16 +93,56 @@ func TestMaildirDeliver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(b) != testMsg {
-			t.Errorf("content changed: %q", b)
+		if string(b) != want {
+			t.Errorf("content:\n got %q\nwant %q", b, want)
 		}
+	}
+}
+
+// maildirName is the Maildir convention time.unique.host with Dovecot's
+// size hint: seconds, "R" and 128 random bits in hex, the host name
+// without "/" or ":", and ",S=" the file's size.
+var maildirName = regexp.MustCompile(`^([0-9]+)\.R[0-9a-f]{32}\.[^/:]+,S=([0-9]+)$`)
+
+func checkMaildirName(t *testing.T, path string) {
+	t.Helper()
+	m := maildirName.FindStringSubmatch(filepath.Base(path))
+	if m == nil {
+		t.Errorf("file name %q does not follow the Maildir convention", filepath.Base(path))
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m[2] != strconv.FormatInt(fi.Size(), 10) {
+		t.Errorf("%s: S=%s but the file has %d bytes", path, m[2], fi.Size())
+	}
+	if sec, _ := strconv.ParseInt(m[1], 10, 64); time.Since(time.Unix(sec, 0)).Abs() > time.Hour {
+		t.Errorf("%s: time part %s is not now", path, m[1])
+	}
+}
+
+func TestMaildirHeaderInjectionRefused(t *testing.T) {
+	m := Maildir{Root: t.TempDir()}
+	for _, tc := range []struct{ from, rcpt string }{
+		{"a@x.test>\nX-Injected: 1", rcptTo},
+		{envFrom, "b@x.test\nX-Injected: 1"},
+		{envFrom, "b@x.test\r"},
+	} {
+		if _, err := m.Deliver(context.Background(), tc.from, tc.rcpt, []byte(testMsg)); !IsPermanent(err) {
+			t.Errorf("from %q rcpt %q: %v, want permanent", tc.from, tc.rcpt, err)
+		}
+	}
+	if entries, _ := os.ReadDir(m.Root); len(entries) != 0 {
+		t.Errorf("something was written: %v", entries)
 	}
 }
 
 func TestMaildirPerRecipient(t *testing.T) {
 	m := Maildir{Root: t.TempDir()}
 	for _, rcpt := range []string{"familias@ofapp.example", "copias@sr.example"} {
-		if err := m.Deliver(context.Background(), envFrom, rcpt, []byte(testMsg)); err != nil {
+		if _, err := m.Deliver(context.Background(), envFrom, rcpt, []byte(testMsg)); err != nil {
 			t.Fatal(err)
 		}
 		if e, _ := os.ReadDir(filepath.Join(m.Dir(rcpt), "new")); len(e) != 1 {
@@ -104,14 +178,14 @@ func TestMailboxNameIsPathSafe(t *testing.T) {
 
 func TestMaildirErrors(t *testing.T) {
 	ctx := context.Background()
-	if err := (Maildir{}).Deliver(ctx, envFrom, rcptTo, []byte(testMsg)); !IsPermanent(err) {
+	if _, err := (Maildir{}).Deliver(ctx, envFrom, rcptTo, []byte(testMsg)); !IsPermanent(err) {
 		t.Errorf("no root: %v, want permanent", err)
 	}
 	m := Maildir{Root: t.TempDir()}
-	if err := m.Deliver(ctx, envFrom, "not-an-address", []byte(testMsg)); !IsPermanent(err) {
+	if _, err := m.Deliver(ctx, envFrom, "not-an-address", []byte(testMsg)); !IsPermanent(err) {
 		t.Errorf("bad rcpt: %v, want permanent", err)
 	}
-	if err := m.Deliver(ctx, envFrom, strings.Repeat("a", 300)+"@x", []byte(testMsg)); !IsPermanent(err) {
+	if _, err := m.Deliver(ctx, envFrom, strings.Repeat("a", 300)+"@x", []byte(testMsg)); !IsPermanent(err) {
 		t.Errorf("long rcpt: %v, want permanent", err)
 	}
 
@@ -120,14 +194,122 @@ func TestMaildirErrors(t *testing.T) {
 	if err := os.WriteFile(m.Dir(rcptTo), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := m.Deliver(ctx, envFrom, rcptTo, []byte(testMsg))
+	_, err := m.Deliver(ctx, envFrom, rcptTo, []byte(testMsg))
 	if err == nil || IsPermanent(err) {
 		t.Errorf("blocked folder: %v, want temporary", err)
 	}
 
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := m.Deliver(cctx, envFrom, "other@x.test", []byte(testMsg)); err == nil || IsPermanent(err) {
+	if _, err := m.Deliver(cctx, envFrom, "other@x.test", []byte(testMsg)); err == nil || IsPermanent(err) {
 		t.Errorf("canceled: %v, want temporary", err)
+	}
+}
+
+// readMaildirPy reads a Maildir with Python's mailbox module, as a mail
+// reader would, and reports what it found in each message.
+const readMaildirPy = `
+import email.header, json, mailbox, sys
+md = mailbox.Maildir(sys.argv[1], factory=None, create=False)
+out = []
+for key, msg in md.iteritems():
+    raw = md.get_bytes(key)
+    letters = [p for p in msg.walk() if p.get_content_type() == "message/rfc822"]
+    out.append({
+        "key": key,
+        "subdir": msg.get_subdir(),
+        "return_path": msg["Return-Path"],
+        "delivered_to": msg["Delivered-To"],
+        "subject": str(email.header.make_header(email.header.decode_header(msg["Subject"]))),
+        "message_id": msg["Message-ID"],
+        "content_type": msg.get_content_type(),
+        "has_cr": b"\r" in raw,
+        "letter_bodies": [l.get_payload()[0].get_payload(decode=True).decode("utf-8") for l in letters],
+    })
+json.dump(out, sys.stdout)
+`
+
+// TestMaildirReadByPython delivers a real batch (non-ASCII campaign name,
+// 8-bit letters) and reads it back with Python's mailbox.Maildir.
+func TestMaildirReadByPython(t *testing.T) {
+	python := needTool(t, "python3")
+	const campaign = "Cartas por la libertad — Ñuñoa"
+	spec := batch.Spec{Number: 3, CampaignName: campaign, From: envFrom,
+		Recipients: []string{"familias@ofapp.example", "copias@sr.example"}, MessageID: "<batch-3.1@campaign.test>",
+		Date: time.Date(2025, 10, 18, 12, 0, 0, 0, time.UTC), RunningTotal: 2}
+	bodies := []string{"Libertad a los presos políticos.\r\n", "Justicia para las víctimas.\r\n"}
+	for i, body := range bodies {
+		from := fmt.Sprintf("s%d@ed.test", i)
+		spec.Letters = append(spec.Letters, batch.Letter{ID: fmt.Sprintf("L%08X", i+1), Received: spec.Date, Address: from, DKIMDomain: "ed.test",
+			Raw: []byte("From: <" + from + ">\r\nSubject: Libertad\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body)})
+	}
+	msg, err := batch.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSubject, err := new(mime.WordDecoder).DecodeHeader(hdr.Header.Get("Subject"))
+	if err != nil || !strings.Contains(wantSubject, campaign) {
+		t.Fatalf("built Subject %q (%v) does not name the campaign", wantSubject, err)
+	}
+
+	m := Maildir{Root: t.TempDir()}
+	rcpt := spec.Recipients[0]
+	r, err := m.Deliver(testCtx(t), envFrom, rcpt, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMaildirName(t, r.Path)
+
+	cmd := exec.CommandContext(testCtx(t), python, "-c", readMaildirPy, m.Dir(rcpt))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.Bytes())
+	}
+	var got []struct {
+		Key          string   `json:"key"`
+		Subdir       string   `json:"subdir"`
+		ReturnPath   string   `json:"return_path"`
+		DeliveredTo  string   `json:"delivered_to"`
+		Subject      string   `json:"subject"`
+		MessageID    string   `json:"message_id"`
+		ContentType  string   `json:"content_type"`
+		HasCR        bool     `json:"has_cr"`
+		LetterBodies []string `json:"letter_bodies"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("python said %q: %v", out, err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("python found %d messages, want 1: %+v", len(got), got)
+	}
+	g := got[0]
+	if g.Key != filepath.Base(r.Path) || g.Subdir != "new" {
+		t.Errorf("key %q in %q, want %q in new", g.Key, g.Subdir, filepath.Base(r.Path))
+	}
+	if g.ReturnPath != "<"+envFrom+">" || g.DeliveredTo != rcpt {
+		t.Errorf("Return-Path %q, Delivered-To %q", g.ReturnPath, g.DeliveredTo)
+	}
+	if g.Subject != wantSubject {
+		t.Errorf("Subject %q, want %q", g.Subject, wantSubject)
+	}
+	if g.MessageID != spec.MessageID || g.ContentType != "multipart/mixed" {
+		t.Errorf("Message-ID %q, Content-Type %q", g.MessageID, g.ContentType)
+	}
+	if g.HasCR {
+		t.Error("the file has CR bytes; a Maildir file has LF line ends")
+	}
+	if len(g.LetterBodies) != len(bodies) {
+		t.Fatalf("python found %d letters, want %d", len(g.LetterBodies), len(bodies))
+	}
+	for i, b := range bodies {
+		if g.LetterBodies[i] != strings.ReplaceAll(b, "\r\n", "\n") {
+			t.Errorf("letter %d reads %q, want %q", i+1, g.LetterBodies[i], b)
+		}
 	}
 }

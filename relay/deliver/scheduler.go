@@ -155,7 +155,7 @@ func (s *Scheduler) attempt(ctx context.Context, ref store.DeliveryRef) {
 		s.finish(ref, d, &Error{Permanent: true, Msg: "batch message missing: " + err.Error()})
 		return
 	}
-	err = s.transport.Deliver(ctx, s.from, d.Address, msg)
+	_, err = s.transport.Deliver(ctx, s.from, d.Address, msg)
 	if err != nil && ctx.Err() != nil {
 		// Shutting down: leave the copy queued; it is retried at start.
 		s.log.Info("delivery abandoned at shutdown; will retry", "batch", b.ID, "recipient", d.Address)

@@ -177,13 +177,13 @@ type blockingTransport struct {
 	release chan struct{}
 }
 
-func (b *blockingTransport) Deliver(ctx context.Context, _, rcpt string, _ []byte) error {
+func (b *blockingTransport) Deliver(ctx context.Context, _, rcpt string, _ []byte) (Receipt, error) {
 	b.started <- rcpt
 	select {
 	case <-b.release:
-		return nil
+		return Receipt{Path: "released"}, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return Receipt{}, ctx.Err()
 	}
 }
 

@@ -29,7 +29,22 @@ const (
 	// a stalled peer is detected within Timeout, while a slow but moving
 	// transfer of a large message is not cut off.
 	bodyChunk = 64 << 10
+	// quitTimeout bounds the wait for the reply to QUIT, which changes
+	// nothing and is worth no more than a few seconds.
+	quitTimeout = 10 * time.Second
 )
+
+// The steps of a transaction, as errors name them.
+const (
+	stepMail    = "MAIL FROM"
+	stepRcpt    = "RCPT TO"
+	stepData    = "DATA"
+	stepEndData = "end of DATA"
+)
+
+// no8BitMIME is what the admin reads when a host lacks 8BITMIME.
+const no8BitMIME = "the recipient's server does not accept 8-bit mail (no 8BITMIME in its EHLO reply); " +
+	"converting the letters would break their DKIM signatures, so this copy waits until the server offers 8BITMIME (ask its admin)"
 
 // SMTPOptions says where SMTP delivery sends copies (MX hosts or one
 // smarthost), as whom, and how it protects the connection.
@@ -55,8 +70,10 @@ type SMTPOptions struct {
 	// "" means the system resolver.
 	Resolver string
 	// Timeout bounds each step: DNS lookup, connect, TLS handshake, every
-	// command, every chunk of the body and the reply to the final dot.
-	// 0 means 5 minutes.
+	// command and every chunk of the body; the reply to the final dot may
+	// take twice as long (RFC 5321 4.5.3.2.6 gives it 10 minutes against 5
+	// for commands: the receiver may be scanning the message). 0 means 5
+	// minutes.
 	Timeout time.Duration
 	// Dial opens connections; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -133,26 +150,31 @@ func NewSMTP(opt SMTPOptions) *SMTP {
 }
 
 // Deliver sends msg (CRLF line ends; go-smtp's DATA writer dot-stuffs it
-// and would turn a bare LF into CRLF) to rcpt with envelope sender from. It returns nil once a server answered 250 to the
-// final dot, an *Error otherwise.
-func (t *SMTP) Deliver(ctx context.Context, from, rcpt string, msg []byte) error {
+// and would turn a bare LF into CRLF) to rcpt with envelope sender from.
+// Once a server answered 250 to the final dot it returns the host and its
+// reply; otherwise an *Error.
+//
+// msg is never changed on the way: 8-bit content goes only to a host that
+// offers 8BITMIME (KindNo8BitMIME otherwise), and a message larger than the
+// host's SIZE is not sent (KindTooBig).
+func (t *SMTP) Deliver(ctx context.Context, from, rcpt string, msg []byte) (Receipt, error) {
 	if err := t.opt.Validate(); err != nil {
-		return permanent("configuration", err)
+		return Receipt{}, permanent("configuration", err)
 	}
 	if err := checkPath(from); err != nil {
-		return permanent("sender "+from, err)
+		return Receipt{}, permanent("sender "+from, err)
 	}
 	domain, err := rcptDomain(rcpt)
 	if err != nil {
-		return permanent("recipient "+rcpt, err)
+		return Receipt{}, permanent("recipient "+rcpt, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return temporary("delivery to "+rcpt, err)
+		return Receipt{}, temporary("delivery to "+rcpt, err)
 	}
 
 	hosts, port, implicit, derr := t.route(ctx, domain)
 	if derr != nil {
-		return derr
+		return Receipt{}, derr
 	}
 
 	var last *Error
@@ -164,7 +186,7 @@ func (t *SMTP) Deliver(ctx context.Context, from, rcpt string, msg []byte) error
 		addrs, aerr := t.lookupAddrs(ctx, host, implicit)
 		if aerr != nil {
 			if aerr.Permanent {
-				return aerr
+				return Receipt{}, aerr
 			}
 			last = aerr
 			continue
@@ -181,18 +203,18 @@ func (t *SMTP) Deliver(ctx context.Context, from, rcpt string, msg []byte) error
 				out = t.attempt(ctx, host, addr, from, rcpt, msg, false)
 			}
 			if out.err == nil {
-				return nil
+				return out.receipt, nil
 			}
 			last = out.err
 			if out.err.Permanent || !out.next || ctx.Err() != nil {
-				return out.err
+				return Receipt{}, out.err
 			}
 		}
 	}
 	if last == nil {
 		last = temporary("no mail host to try for "+domain, nil)
 	}
-	return last
+	return Receipt{}, last
 }
 
 // route returns the hosts to try in order and their port. implicit is true
@@ -273,13 +295,17 @@ func (t *SMTP) lookupAddrs(ctx context.Context, host string, implicit bool) ([]n
 
 // outcome is the result of one connection attempt.
 type outcome struct {
-	err *Error
+	receipt Receipt // on success
+	err     *Error
 	// next: the failure concerns this host or this moment (connection, TLS,
 	// 4xx), so another host may be tried now.
 	next bool
 	// retryPlain: an opportunistic TLS handshake failed; try the same address
 	// again without STARTTLS.
 	retryPlain bool
+	// quit: the session is still in step with the server (it replied, or
+	// we refused before sending), so QUIT is sent before closing.
+	quit bool
 }
 
 // session is one connection to one address.
@@ -291,6 +317,7 @@ type session struct {
 	raw   net.Conn
 	c     *smtp.Client
 
+	tlsOn       bool // STARTTLS succeeded
 	tlsVerified bool // TLS is up and its certificate verified: AUTH may run
 }
 
@@ -322,12 +349,21 @@ func (t *SMTP) attempt(ctx context.Context, host, addr, from, rcpt string, msg [
 		return outcome{err: e, next: true}
 	}
 
+	out := s.transact(from, rcpt, msg, allowTLS)
+	if out.err != nil && out.quit && ctx.Err() == nil {
+		s.quit()
+	}
+	return out
+}
+
+// transact runs STARTTLS and AUTH as configured and sends the message.
+func (s *session) transact(from, rcpt string, msg []byte, allowTLS bool) outcome {
 	if allowTLS {
 		if out, ok := s.startTLS(); !ok {
 			return out
 		}
 	}
-	if t.opt.Username != "" {
+	if s.t.opt.Username != "" {
 		if out, ok := s.auth(); !ok {
 			return out
 		}
@@ -336,22 +372,31 @@ func (t *SMTP) attempt(ctx context.Context, host, addr, from, rcpt string, msg [
 }
 
 func (s *session) newClient(conn net.Conn) *smtp.Client {
-	c := smtp.NewClient(conn)
+	c := smtp.NewClient(&replyConn{Conn: conn})
 	c.CommandTimeout = s.t.opt.Timeout
-	c.SubmissionTimeout = s.t.opt.Timeout
+	c.SubmissionTimeout = 2 * s.t.opt.Timeout
 	return c
+}
+
+// quit ends a session that is still in step with the server: RFC 5321
+// 4.1.1.10 has the client send QUIT before closing, even after an error
+// reply. Its reply changes nothing, so it is waited for only briefly: a
+// host that never answers QUIT must not hold a worker for minutes after
+// the copy was delivered.
+func (s *session) quit() {
+	s.c.CommandTimeout = min(s.t.opt.Timeout, quitTimeout)
+	_ = s.c.Quit()
 }
 
 func (s *session) auth() (outcome, bool) {
 	if err := authAllowed(s.host, remoteIP(s.raw), s.tlsVerified); err != nil {
-		return outcome{err: permanent(s.where+": AUTH", err)}, false
+		return outcome{err: permanent(s.where+": AUTH", err), quit: true}, false
 	}
 	if !s.c.SupportsAuth(sasl.Plain) {
-		return outcome{err: permanent(s.where+": AUTH", errors.New("server does not offer AUTH PLAIN"))}, false
+		return outcome{err: permanent(s.where+": AUTH", errors.New("server does not offer AUTH PLAIN")), quit: true}, false
 	}
 	if err := s.c.Auth(sasl.NewPlainClient("", s.t.opt.Username, s.t.opt.Password)); err != nil {
-		e := s.replyErr("AUTH", err)
-		return outcome{err: e, next: !e.Permanent}, false
+		return s.failed("AUTH", err), false
 	}
 	return outcome{}, true
 }
@@ -370,45 +415,56 @@ func authAllowed(host string, remote netip.Addr, tlsVerified bool) error {
 }
 
 func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
+	return remoteAddrPort(c).Addr()
 }
 
-// send runs MAIL, RCPT, DATA and QUIT.
+func remoteAddrPort(c net.Conn) netip.AddrPort {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// send runs MAIL, RCPT, DATA and QUIT, after checking that the host takes
+// this message as it is (size, 8-bit content, non-ASCII addresses).
 func (s *session) send(from, rcpt string, msg []byte) outcome {
 	opts := &smtp.MailOptions{}
+	size := int64(len(msg))
+	if limit := s.sizeLimit(); limit > 0 && size > limit {
+		// RFC 1870 6.1: a message over the advertised limit is not sent.
+		return outcome{err: &Error{Permanent: true, Kind: KindTooBig, SizeLimit: limit,
+			Msg: fmt.Sprintf("%s: the message (%d bytes) is larger than the recipient's server accepts (SIZE %d)", s.where, size, limit)},
+			quit: true}
+	}
 	if ok, _ := s.c.Extension("SIZE"); ok {
-		opts.Size = int64(len(msg))
+		opts.Size = size
 	}
 	// A batch carries letters byte for byte (their DKIM signatures depend on
 	// it), so 8-bit letters make an 8-bit batch: say so, and never convert.
+	// Without 8BITMIME it must not be sent at all (RFC 6152 3); another MX
+	// of the domain may offer it.
 	if has8bit(msg) {
-		if ok, _ := s.c.Extension("8BITMIME"); ok {
-			opts.Body = smtp.Body8BitMIME
+		if ok, _ := s.c.Extension("8BITMIME"); !ok {
+			return outcome{err: &Error{Kind: KindNo8BitMIME, Msg: s.where + ": " + no8BitMIME}, next: true, quit: true}
 		}
+		opts.Body = smtp.Body8BitMIME
 	}
 	if has8bit(from) || has8bit(rcpt) {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
-			return outcome{err: permanent(s.where+": MAIL FROM", errors.New("non-ASCII address needs SMTPUTF8, which the server does not offer"))}
+			return outcome{err: permanent(s.where+": "+stepMail, errors.New("non-ASCII address needs SMTPUTF8, which the server does not offer")), quit: true}
 		}
 		opts.UTF8 = true
 	}
 	if err := s.c.Mail(from, opts); err != nil {
-		e := s.replyErr("MAIL FROM", err)
-		return outcome{err: e, next: !e.Permanent}
+		return s.failed(stepMail, err)
 	}
 	if err := s.c.Rcpt(rcpt, nil); err != nil {
-		e := s.replyErr("RCPT TO", err)
-		return outcome{err: e, next: !e.Permanent}
+		return s.failed(stepRcpt, err)
 	}
 	w, err := s.c.Data()
 	if err != nil {
-		e := s.replyErr("DATA", err)
-		return outcome{err: e, next: !e.Permanent}
+		return s.failed(stepData, err)
 	}
 	// go-smtp sets no deadline while the body is written: refresh one per
 	// chunk so a peer that stops reading cannot block us forever.
@@ -420,25 +476,97 @@ func (s *session) send(from, rcpt string, msg []byte) outcome {
 		}
 	}
 	_ = s.raw.SetDeadline(time.Now().Add(s.t.opt.Timeout)) // covers the final flush and dot
-	if _, err := w.CloseWithResponse(); err != nil {
-		e := s.replyErr("end of DATA", err)
-		var se *smtp.SMTPError
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		out := s.failed(stepEndData, err)
 		// Without a reply the remote may already hold the message: retry
 		// later rather than hand a second copy to another MX right now.
-		return outcome{err: e, next: errors.As(err, &se) && !e.Permanent}
+		out.next = out.next && out.err.Code != 0
+		return out
 	}
-	_ = s.c.Quit() // the message is delivered; a failed QUIT changes nothing
-	return outcome{}
+	s.quit() // the message is delivered; a failed QUIT changes nothing
+	return outcome{receipt: Receipt{
+		Host:  s.host,
+		Addr:  remoteAddrPort(s.raw),
+		Reply: finalReply(resp.StatusText),
+		TLS:   s.tlsOn,
+	}}
 }
 
-// replyErr classifies err from step: SMTP replies by code (5xx permanent),
-// everything else temporary.
+// sizeLimit is the host's EHLO SIZE; 0 when it names none (RFC 1870: "SIZE
+// 0" means no fixed limit).
+func (s *session) sizeLimit() int64 {
+	if n, ok := s.c.MaxMessageSize(); ok && n > 0 {
+		return int64(n)
+	}
+	return 0
+}
+
+// finalReply is the 250 reply to the final dot as one clean line. go-smtp
+// hands over the text without the code, lines joined by "\n", each still
+// starting with the enhanced code (RFC 2034): keep that code once.
+func finalReply(text string) string {
+	if first, _, ok := strings.Cut(text, " "); ok && isEnhancedCode(first) {
+		text = strings.ReplaceAll(text, "\n"+first+" ", "\n")
+	}
+	return cleanReply("250 " + text)
+}
+
+func isEnhancedCode(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// failed ends the attempt at step with err. After a reply the session is
+// in step (QUIT follows) and the next host may be tried unless the reply
+// was permanent.
+func (s *session) failed(step string, err error) outcome {
+	e := s.replyErr(step, err)
+	return outcome{err: e, next: !e.Permanent, quit: e.Code != 0}
+}
+
+// replyErr classifies err from step: SMTP replies by code (5xx permanent,
+// with the exceptions below), everything else temporary.
 func (s *session) replyErr(step string, err error) *Error {
 	var se *smtp.SMTPError
-	if errors.As(err, &se) && s.ctx.Err() == nil {
-		return &Error{Permanent: se.Code >= 500 && se.Code <= 599, Code: se.Code, Msg: s.where + ": " + step, Err: se}
+	if !errors.As(err, &se) || s.ctx.Err() != nil {
+		return s.netErr(step, err)
 	}
-	return s.netErr(step, err)
+	e := &Error{Permanent: se.Code >= 500 && se.Code <= 599, Code: se.Code, Msg: s.where + ": " + step, Err: se}
+	switch {
+	case tooBigReply(step, se):
+		e.Permanent, e.Kind, e.SizeLimit = true, KindTooBig, s.sizeLimit()
+	case step == stepRcpt && se.Code == 552:
+		// RFC 5321 4.5.3.1.10: a 552 to RCPT is treated as 452 (too many
+		// recipients or no room for now), a temporary failure.
+		e.Permanent = false
+	}
+	return e
+}
+
+// tooBigReply reports whether a reply refuses the message for its size:
+// enhanced code X.3.4 (too big for the system) or X.2.3 (over the
+// mailbox's limit) at any step, or a 552 to MAIL (RFC 1870's answer to a
+// SIZE over the limit) or to the final dot (RFC 5321: "exceeded storage
+// allocation") that names no other reason.
+func tooBigReply(step string, se *smtp.SMTPError) bool {
+	if se.Code < 500 || se.Code > 599 {
+		return false
+	}
+	enh := se.EnhancedCode
+	if enh == (smtp.EnhancedCode{5, 3, 4}) || enh == (smtp.EnhancedCode{5, 2, 3}) {
+		return true
+	}
+	generic := enh == (smtp.EnhancedCode{}) || enh == (smtp.EnhancedCode{5, 0, 0})
+	return se.Code == 552 && generic && (step == stepMail || step == stepEndData)
 }
 
 func (s *session) netErr(step string, err error) *Error {
@@ -486,4 +614,69 @@ func has8bit[T string | []byte](s T) bool {
 		}
 	}
 	return false
+}
+
+// replyConn mends two things in the replies go-smtp reads, in place:
+//   - a reply line that is a bare code ("250" CRLF, valid by RFC 5321 4.2)
+//     would be a "short response" to Go's textproto, or leave it waiting
+//     for more lines: its CR becomes a space ("250 " LF reads the same);
+//   - EHLO keywords are case-insensitive (RFC 5321 2.4) but go-smtp looks
+//     them up as spelled, so a host that says "8bitmime" or "starttls"
+//     would seem to lack them: they are upper-cased.
+//
+// go-smtp writes each command with one Write, and reads and writes from
+// one goroutine.
+type replyConn struct {
+	net.Conn
+	r replyMender
+}
+
+func (c *replyConn) Write(p []byte) (int, error) {
+	if len(p) >= 5 && strings.EqualFold(string(p[:5]), "EHLO ") {
+		c.r.startEHLO()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *replyConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.r.apply(p[:n])
+	return n, err
+}
+
+// replyMender follows replies through the chunks they arrive in (see
+// replyConn); it changes no length and no parameter.
+type replyMender struct {
+	pos     int  // bytes seen of the current line
+	ehlo    bool // inside an EHLO reply
+	line    int  // lines seen of the EHLO reply
+	last    bool // the current line ends its reply
+	keyword bool // inside an EHLO line's keyword
+}
+
+func (m *replyMender) startEHLO() { m.ehlo, m.line = true, 0 }
+
+func (m *replyMender) apply(b []byte) {
+	for i, ch := range b {
+		switch {
+		case ch == '\n':
+			if m.last {
+				m.ehlo = false
+			}
+			m.pos, m.line, m.last, m.keyword = 0, m.line+1, false, false
+			continue
+		case m.pos == 3:
+			// "250-" continues a reply; "250 " or a bare "250" ends it.
+			m.last = ch != '-'
+			if ch == '\r' {
+				b[i] = ' '
+			}
+			m.keyword = m.ehlo && m.line > 0 && ch != '\r'
+		case m.keyword && (ch == ' ' || ch == '\r'):
+			m.keyword = false
+		case m.keyword && 'a' <= ch && ch <= 'z':
+			b[i] = ch - 'a' + 'A'
+		}
+		m.pos++
+	}
 }

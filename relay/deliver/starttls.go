@@ -58,7 +58,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 
 	if offered, _ := s.c.Extension("STARTTLS"); !offered {
 		if required {
-			return outcome{err: temporary(s.where+": STARTTLS not offered (starttls = required)", nil), next: true}, false
+			return outcome{err: temporary(s.where+": STARTTLS not offered (starttls = required)", nil), next: true, quit: true}, false
 		}
 		return outcome{}, true
 	}
@@ -68,7 +68,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 	if _, err := io.WriteString(s.raw, "STARTTLS\r\n"); err != nil {
 		return outcome{err: s.netErr("STARTTLS", err), next: true}, false
 	}
-	br := bufio.NewReader(s.raw)
+	br := bufio.NewReader(&replyConn{Conn: s.raw}) // reads only; mends a bare "220"
 	_, _, err := textproto.NewReader(br).ReadResponse(220)
 	if err != nil {
 		var pe *textproto.Error
@@ -76,7 +76,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 			return outcome{err: s.netErr("STARTTLS", err), next: true}, false
 		}
 		if required {
-			return outcome{err: &Error{Code: pe.Code, Msg: s.where + ": STARTTLS refused (starttls = required)", Err: err}, next: true}, false
+			return outcome{err: &Error{Code: pe.Code, Msg: s.where + ": STARTTLS refused (starttls = required)", Err: err}, next: true, quit: true}, false
 		}
 		// The session is still in its plain state after a refusal.
 		_ = s.raw.SetDeadline(time.Time{})
@@ -99,6 +99,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 		return outcome{err: e, next: true, retryPlain: !noFallback && s.ctx.Err() == nil}, false
 	}
 	_ = s.raw.SetDeadline(time.Time{})
+	s.tlsOn = true
 
 	if cfg.InsecureSkipVerify {
 		s.tlsVerified = !s.baseInsecure() && verifyPeer(tc.ConnectionState(), cfg.RootCAs, s.host) == nil
@@ -112,7 +113,7 @@ func (s *session) startTLS() (out outcome, ok bool) {
 	if err := s.c.Hello(s.t.opt.Hostname); err != nil {
 		e := s.replyErr("EHLO after STARTTLS", err)
 		e.Permanent = false
-		return outcome{err: e, next: true}, false
+		return outcome{err: e, next: true, quit: e.Code != 0}, false
 	}
 	return outcome{}, true
 }

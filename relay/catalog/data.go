@@ -1,0 +1,63 @@
+package catalog
+
+import "time"
+
+// The data each message is made with. A message's comment in the catalogue
+// files names the type it takes; the fields are facts, never text in a
+// language, except Detail fields (an error from a parser, kept as it came).
+
+// Verdict is how a letter verified (SPEC 5), for the message "verdict".
+type Verdict struct {
+	// Kind is one of the verdict words: dkim, spf, confirmed, admin,
+	// unverified.
+	Kind string
+	// Domain is the DKIM signing domain (dkim) or the MAIL FROM domain
+	// (spf); "" for the other kinds.
+	Domain string
+}
+
+// Note is something the reader should know about how a letter's text is
+// shown, for the message "batch.note". Kind is one of:
+//
+//	repaired          its line endings were repaired, so its own signature may fail
+//	html_only         no plain text part: its HTML is shown without tags
+//	unknown_charset   its charset is unknown: shown as received
+//	unknown_encoding  its transfer encoding is unknown: shown as received
+//	no_text           nothing to show (an image, say)
+//	empty             its text part is empty
+//	unreadable        the MIME structure could not be read (Detail says why)
+//	decode_error      the rest of its text could not be decoded (Detail says why)
+//	cut               cut short; the whole letter is in the attachment
+type Note struct {
+	Kind   string
+	Detail string
+}
+
+// Batch is the data of the batch messages: batch.subject,
+// batch.csv_filename, batch.digest_description and batch.summary.
+type Batch struct {
+	Campaign     string // campaign.name, on one line
+	Number       uint64
+	Count        int    // letters in this batch
+	Verified     int    // of them, verified by DKIM, SPF or the sender's reply
+	RunningTotal uint64 // letters counted so far, this batch included
+	First, Last  time.Time
+	CSVName      string        // the attached list's file name
+	QuoteMark    string        // what every line of a letter's own text starts with
+	Letters      []BatchLetter // in received order
+}
+
+// BatchLetter is one letter of a batch.
+type BatchLetter struct {
+	N        int // 1-based position in the batch
+	ID       string
+	Who      string // "Name <address>", or the address alone
+	Received time.Time
+	Verdict  Verdict
+	Subject  string // on one line; "" if none
+	// Before and After are notes shown before and after the text.
+	Before, After []Note
+	// Quoted is the letter's text with every line starting with QuoteMark;
+	// "" when there is no text to show (the notes say why).
+	Quoted string
+}
