@@ -69,7 +69,7 @@ type SMTP struct {
 
 // Verify configures DKIM verification of incoming letters.
 type Verify struct {
-	Unverified string `toml:"unverified"`
+	Unverified UnverifiedPolicy `toml:"unverified"`
 	// SPF lets an aligned SPF pass verify a letter without an aligned DKIM
 	// signature (DMARC's other path).
 	SPF bool `toml:"spf"`
@@ -97,16 +97,64 @@ type Batch struct {
 
 // Delivery configures how batches reach the recipients.
 type Delivery struct {
-	Mode         string   `toml:"mode"`
-	Smarthost    string   `toml:"smarthost"`
-	Username     string   `toml:"username"`
-	PasswordFile string   `toml:"password_file"`
-	StartTLS     string   `toml:"starttls"`
-	Maildir      string   `toml:"maildir"`
-	RetryMin     Duration `toml:"retry_min"`
-	RetryMax     Duration `toml:"retry_max"`
-	GiveUpAfter  Duration `toml:"give_up_after"`
+	Mode         DeliveryMode   `toml:"mode"`
+	Smarthost    string         `toml:"smarthost"`
+	Username     string         `toml:"username"`
+	PasswordFile string         `toml:"password_file"`
+	StartTLS     StartTLSPolicy `toml:"starttls"`
+	Maildir      string         `toml:"maildir"`
+	RetryMin     Duration       `toml:"retry_min"`
+	RetryMax     Duration       `toml:"retry_max"`
+	GiveUpAfter  Duration       `toml:"give_up_after"`
 }
+
+// UnverifiedPolicy is verify.unverified: what happens to a letter without
+// an aligned passing DKIM signature (SPEC 4).
+type UnverifiedPolicy string
+
+// Policies for unverified letters.
+const (
+	// UnverifiedReject refuses it with 550 5.7.20 at the end of DATA.
+	UnverifiedReject UnverifiedPolicy = "reject"
+	// UnverifiedQuarantine answers 250 and holds it, not counted.
+	UnverifiedQuarantine UnverifiedPolicy = "quarantine"
+	// UnverifiedRelay counts it, marked unverified.
+	UnverifiedRelay UnverifiedPolicy = "relay"
+)
+
+// UnverifiedPolicies are the values verify.unverified accepts.
+var UnverifiedPolicies = []UnverifiedPolicy{UnverifiedReject, UnverifiedQuarantine, UnverifiedRelay}
+
+// DeliveryMode is delivery.mode: how batches leave.
+type DeliveryMode string
+
+// Delivery modes.
+const (
+	// DeliverySMTP sends each copy over SMTP (MX lookup or smarthost).
+	DeliverySMTP DeliveryMode = "smtp"
+	// DeliveryMaildir writes each copy into a Maildir per recipient.
+	DeliveryMaildir DeliveryMode = "maildir"
+)
+
+// DeliveryModes are the values delivery.mode accepts.
+var DeliveryModes = []DeliveryMode{DeliverySMTP, DeliveryMaildir}
+
+// StartTLSPolicy is delivery.starttls: when outbound SMTP encrypts.
+type StartTLSPolicy string
+
+// STARTTLS policies.
+const (
+	// StartTLSOpportunistic encrypts whenever the server offers STARTTLS,
+	// without insisting on a verifiable certificate.
+	StartTLSOpportunistic StartTLSPolicy = "opportunistic"
+	// StartTLSRequired delivers only over TLS with a verified certificate.
+	StartTLSRequired StartTLSPolicy = "required"
+	// StartTLSOff never sends STARTTLS.
+	StartTLSOff StartTLSPolicy = "off"
+)
+
+// StartTLSPolicies are the values delivery.starttls accepts.
+var StartTLSPolicies = []StartTLSPolicy{StartTLSOpportunistic, StartTLSRequired, StartTLSOff}
 
 // DKIM configures signing of outbound batches; all empty means unsigned.
 type DKIM struct {
@@ -225,7 +273,7 @@ func base() *Config {
 			Timeout:         Duration{60 * time.Second},
 		},
 		Verify: Verify{
-			Unverified:     "quarantine",
+			Unverified:     UnverifiedQuarantine,
 			SPF:            true,
 			ConfirmTTL:     Duration{168 * time.Hour},
 			ConfirmPerHour: 200,
@@ -234,8 +282,8 @@ func base() *Config {
 		Dedup: Dedup{FoldSubaddress: true, FoldGmailDots: true},
 		Batch: Batch{MaxLetters: 100, MaxWait: Duration{time.Hour}, MaxBytes: 10 << 20},
 		Delivery: Delivery{
-			Mode:        "smtp",
-			StartTLS:    "opportunistic",
+			Mode:        DeliverySMTP,
+			StartTLS:    StartTLSOpportunistic,
 			Maildir:     "outbox",
 			RetryMin:    Duration{5 * time.Minute},
 			RetryMax:    Duration{time.Hour},

@@ -36,7 +36,7 @@ func (c *Config) Validate() Problems {
 			v.add("campaign.recipients", fmt.Sprintf("%q is also in campaign.addresses: its batches would come back as letters", r))
 		}
 	}
-	v.oneOf("campaign.language", c.Campaign.Language, LanguageSpanish, LanguageEnglish)
+	oneOf(&v, "campaign.language", c.Campaign.Language, []string{LanguageSpanish, LanguageEnglish})
 	if c.Campaign.Timezone == "" {
 		v.add("campaign.timezone", `required: an IANA time zone such as "America/Santiago"`)
 	} else if _, err := time.LoadLocation(c.Campaign.Timezone); err != nil {
@@ -78,7 +78,7 @@ func (c *Config) Validate() Problems {
 	}
 
 	// [verify]
-	v.oneOf("verify.unverified", c.Verify.Unverified, "reject", "quarantine", "relay")
+	oneOf(&v, "verify.unverified", c.Verify.Unverified, UnverifiedPolicies)
 	if c.Verify.DNSResolver != "" {
 		if err := checkHostPort(c.Verify.DNSResolver, true, false); err != nil {
 			v.add("verify.dns_resolver", err.Error())
@@ -100,8 +100,8 @@ func (c *Config) Validate() Problems {
 
 	// [delivery]
 	d := c.Delivery
-	v.oneOf("delivery.mode", d.Mode, "smtp", "maildir")
-	v.oneOf("delivery.starttls", d.StartTLS, "opportunistic", "required", "off")
+	oneOf(&v, "delivery.mode", d.Mode, DeliveryModes)
+	oneOf(&v, "delivery.starttls", d.StartTLS, StartTLSPolicies)
 	if d.Smarthost != "" {
 		if err := checkHostPort(d.Smarthost, true, false); err != nil {
 			v.add("delivery.smarthost", err.Error())
@@ -114,13 +114,13 @@ func (c *Config) Validate() Problems {
 		if d.Smarthost == "" {
 			// AUTH is only ever sent to a smarthost, never to recipients' MX.
 			v.add("delivery.username", "set, but delivery.smarthost is empty: AUTH is only used with a smarthost")
-		} else if d.StartTLS == "off" && !loopback.HostPort(d.Smarthost) {
+		} else if d.StartTLS == StartTLSOff && !loopback.HostPort(d.Smarthost) {
 			// The daemon refuses to send a password in clear to a remote
 			// host; say so now rather than at every delivery attempt.
 			v.add("delivery.starttls", `"off" with delivery.username: the password would go in clear to a host that is not loopback`)
 		}
 	}
-	if d.Mode == "maildir" && d.Maildir == "" {
+	if d.Mode == DeliveryMaildir && d.Maildir == "" {
 		v.add("delivery.maildir", `required when delivery.mode is "maildir"`)
 	}
 	v.duration("delivery.retry_min", d.RetryMin)
@@ -196,7 +196,7 @@ func (c *Config) Validate() Problems {
 	}
 
 	// [log]
-	v.oneOf("log.format", c.Log.Format, "text", "json")
+	oneOf(&v, "log.format", c.Log.Format, []string{"text", "json"})
 
 	return v.ps
 }
@@ -225,13 +225,16 @@ func (v *validator) duration(key string, d Duration) {
 	}
 }
 
-func (v *validator) oneOf(key, val string, allowed ...string) {
-	for _, a := range allowed {
+// oneOf reports a value that is not one of the allowed ones.
+func oneOf[T ~string](v *validator, key string, val T, allowed []T) {
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
 		if val == a {
 			return
 		}
+		names[i] = string(a)
 	}
-	v.add(key, fmt.Sprintf("%q is not one of %s", val, quoteList(allowed)))
+	v.add(key, fmt.Sprintf("%q is not one of %s", val, quoteList(names)))
 }
 
 // addressList checks a required list of addresses and returns the set of

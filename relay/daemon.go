@@ -1,5 +1,7 @@
 // Package relay ties petitiond's parts into one daemon: the store, the SMTP
-// front end, the batch closer, the delivery scheduler and the admin listener.
+// front end, the batch closer, the delivery scheduler, the purger, the event
+// log and the admin listener. Every part that reacts to a change follows the
+// store's feed; none calls another.
 package relay
 
 import (
@@ -12,12 +14,14 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/relay/batch"
 	"github.com/petitiond/petitiond/relay/deliver"
+	"github.com/petitiond/petitiond/relay/eventlog"
 	"github.com/petitiond/petitiond/relay/inbound"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
@@ -37,6 +41,9 @@ type Options struct {
 	// AdminToken overrides [admin].token when set (cmd passes
 	// PETITIOND_ADMIN_TOKEN, so the secret need not sit in the file).
 	AdminToken string
+	// Listen opens one smtp.listen address; nil means a TCP listener on
+	// it. Sockets handed over by a service manager come in here.
+	Listen func(addr string) (net.Listener, error)
 }
 
 // The admin listener's metrics are what the SMTP front end reports to.
@@ -47,7 +54,14 @@ var _ inbound.Metrics = (*admin.Metrics)(nil)
 // verifying within a minute.
 const dkimKeyCache = time.Minute
 
-// Daemon is a running petitiond.
+// shutdownGrace bounds what Shutdown still waits for once its context is
+// used up: the admin listener's requests and the last log lines.
+const shutdownGrace = 2 * time.Second
+
+// Daemon is a running petitiond. Its long-running parts (SMTP listeners,
+// admin listener, batch closer, delivery scheduler, purger, event log) run
+// until Shutdown; if one stops before, the daemon reports it on /healthz
+// and Done closes, so Run stops with that error rather than go on deaf.
 type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
@@ -57,16 +71,24 @@ type Daemon struct {
 	closer  *batch.Closer
 	purger  *batch.Purger
 	deliver *deliver.Scheduler
+	events  *eventlog.Writer
 
-	cancel context.CancelFunc // stops the schedulers
-	abort  context.CancelFunc // abandons deliveries in flight
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	err    error
+	started  bool
+	stopping atomic.Bool
+	cancel   context.CancelFunc // stops the schedulers
+	abort    context.CancelFunc // abandons deliveries in flight
+	workers  sync.WaitGroup     // closer, purger, scheduler
+	servers  sync.WaitGroup     // SMTP and admin listeners
+	logDone  chan struct{}      // the event log wrote its last line
+
+	errMu sync.Mutex
+	err   error         // the first part that stopped on its own
+	died  chan struct{} // closed when err is set
 }
 
 // New opens the store and builds the parts; nothing listens until Start.
-func New(cfg *config.Config, opt Options) (*Daemon, error) {
+// On error, nothing is left open.
+func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -79,35 +101,38 @@ func New(cfg *config.Config, opt Options) (*Daemon, error) {
 	if err := admin.CheckListen(cfg.Admin.Listen, adminToken); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.Store.Dir, store.Options{Logger: log, Now: opt.Now, Retention: cfg.Store.Retention.Duration})
+	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration})
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, store: st}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	d = &Daemon{cfg: cfg, log: log, store: st, died: make(chan struct{}), logDone: make(chan struct{})}
+	// The event log follows from here, so nothing the daemon does is
+	// missing from it.
+	if d.events, err = eventlog.New(st, log); err != nil {
+		return nil, err
+	}
 	var metrics inbound.Metrics
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(st, admin.Options{
-			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now,
-			// d.deliver is set below, before anything can call this.
-			WakeDelivery: func() { d.deliver.Wake() },
+			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err,
 		})
 		if err != nil {
-			st.Close()
 			return nil, err
 		}
 		metrics = d.admin.Metrics()
 	}
 	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration,
 		KeyCache: dkimKeyCache})
-	in, err := inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics})
-	if err != nil {
-		st.Close()
+	if d.smtp, err = inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics, Listen: opt.Listen}); err != nil {
 		return nil, err
 	}
-	d.smtp = in
 	tr, err := newTransport(cfg, opt)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	d.deliver = deliver.NewScheduler(st, tr, deliver.SchedulerOptions{
@@ -118,21 +143,20 @@ func New(cfg *config.Config, opt Options) (*Daemon, error) {
 	var signer *batch.Signer
 	if cfg.DKIM.KeyFile != "" {
 		if signer, err = batch.LoadSigner(cfg.DKIM.Domain, cfg.DKIM.Selector, cfg.DKIM.KeyFile); err != nil {
-			st.Close()
 			return nil, fmt.Errorf("dkim signing key ([dkim]): %w", err)
 		}
 	}
 	d.closer = batch.NewCloser(batch.CloserConfig{
 		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, CampaignName: cfg.Campaign.Name,
 		From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
-	}, st, log, opt.Now, func(*store.Batch) { d.deliver.Wake() })
+	}, st, log, opt.Now)
 	d.purger = batch.NewPurger(st, log, opt.Now)
 	return d, nil
 }
 
 // newTransport makes the outbound transport [delivery] asks for.
 func newTransport(cfg *config.Config, opt Options) (deliver.Transport, error) {
-	if cfg.Delivery.Mode == "maildir" {
+	if cfg.Delivery.Mode == config.DeliveryMaildir {
 		return deliver.Maildir{Root: cfg.DataPath(cfg.Delivery.Maildir)}, nil
 	}
 	var password string
@@ -145,7 +169,7 @@ func newTransport(cfg *config.Config, opt Options) (deliver.Transport, error) {
 	}
 	so := deliver.SMTPOptions{
 		Hostname: cfg.SMTP.Hostname, Smarthost: cfg.Delivery.Smarthost, Port: opt.DeliveryPort,
-		Username: cfg.Delivery.Username, Password: password, StartTLS: cfg.Delivery.StartTLS,
+		Username: cfg.Delivery.Username, Password: password, StartTLS: string(cfg.Delivery.StartTLS),
 		TLSConfig: opt.DeliveryTLS, Resolver: cfg.Verify.DNSResolver,
 	}
 	if err := so.Validate(); err != nil {
@@ -154,10 +178,21 @@ func newTransport(cfg *config.Config, opt Options) (deliver.Transport, error) {
 	return deliver.NewSMTP(so), nil
 }
 
-// Start listens and serves in the background.
+// Start listens and serves in the background. If a listener cannot open,
+// it closes the ones it opened and returns the error; Shutdown then closes
+// the rest.
 func (d *Daemon) Start() error {
+	if d.started {
+		return errors.New("relay: daemon already started")
+	}
+	d.started = true
+	go func() {
+		defer close(d.logDone)
+		// The event log ends with the store, after the last event.
+		d.watch("event log", d.events.Run(context.Background()))
+	}()
 	if d.admin != nil {
-		if err := d.admin.Start(); err != nil {
+		if err := d.admin.Listen(); err != nil {
 			return err
 		}
 	}
@@ -170,40 +205,71 @@ func (d *Daemon) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	d.cancel, d.abort = cancel, abortCancel
-	d.wg.Add(4)
-	go func() {
-		defer d.wg.Done()
-		if err := d.smtp.Serve(); err != nil {
-			d.fail(fmt.Errorf("smtp: %w", err))
-		}
-	}()
-	go func() {
-		defer d.wg.Done()
-		d.closer.Run(ctx)
-	}()
-	go func() {
-		defer d.wg.Done()
-		d.purger.Run(ctx)
-	}()
-	go func() {
-		defer d.wg.Done()
-		d.deliver.Run(ctx, abort)
-	}()
+	d.part(&d.servers, "SMTP listener", d.smtp.Serve)
+	if d.admin != nil {
+		d.part(&d.servers, "admin listener", d.admin.Serve)
+	}
+	d.part(&d.workers, "batch closer", func() error { return d.closer.Run(ctx) })
+	d.part(&d.workers, "purger", func() error { return d.purger.Run(ctx) })
+	d.part(&d.workers, "delivery scheduler", func() error { return d.deliver.Run(ctx, abort) })
 	for _, a := range d.smtp.Addrs() {
 		d.log.Info("listening for letters", "addr", a.String(), "hostname", d.cfg.SMTP.Hostname)
 	}
 	return nil
 }
 
-func (d *Daemon) fail(err error) {
+// part runs one long-running part in the background; wg tracks it.
+func (d *Daemon) part(wg *sync.WaitGroup, name string, run func() error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.watch(name, run())
+	}()
+}
+
+// watch records a part that stopped while the daemon was not stopping: the
+// daemon must not run without it.
+func (d *Daemon) watch(name string, err error) {
+	if d.stopping.Load() {
+		if err != nil && !errors.Is(err, store.ErrClosed) {
+			d.log.Error("part failed while stopping", "part", name, "err", err)
+		}
+		return
+	}
+	if errors.Is(err, store.ErrClosed) {
+		// Only Shutdown closes the store; if something else did, every
+		// write fails and /healthz's write check says so.
+		d.log.Error("part stopped: the store is closed", "part", name)
+		return
+	}
+	if err == nil {
+		err = errors.New("stopped")
+	}
+	err = fmt.Errorf("%s: %w", name, err)
 	d.errMu.Lock()
-	defer d.errMu.Unlock()
-	if d.err == nil {
+	first := d.err == nil
+	if first {
 		d.err = err
+		close(d.died)
+	}
+	d.errMu.Unlock()
+	if first {
+		d.log.Error("a part of the daemon stopped; petitiond stops", "part", name, "err", err)
 	}
 }
 
-// SMTPAddrs are the SMTP listeners' addresses.
+// Done is closed when a part stopped on its own; Err says which and why.
+func (d *Daemon) Done() <-chan struct{} { return d.died }
+
+// Err is nil while every part runs, else the first that stopped on its own.
+func (d *Daemon) Err() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
+}
+
+// SMTPAddrs are the addresses the SMTP listeners are bound to (ports
+// resolved), once Start returned.
 func (d *Daemon) SMTPAddrs() []net.Addr { return d.smtp.Addrs() }
 
 // AdminAddr is the admin listener's address, nil when admin.listen is "".
@@ -214,12 +280,14 @@ func (d *Daemon) AdminAddr() net.Addr {
 	return d.admin.Addr()
 }
 
-// Store is the daemon's store.
+// Store is the daemon's store, open until Shutdown.
 func (d *Daemon) Store() *store.Store { return d.store }
 
 // Shutdown stops taking mail, lets sessions and deliveries in flight finish
-// until ctx ends, and closes the store.
+// until ctx ends, and closes the store. It returns, with any error of its
+// own, the error of a part that had stopped on its own.
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.stopping.Store(true)
 	var errs []error
 	if err := d.smtp.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("smtp shutdown: %w", err))
@@ -229,7 +297,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		// Deliveries in flight may finish while ctx lasts; then they are
 		// abandoned and stay queued for the next start.
 		stop := context.AfterFunc(ctx, d.abort)
-		d.wg.Wait()
+		d.workers.Wait()
 		stop()
 		d.abort()
 	}
@@ -237,39 +305,51 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	// but before the store closes under it. It gets its own short grace:
 	// its streams end at once and other requests are quick, and deliveries
 	// may have used up ctx.
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
 	if d.admin != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		err := d.admin.Shutdown(actx)
-		cancel()
-		if err != nil {
+		if err := d.admin.Shutdown(grace); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	d.servers.Wait()
 	if err := d.store.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	d.errMu.Lock()
-	if d.err != nil {
-		errs = append(errs, d.err)
+	if d.started {
+		// The last lines, unless the log is stuck.
+		select {
+		case <-d.logDone:
+		case <-grace.Done():
+		}
 	}
-	d.errMu.Unlock()
+	if err := d.Err(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
-// Run starts the daemon and runs it until ctx ends, then shuts down with a
-// grace period for sessions and deliveries in flight.
+// Run starts the daemon and runs it until ctx ends or one of its parts
+// stops, then shuts down with a grace period for sessions and deliveries in
+// flight. A part that stopped on its own makes Run return its error.
 func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	d, err := New(cfg, opt)
 	if err != nil {
 		return err
 	}
-	if err := d.Start(); err != nil {
-		d.store.Close()
-		return err
-	}
-	<-ctx.Done()
-	d.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Start(); err != nil {
+		return errors.Join(err, d.Shutdown(sctx))
+	}
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case <-d.Done():
+	}
+	// A fresh grace period from now.
+	cancel()
+	sctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return d.Shutdown(sctx)
 }

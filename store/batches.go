@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,97 +14,154 @@ import (
 
 var ctrBatched = []byte("n_batched") // letters in batches so far
 
-// BatchLetter is a letter going into a batch, with its body.
+// BatchLetter is a pending letter with a copy of its body, for the builder.
 type BatchLetter struct {
 	Letter
 	Body []byte
 }
 
-// BatchContent is what a new batch holds, handed to the message builder.
-type BatchContent struct {
-	Number       uint64
-	Created      time.Time
+// PendingBatch is a snapshot of what the next batch would hold: closing a
+// batch is read (NextBatch), build and sign outside the store, commit
+// (CloseBatch), so that no write, no letter's 250 among them, waits for a
+// batch to be built.
+type PendingBatch struct {
+	// Number is the number the batch gets if it closes next.
+	Number uint64
+	// RunningTotal is how many letters will have been batched, these
+	// included.
 	RunningTotal uint64
-	Letters      []BatchLetter
+	// Letters are the oldest pending letters, oldest first.
+	Letters []BatchLetter
 }
 
-// BuildFunc makes a batch's message. It runs inside the closing transaction
-// and may run more than once, so it must be free of outside effects; the
-// letters' bodies are valid only during the call (copy what is kept).
-type BuildFunc func(BatchContent) (messageID string, message []byte, err error)
-
-// CloseBatch takes up to max of the oldest pending letters and closes them
-// into a new batch in one transaction: the batch record, its message (built
-// once, the same bytes for every recipient), a queued delivery per recipient
-// and the letters' new state. It returns nil when no letter waits.
-func (s *Store) CloseBatch(ctx context.Context, max int, recipients []string, build BuildFunc) (*Batch, error) {
-	created := s.now().UTC()
-	var out *Batch
-	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
-		out = nil
+// NextBatch returns up to max of the letters that have waited longest, with
+// copies of their bodies, or nil when none waits. It only reads.
+func (s *Store) NextBatch(max int) (*PendingBatch, error) {
+	var pb *PendingBatch
+	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		pending := tx.Bucket(bucketPending)
 		var letters []BatchLetter
-		c := pending.Cursor()
+		c := tx.Bucket(bucketPending).Cursor()
 		for k, _ := c.First(); k != nil && len(letters) < max; k, _ = c.Next() {
-			l, err := getLetter(tx, string(k))
+			id := string(k[8:])
+			l, err := getLetter(tx, id)
 			if err != nil {
 				return err
 			}
-			body := tx.Bucket(bucketBodies).Get(k)
+			body := tx.Bucket(bucketBodies).Get([]byte(id))
 			if body == nil {
-				return fmt.Errorf("body of pending letter %s: %w", k, ErrNotFound)
+				return fmt.Errorf("body of pending letter %s: %w", id, ErrNotFound)
 			}
-			letters = append(letters, BatchLetter{Letter: *l, Body: body})
+			letters = append(letters, BatchLetter{Letter: *l, Body: bytes.Clone(body)})
 		}
 		if len(letters) == 0 {
 			return nil
 		}
-		number := getU64(meta, ctrBatches) + 1
-		total := getU64(meta, ctrBatched) + uint64(len(letters))
-		msgID, msg, err := build(BatchContent{Number: number, Created: created, RunningTotal: total, Letters: letters})
-		if err != nil {
-			return fmt.Errorf("build batch %d: %w", number, err)
+		pb = &PendingBatch{
+			Number:       getU64(meta, ctrBatches) + 1,
+			RunningTotal: getU64(meta, ctrBatched) + uint64(len(letters)),
+			Letters:      letters,
 		}
-		b := &Batch{ID: number, Created: created, MessageID: msgID}
-		for _, bl := range letters {
-			l := bl.Letter
-			l.State, l.Batch = StateBatched, number
-			if err := putLetter(tx, &l); err != nil {
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: read the next batch: %w", err)
+	}
+	return pb, nil
+}
+
+// NewBatch is a batch built from a PendingBatch, ready to commit.
+type NewBatch struct {
+	Number       uint64
+	RunningTotal uint64
+	LetterIDs    []string
+	// Created is when the batch closed, as its message's Date says.
+	Created   time.Time
+	MessageID string
+	// Message is the one message every recipient gets, byte for byte.
+	Message    []byte
+	Recipients []string
+	Rule       CloseRule
+}
+
+// CloseBatch commits a built batch: its message is written and synced to a
+// file of its own first (outside the shared commit, which letters wait
+// for), then one transaction records the batch, a queued delivery per
+// recipient and the letters' new state. It fails with ErrConflict unless
+// every letter is still pending and the batch still gets nb.Number with
+// nb.RunningTotal; then build it again from a fresh NextBatch.
+func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
+	if len(nb.LetterIDs) == 0 || len(nb.Recipients) == 0 {
+		return nil, fmt.Errorf("store: close batch %d: it needs letters and recipients", nb.Number)
+	}
+	created := nb.Created.UTC()
+	if created.IsZero() {
+		created = s.now().UTC()
+	}
+	file, err := s.writeMessage(nb.Number, nb.Message)
+	if err != nil {
+		return nil, err
+	}
+	var out *Batch
+	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		out = nil
+		meta := tx.Bucket(bucketMeta)
+		if next := getU64(meta, ctrBatches) + 1; next != nb.Number {
+			return fmt.Errorf("built as batch %d, but the next is %d: %w", nb.Number, next, ErrConflict)
+		}
+		if total := getU64(meta, ctrBatched) + uint64(len(nb.LetterIDs)); total != nb.RunningTotal {
+			return fmt.Errorf("built with running total %d, but it is %d: %w", nb.RunningTotal, total, ErrConflict)
+		}
+		pending := tx.Bucket(bucketPending)
+		for _, id := range nb.LetterIDs {
+			l, err := getLetter(tx, id)
+			if err != nil {
 				return err
 			}
-			if err := pending.Delete([]byte(l.ID)); err != nil {
+			if l.State != StatePending {
+				return fmt.Errorf("letter %s is %s, no longer pending: %w", id, l.State, ErrConflict)
+			}
+			if err := pending.Delete(pendingKey(l.PendingSince, id)); err != nil {
 				return err
 			}
-			b.LetterIDs = append(b.LetterIDs, l.ID)
-		}
-		for i, r := range recipients {
-			d := Delivery{Address: r, State: DeliveryQueued, NextAttempt: created, Since: created}
-			b.Recipients = append(b.Recipients, d)
-			if err := tx.Bucket(bucketQueue).Put(queueKey(created, number, i), nil); err != nil {
+			l.State, l.Batch, l.PendingSince = StateBatched, nb.Number, time.Time{}
+			if err := putLetter(tx, l); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketBatchMsg).Put(u64(number), msg); err != nil {
-			return err
+		b := &Batch{ID: nb.Number, Created: created, MessageID: nb.MessageID, Rule: nb.Rule, File: file,
+			LetterIDs: append([]string(nil), nb.LetterIDs...)}
+		for i, r := range nb.Recipients {
+			b.Recipients = append(b.Recipients, Delivery{Address: r, State: DeliveryQueued, NextAttempt: created, Since: created})
+			if err := tx.Bucket(bucketQueue).Put(queueKey(created, nb.Number, i), nil); err != nil {
+				return err
+			}
 		}
 		if err := putBatch(tx, b); err != nil {
 			return err
 		}
+		n := int64(len(nb.LetterIDs))
 		for _, kv := range []struct {
 			key   []byte
 			delta int64
-		}{{ctrBatches, 1}, {ctrBatched, int64(len(letters))}, {ctrPending, -int64(len(letters))}} {
+		}{{ctrBatches, 1}, {ctrBatched, n}, {ctrPending, -n}} {
 			if err := addU64(meta, kv.key, kv.delta); err != nil {
 				return err
 			}
 		}
+		if nb.Rule == CloseWait {
+			if err := meta.Put(keyLastWaitClose, u64(uint64(created.UnixNano()))); err != nil {
+				return err
+			}
+		}
 		out = b
-		return w.event(Event{Event: EventBatched, Batch: number,
-			Reason: fmt.Sprintf("%d letters, %s", len(letters), msgID)})
+		return w.event(Event{Event: EventBatched, Batch: nb.Number,
+			Reason: fmt.Sprintf("%d letters, %s", n, nb.MessageID)})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: close batch: %w", err)
+		// No batch names the file: remove it (Open sweeps it otherwise).
+		_ = s.removeMessage(file)
+		return nil, fmt.Errorf("store: close batch %d: %w", nb.Number, err)
 	}
 	return out, nil
 }
@@ -139,7 +197,7 @@ func getBatch(tx *bolt.Tx, id uint64) (*Batch, error) {
 	return &b, nil
 }
 
-// Batch returns one batch.
+// Batch returns batch id's record (ErrNotFound if there is none).
 func (s *Store) Batch(id uint64) (*Batch, error) {
 	var b *Batch
 	err := s.view(func(tx *bolt.Tx) error {
@@ -172,17 +230,31 @@ func (s *Store) Batches() ([]Batch, error) {
 	return out, nil
 }
 
-// BatchMessage returns a copy of the batch's message, as delivered.
+// BatchMessage returns the batch's message, as delivered.
 func (s *Store) BatchMessage(id uint64) ([]byte, error) {
+	gone := fmt.Errorf("message of batch %d (purged after retention, or no such batch): %w", id, ErrNotFound)
 	var msg []byte
+	var file string
 	err := s.view(func(tx *bolt.Tx) error {
+		b, err := getBatch(tx, id)
+		if err != nil || b.Purged {
+			return gone
+		}
+		if file = b.File; file != "" {
+			return nil
+		}
 		v := tx.Bucket(bucketBatchMsg).Get(u64(id))
 		if v == nil {
-			return fmt.Errorf("message of batch %d (purged after retention, or no such batch): %w", id, ErrNotFound)
+			return gone
 		}
 		msg = bytes.Clone(v)
 		return nil
 	})
+	if err == nil && file != "" {
+		if msg, err = s.readMessage(file); errors.Is(err, ErrNotFound) {
+			err = gone
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -352,8 +424,8 @@ func (s *Store) Retry(ctx context.Context, batch uint64) (int, error) {
 			if err := tx.Bucket(bucketQueue).Put(queueKey(now, batch, i), nil); err != nil {
 				return err
 			}
-			if err := w.event(Event{Event: EventDeferred, Batch: batch, Recipient: d.Address,
-				Reason: "requeued by an admin after: " + d.LastError}); err != nil {
+			if err := w.event(Event{Event: EventRequeued, Batch: batch, Recipient: d.Address,
+				Reason: "after: " + d.LastError}); err != nil {
 				return err
 			}
 			n++
@@ -398,9 +470,19 @@ func (s *Store) DuePurges(now time.Time) (due []uint64, next time.Time, err erro
 }
 
 // Purge removes a delivered batch's letter bodies and message; the batch
-// record, letter records, counts and dedup keys stay.
+// record, letter records, counts and dedup keys stay. The message's file
+// goes first, so no crash can leave it past its retention.
 func (s *Store) Purge(ctx context.Context, batch uint64) error {
-	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+	b, err := s.Batch(batch)
+	if err != nil {
+		return fmt.Errorf("store: purge batch %d: %w", batch, err)
+	}
+	if b.File != "" && !b.Purged && b.Complete() {
+		if err := s.removeMessage(b.File); err != nil {
+			return fmt.Errorf("store: purge batch %d: %w", batch, err)
+		}
+	}
+	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		b, err := getBatch(tx, batch)
 		if err != nil {
 			return err

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -26,64 +24,45 @@ func acceptN(t *testing.T, s *Store, clk *testClock, n int) []string {
 	return ids
 }
 
-// recordingBuild remembers each call's content and the message it built.
-type recordingBuild struct {
-	mu    sync.Mutex
-	calls []BatchContent
-	msgs  [][]byte
-}
-
-func (r *recordingBuild) build(c BatchContent) (string, []byte, error) {
-	id, msg, err := simpleBuild(c)
-	// Copy what the store hands over: bodies live only as long as the
-	// transaction.
-	cc := c
-	cc.Letters = nil
-	for _, l := range c.Letters {
-		l.Body = bytes.Clone(l.Body)
-		cc.Letters = append(cc.Letters, l)
-	}
-	r.mu.Lock()
-	r.calls = append(r.calls, cc)
-	r.msgs = append(r.msgs, msg)
-	r.mu.Unlock()
-	return id, msg, err
-}
-
 func TestCloseBatch(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
 	ctx := context.Background()
 	ids := acceptN(t, s, clk, 5)
-	rb := &recordingBuild{}
+
+	pb, err := s.NextBatch(3)
+	if err != nil || pb == nil {
+		t.Fatalf("NextBatch = %v, %v", pb, err)
+	}
+	if pb.Number != 1 || pb.RunningTotal != 3 || len(pb.Letters) != 3 {
+		t.Errorf("snapshot = number %d total %d letters %d", pb.Number, pb.RunningTotal, len(pb.Letters))
+	}
+	for i, l := range pb.Letters {
+		body, err := s.Body(ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.ID != ids[i] || !bytes.Equal(l.Body, body) || l.From != fmt.Sprintf("s%02d@example.org", i) || l.Verdict.Kind != VerdictDKIM {
+			t.Errorf("snapshot letter %d = %s %s %q", i, l.ID, l.From, l.Body)
+		}
+	}
+	// Reading a snapshot changes nothing.
+	if st := mustStats(t, s); st.Pending != 5 || st.Batches != 0 {
+		t.Errorf("Stats after NextBatch = %+v", st)
+	}
 
 	created := clk.Now()
-	b1, err := s.CloseBatch(ctx, 3, recipients, rb.build)
+	nb := simpleBatch(pb, recipients, created)
+	b1, err := s.CloseBatch(ctx, nb)
 	if err != nil || b1 == nil {
 		t.Fatalf("CloseBatch = %v, %v", b1, err)
 	}
 	if b1.ID != 1 || strings.Join(b1.LetterIDs, ",") != strings.Join(ids[:3], ",") || !b1.Created.Equal(created) {
 		t.Errorf("batch 1 = %+v, want the 3 oldest %v", b1, ids[:3])
 	}
-	if b1.MessageID != "<batch-1@campaign.example>" {
-		t.Errorf("MessageID = %q", b1.MessageID)
-	}
-	if len(rb.calls) != 1 {
-		t.Fatalf("build called %d times", len(rb.calls))
-	}
-	c := rb.calls[0]
-	if c.Number != 1 || c.RunningTotal != 3 || len(c.Letters) != 3 || !c.Created.Equal(created) {
-		t.Errorf("build content = number %d total %d letters %d created %v", c.Number, c.RunningTotal, len(c.Letters), c.Created)
-	}
-	for i, l := range c.Letters {
-		body, err := s.Body(ids[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l.ID != ids[i] || !bytes.Equal(l.Body, body) || l.From != fmt.Sprintf("s%02d@example.org", i) || !l.Verdict.Pass {
-			t.Errorf("build letter %d = %s %s %q", i, l.ID, l.From, l.Body)
-		}
+	if b1.MessageID != "<batch-1@campaign.example>" || b1.Rule != CloseFull {
+		t.Errorf("MessageID = %q, rule %q", b1.MessageID, b1.Rule)
 	}
 	for i, d := range b1.Recipients {
 		if d.Address != recipients[i] || d.State != DeliveryQueued || d.Attempts != 0 ||
@@ -92,31 +71,38 @@ func TestCloseBatch(t *testing.T) {
 		}
 	}
 	msg, err := s.BatchMessage(1)
-	if err != nil || !bytes.Equal(msg, rb.msgs[0]) {
+	if err != nil || !bytes.Equal(msg, nb.Message) {
 		t.Errorf("BatchMessage(1) = %q, %v; want the built bytes", msg, err)
 	}
-	if n, oldest, _ := s.Pending(); n != 2 || !oldest.Equal(mustLetter(t, s, ids[3]).Received) {
-		t.Errorf("Pending = %d, %v", n, oldest)
+	if p, _ := s.Pending(); p.Letters != 2 || !p.Oldest.Equal(mustLetter(t, s, ids[3]).Received) || !p.LastWaitClose.IsZero() {
+		t.Errorf("Pending = %+v", p)
+	}
+
+	// Committing the same build again is a conflict: its letters left the
+	// queue and its number is taken.
+	if _, err := s.CloseBatch(ctx, nb); !errors.Is(err, ErrConflict) {
+		t.Errorf("second commit of batch 1: %v, want ErrConflict", err)
 	}
 
 	clk.Advance(time.Hour)
-	b2, err := s.CloseBatch(ctx, 3, recipients, rb.build)
+	pb, err = s.NextBatch(3)
+	if err != nil || pb == nil || pb.Number != 2 || pb.RunningTotal != 5 || len(pb.Letters) != 2 {
+		t.Fatalf("second snapshot = %+v, %v", pb, err)
+	}
+	nb = simpleBatch(pb, recipients, clk.Now())
+	nb.Rule = CloseWait
+	b2, err := s.CloseBatch(ctx, nb)
 	if err != nil || b2 == nil {
 		t.Fatalf("second CloseBatch = %v, %v", b2, err)
 	}
 	if b2.ID != 2 || strings.Join(b2.LetterIDs, ",") != strings.Join(ids[3:], ",") {
 		t.Errorf("batch 2 = %+v", b2)
 	}
-	if c := rb.calls[1]; c.Number != 2 || c.RunningTotal != 5 || len(c.Letters) != 2 {
-		t.Errorf("second build content = number %d total %d letters %d", c.Number, c.RunningTotal, len(c.Letters))
+	if p, _ := s.Pending(); p.Letters != 0 || !p.Oldest.IsZero() || !p.LastWaitClose.Equal(clk.Now()) {
+		t.Errorf("Pending = %+v; want none waiting, last time-rule close now", p)
 	}
-
-	b3, err := s.CloseBatch(ctx, 3, recipients, rb.build)
-	if err != nil || b3 != nil {
-		t.Errorf("third CloseBatch = %+v, %v; want nil, nil", b3, err)
-	}
-	if len(rb.calls) != 2 {
-		t.Errorf("build called with nothing pending")
+	if pb, err := s.NextBatch(3); err != nil || pb != nil {
+		t.Errorf("NextBatch with nothing pending = %+v, %v; want nil, nil", pb, err)
 	}
 
 	for i, id := range ids {
@@ -131,9 +117,6 @@ func TestCloseBatch(t *testing.T) {
 		if _, err := s.Body(id); err != nil {
 			t.Errorf("body of batched letter %s: %v", id, err)
 		}
-	}
-	if n, oldest, _ := s.Pending(); n != 0 || !oldest.IsZero() {
-		t.Errorf("Pending = %d, %v; want 0, zero", n, oldest)
 	}
 	st := mustStats(t, s)
 	if st.Batches != 2 || st.Pending != 0 || st.Counted != 5 || st.Deliveries != (DeliveryCounts{Queued: 4}) {
@@ -171,55 +154,77 @@ func TestCloseBatch(t *testing.T) {
 	}
 }
 
-func TestCloseBatchBuildErrorLeavesPending(t *testing.T) {
-	t.Parallel()
-	clk := newClock()
-	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
-	ctx := context.Background()
-	ids := acceptN(t, s, clk, 5)
-	boom := errors.New("cannot build")
-	_, err := s.CloseBatch(ctx, 3, recipients, func(BatchContent) (string, []byte, error) { return "", nil, boom })
-	if !errors.Is(err, boom) {
-		t.Fatalf("CloseBatch: %v, want the build error", err)
-	}
-	for _, id := range ids {
-		if l := mustLetter(t, s, id); l.State != StatePending || l.Batch != 0 {
-			t.Errorf("letter %s = %s batch %d after failed build", id, l.State, l.Batch)
-		}
-	}
-	if st := mustStats(t, s); st.Pending != 5 || st.Batches != 0 || st.Deliveries != (DeliveryCounts{}) {
-		t.Errorf("Stats = %+v", st)
-	}
-	if due, next, _ := s.Due(clk.Now().Add(time.Hour), 10); len(due) != 0 || !next.IsZero() {
-		t.Errorf("Due = %v, %v after failed build", due, next)
-	}
-	if _, err := s.BatchMessage(1); !errors.Is(err, ErrNotFound) {
-		t.Errorf("BatchMessage(1): %v", err)
-	}
-	if ev := eventsOfKind(t, s, EventBatched); len(ev) != 0 {
-		t.Errorf("batched events = %+v", ev)
-	}
-	// The next attempt uses number 1 and takes the same letters.
-	b, err := s.CloseBatch(ctx, 3, recipients, simpleBuild)
-	if err != nil || b.ID != 1 || strings.Join(b.LetterIDs, ",") != strings.Join(ids[:3], ",") {
-		t.Errorf("CloseBatch after failure = %+v, %v", b, err)
-	}
-}
-
-// BuildFunc may run more than once (the group is retried when another write
-// in it fails); still exactly one batch comes out.
-func TestCloseBatchBuildRunTwice(t *testing.T) {
+// A batch built from a snapshot commits only if the snapshot still holds:
+// otherwise nothing changes and the closer builds again.
+func TestCloseBatchConflict(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
 	ctx := context.Background()
 	ids := acceptN(t, s, clk, 4)
 
-	var calls atomic.Int32
-	build := func(c BatchContent) (string, []byte, error) {
-		calls.Add(1)
-		return simpleBuild(c)
+	stale, err := s.NextBatch(10)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// A letter leaves the queue between snapshot and commit.
+	if err := s.HoldUnbatchable(ctx, ids[1], "test"); err != nil {
+		t.Fatal(err)
+	}
+	for name, nb := range map[string]NewBatch{
+		"a letter no longer pending": simpleBatch(stale, recipients, clk.Now()),
+		"another batch number": func() NewBatch {
+			nb := simpleBatch(stale, recipients, clk.Now())
+			nb.LetterIDs = []string{ids[0]}
+			nb.Number, nb.RunningTotal = 2, 1
+			return nb
+		}(),
+		"another running total": func() NewBatch {
+			nb := simpleBatch(stale, recipients, clk.Now())
+			nb.LetterIDs = []string{ids[0]}
+			nb.RunningTotal = 4
+			return nb
+		}(),
+		"an unknown letter": func() NewBatch {
+			nb := simpleBatch(stale, recipients, clk.Now())
+			nb.LetterIDs = []string{"L000000FF"}
+			nb.RunningTotal = 1
+			return nb
+		}(),
+	} {
+		b, err := s.CloseBatch(ctx, nb)
+		if err == nil || b != nil {
+			t.Errorf("%s: CloseBatch = %+v, %v; want an error", name, b, err)
+		} else if name != "an unknown letter" && !errors.Is(err, ErrConflict) {
+			t.Errorf("%s: %v, want ErrConflict", name, err)
+		}
+	}
+	if st := mustStats(t, s); st.Batches != 0 || st.Pending != 3 || st.Deliveries != (DeliveryCounts{}) {
+		t.Errorf("Stats after conflicts = %+v", st)
+	}
+	if ev := eventsOfKind(t, s, EventBatched); len(ev) != 0 {
+		t.Errorf("batched events = %+v", ev)
+	}
+	// A fresh snapshot commits.
+	b, err := closeNext(ctx, s, 10, recipients)
+	if err != nil || b == nil || b.ID != 1 || strings.Join(b.LetterIDs, ",") != strings.Join([]string{ids[0], ids[2], ids[3]}, ",") {
+		t.Fatalf("batch after rebuilding = %+v, %v", b, err)
+	}
+}
+
+// The commit of a batch may run twice (its group is retried when another
+// write in it fails); still exactly one batch comes out.
+func TestCloseBatchInRetriedGroup(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
+	ctx := context.Background()
+	ids := acceptN(t, s, clk, 4)
+	pb, err := s.NextBatch(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	release := holdLoop(t, s)
 	type result struct {
 		b   *Batch
@@ -227,7 +232,7 @@ func TestCloseBatchBuildRunTwice(t *testing.T) {
 	}
 	closed := make(chan result, 1)
 	go func() {
-		b, err := s.CloseBatch(ctx, 10, recipients, build)
+		b, err := s.CloseBatch(ctx, simpleBatch(pb, recipients, clk.Now()))
 		closed <- result{b, err}
 	}()
 	waitFor(t, "CloseBatch to queue", func() bool { return len(s.ops) == 1 })
@@ -242,18 +247,18 @@ func TestCloseBatchBuildRunTwice(t *testing.T) {
 	if err := <-failed; !errors.Is(err, errInjected) {
 		t.Errorf("failing write: %v", err)
 	}
-	if n := calls.Load(); n != 2 {
-		t.Errorf("build ran %d times, want 2 (group run, then alone)", n)
-	}
 	all, _ := s.Batches()
 	if len(all) != 1 {
-		t.Fatalf("%d batches after a retried build, want 1", len(all))
+		t.Fatalf("%d batches after a retried commit, want 1", len(all))
 	}
 	if st := mustStats(t, s); st.Batches != 1 || st.Pending != 0 || st.Deliveries.Queued != 2 {
 		t.Errorf("Stats = %+v", st)
 	}
 	if n := bucketLen(t, s, bucketQueue); n != 2 {
 		t.Errorf("queue holds %d entries, want 2", n)
+	}
+	if n := bucketLen(t, s, bucketPending); n != 0 {
+		t.Errorf("pending queue holds %d entries, want 0", n)
 	}
 	if ev := eventsOfKind(t, s, EventBatched); len(ev) != 1 {
 		t.Errorf("batched events = %+v", ev)
@@ -265,15 +270,97 @@ func TestCloseBatchBuildRunTwice(t *testing.T) {
 	}
 	// The running total counted the letters once.
 	mustAccept(t, s, verified(clk, "late@example.org"))
-	var total uint64
-	if b, err := s.CloseBatch(ctx, 10, recipients, func(c BatchContent) (string, []byte, error) {
-		total = c.RunningTotal
-		return simpleBuild(c)
-	}); err != nil || b == nil || b.ID != 2 {
-		t.Fatalf("next CloseBatch = %+v, %v", b, err)
+	if pb, err := s.NextBatch(10); err != nil || pb == nil || pb.Number != 2 || pb.RunningTotal != 5 {
+		t.Fatalf("next snapshot = %+v, %v; want batch 2, total 5", pb, err)
 	}
-	if total != 5 {
-		t.Errorf("running total = %d, want 5", total)
+}
+
+// An unbatchable letter leaves the queue for the held letters, still
+// counted; released, it queues again at the back; dropped, it is uncounted.
+func TestHoldUnbatchable(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
+	ctx := context.Background()
+	ids := acceptN(t, s, clk, 3)
+
+	if err := s.HoldUnbatchable(ctx, ids[0], "summary: cannot read"); err != nil {
+		t.Fatal(err)
+	}
+	l := mustLetter(t, s, ids[0])
+	if l.State != StateHeld || l.HeldReason != HeldUnbatchable {
+		t.Errorf("letter = %+v, want held unbatchable", l)
+	}
+	if st := mustStats(t, s); st.Counted != 3 || st.Pending != 2 || st.Held != 1 {
+		t.Errorf("Stats = %+v, want counted 3, pending 2, held 1", st)
+	}
+	ev := eventsOfKind(t, s, EventHeld)
+	if len(ev) != 1 || ev[0].Letter != ids[0] || ev[0].Reason != "unbatchable: summary: cannot read" {
+		t.Errorf("held events = %+v", ev)
+	}
+	if held, _ := s.Held(); len(held) != 1 || held[0].ID != ids[0] {
+		t.Errorf("Held = %+v", held)
+	}
+	if err := s.HoldUnbatchable(ctx, ids[0], "again"); !errors.Is(err, ErrState) {
+		t.Errorf("holding a held letter: %v, want ErrState", err)
+	}
+	if pb, _ := s.NextBatch(10); pb == nil || len(pb.Letters) != 2 || pb.Letters[0].ID != ids[1] {
+		t.Errorf("snapshot after the hold = %+v", pb)
+	}
+
+	// Released: back in the queue behind the others, not counted twice.
+	clk.Advance(time.Hour)
+	if dup, err := s.Release(ctx, ids[0]); err != nil || dup {
+		t.Fatalf("Release = %v, %v", dup, err)
+	}
+	if st := mustStats(t, s); st.Counted != 3 || st.Pending != 3 || st.Held != 0 {
+		t.Errorf("Stats after release = %+v", st)
+	}
+	pb, _ := s.NextBatch(10)
+	if pb == nil || len(pb.Letters) != 3 || pb.Letters[2].ID != ids[0] || !pb.Letters[2].PendingSince.Equal(clk.Now()) {
+		t.Errorf("snapshot after the release = %+v, want %s last, pending since now", pb, ids[0])
+	}
+
+	// Held again and dropped: uncounted, and its sender may sign again.
+	if err := s.HoldUnbatchable(ctx, ids[0], "still"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drop(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustStats(t, s); st.Counted != 2 || st.Pending != 2 || st.Held != 0 {
+		t.Errorf("Stats after drop = %+v", st)
+	}
+	if r := mustAccept(t, s, verified(clk, "s00@example.org")); r.Duplicate {
+		t.Errorf("the sender of a dropped unbatchable letter is still counted")
+	}
+}
+
+// A released letter waits from its release (SPEC 7): it queues behind
+// letters accepted before the release, however old it is.
+func TestPendingSinceRelease(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
+	ctx := context.Background()
+	old := mustAccept(t, s, unverified(clk, "old@example.org", HeldUnverified))
+	clk.Advance(48 * time.Hour)
+	fresh := mustAccept(t, s, verified(clk, "fresh@example.org"))
+	clk.Advance(time.Minute)
+	if _, err := s.Release(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Pending()
+	if err != nil || p.Letters != 2 || !p.Oldest.Equal(mustLetter(t, s, fresh.ID).Received) {
+		t.Errorf("Pending = %+v, %v; want the fresh letter's time as the oldest", p, err)
+	}
+	l := mustLetter(t, s, old.ID)
+	if l.Verdict.Kind != VerdictAdmin || !l.PendingSince.Equal(clk.Now()) {
+		t.Errorf("released letter = %+v, want verdict admin, pending since now", l)
+	}
+	pb, _ := s.NextBatch(10)
+	if pb == nil || len(pb.Letters) != 2 || pb.Letters[0].ID != fresh.ID || pb.Letters[1].ID != old.ID {
+		t.Errorf("snapshot = %+v, want %s then %s", pb, fresh.ID, old.ID)
 	}
 }
 
@@ -281,7 +368,7 @@ func TestCloseBatchBuildRunTwice(t *testing.T) {
 func closeOne(t *testing.T, s *Store, clk *testClock, sender string, recips []string) *Batch {
 	t.Helper()
 	mustAccept(t, s, verified(clk, sender))
-	b, err := s.CloseBatch(context.Background(), 100, recips, simpleBuild)
+	b, err := closeNext(context.Background(), s, 100, recips)
 	if err != nil || b == nil {
 		t.Fatalf("CloseBatch = %v, %v", b, err)
 	}
@@ -525,7 +612,7 @@ func TestPurge(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now, Retention: retention})
 	ctx := context.Background()
 	ids := acceptN(t, s, clk, 3)
-	b, err := s.CloseBatch(ctx, 2, recipients, simpleBuild)
+	b, err := closeNext(ctx, s, 2, recipients)
 	if err != nil {
 		t.Fatal(err)
 	}

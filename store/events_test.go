@@ -3,8 +3,8 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -135,27 +135,34 @@ func TestJournalBoundAfterReopenWithSmallerMax(t *testing.T) {
 	}
 }
 
-func TestSubscribe(t *testing.T) {
+func TestFeed(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
-	rejectN(t, s, 1, 2) // before subscribing: not delivered
-	sub := s.Subscribe()
-	defer sub.Close()
+	rejectN(t, s, 1, 2) // before following from the end: not delivered
+	end, err := s.LastSeq()
+	if err != nil || end != 2 {
+		t.Fatalf("LastSeq = %d, %v; want 2", end, err)
+	}
+	f := s.Follow(end)
+	defer f.Close()
+	if f.Ready() {
+		t.Error("feed ready with no new event")
+	}
 
 	res := mustAccept(t, s, verified(clk, "ana@example.org"))
 	rejectN(t, s, 3, 4)
-	b, err := s.CloseBatch(context.Background(), 10, []string{"familias@ofapp.example"}, simpleBuild)
+	b, err := closeNext(context.Background(), s, 10, []string{"familias@ofapp.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	want := []struct {
 		seq  uint64
-		kind string
+		kind EventKind
 	}{{3, EventAccepted}, {4, EventRejected}, {5, EventRejected}, {6, EventBatched}}
 	for _, w := range want {
-		e := recv(t, sub)
+		e := recv(t, f)
 		if e.Seq != w.seq || e.Event != w.kind {
 			t.Fatalf("got event %d %s, want %d %s", e.Seq, e.Event, w.seq, w.kind)
 		}
@@ -170,15 +177,22 @@ func TestSubscribe(t *testing.T) {
 			}
 		}
 	}
-	// What the subscription delivered is what the journal holds.
+	if f.After() != 6 {
+		t.Errorf("After = %d, want 6", f.After())
+	}
+	// What the feed delivered is what the journal holds.
 	journal, _ := s.Events(2, 0)
 	if !equalSeqs(journal, 3, 4, 5, 6) {
 		t.Errorf("journal = %v", seqs(journal))
 	}
-	select {
-	case e := <-sub.C:
-		t.Errorf("unexpected extra event %+v", e)
-	default:
+	if f.Ready() {
+		t.Error("feed ready after the last event")
+	}
+
+	// The timer wakes a wait with no event.
+	timer := time.NewTimer(time.Millisecond)
+	if e, ok, err := f.NextOr(context.Background(), timer.C); ok || err != nil {
+		t.Errorf("NextOr with only the timer = %+v, %v, %v", e, ok, err)
 	}
 
 	// A failed write publishes nothing.
@@ -188,116 +202,98 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal("Accept without dedup address succeeded")
 	}
 	rejectN(t, s, 7, 7)
-	if e := recv(t, sub); e.Seq != 7 || e.Reason != "r7" {
+	if e := recv(t, f); e.Seq != 7 || e.Reason != "r7" {
 		t.Errorf("after a failed write got %+v, want seq 7", e)
 	}
-
-	sub.Close()
-	if _, ok := <-sub.C; ok {
-		t.Error("channel still open after Subscription.Close")
+	rejectN(t, s, 8, 9)
+	if err := f.Drain(context.Background()); err != nil || f.After() != 9 || f.Ready() {
+		t.Errorf("Drain = %v, after %d; want nil, after 9, nothing ready", err, f.After())
 	}
-	sub.Close() // harmless
-	rejectN(t, s, 8, 8)
+
+	// From 0, the feed reads the journal first.
+	g := s.Follow(0)
+	defer g.Close()
+	for want := uint64(1); want <= 9; want++ {
+		if e := recv(t, g); e.Seq != want {
+			t.Fatalf("feed from 0: got seq %d, want %d", e.Seq, want)
+		}
+	}
+
+	f.Close()
+	f.Close() // harmless
+	rejectN(t, s, 10, 10)
 }
 
-func TestSubscriptionClosedByStoreClose(t *testing.T) {
+// A feed returns what was committed before the store closed, then
+// ErrClosed; a feed on a closed store says so at once.
+func TestFeedEndsWhenStoreCloses(t *testing.T) {
 	t.Parallel()
 	s, err := Open(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := s.Subscribe()
+	f := s.Follow(0)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rejectN(t, s, 1, 1)
+	if e, err := f.Next(ctx); err != nil || e.Seq != 1 {
+		t.Fatalf("before Close: %+v, %v", e, err)
+	}
+	rejectN(t, s, 2, 3)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case _, ok := <-sub.C:
-		if ok {
-			t.Error("got an event, want a closed channel")
+	for want := uint64(2); want <= 3; want++ {
+		if e, err := f.Next(ctx); err != nil || e.Seq != want {
+			t.Fatalf("after Close: %+v, %v; want seq %d", e, err, want)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("subscription not closed by Store.Close")
 	}
-	sub.Close()
-}
-
-// gateHandler is a slog handler that stalls while logging one sender's
-// events: it stands for the scheduler pausing a goroutine between its
-// commit and the publishing of its events.
-type gateHandler struct {
-	sender  string
-	entered chan struct{}
-	gate    chan struct{}
-	once    sync.Once
-}
-
-func (h *gateHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *gateHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *gateHandler) WithGroup(string) slog.Handler            { return h }
-func (h *gateHandler) Handle(_ context.Context, r slog.Record) error {
-	stall := false
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "sender" && a.Value.String() == h.sender {
-			stall = true
-		}
-		return true
-	})
-	if stall {
-		h.once.Do(func() { close(h.entered) })
-		<-h.gate
+	if !f.Ready() {
+		t.Error("a feed of a closed store is not ready (Next would block)")
 	}
-	return nil
+	if _, err := f.Next(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Next after the last event: %v, want ErrClosed", err)
+	}
+	g := s.Follow(0)
+	if _, err := g.Next(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Next on a feed of a closed store: %v, want ErrClosed", err)
+	}
+	g.Close()
 }
 
-// A follower must see events in commit (Seq) order, whatever the writers'
-// goroutines do after their commit.
-func TestSubscribeOrderAcrossWriters(t *testing.T) {
+// A follower that does not read never holds up writers; when it reads
+// again it gets every event, once, in commit order, across concurrent
+// writers.
+func TestFeedCatchesUpAfterOverflow(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	h := &gateHandler{sender: "slow@example.org", entered: make(chan struct{}), gate: make(chan struct{})}
-	s := openStore(t, t.TempDir(), Options{Now: clk.Now, Logger: slog.New(h)})
-	var openGate sync.Once
-	letGo := func() { openGate.Do(func() { close(h.gate) }) }
-	t.Cleanup(letGo) // runs before the store's Close
-	sub := s.Subscribe()
-	defer sub.Close()
-
-	slowDone := make(chan error, 1)
-	go func() {
-		_, err := s.Accept(context.Background(), verified(clk, "slow@example.org"))
-		slowDone <- err
-	}()
-	select {
-	case <-h.entered: // committed as seq 1, not yet published
-	case <-time.After(5 * time.Second):
-		t.Fatal("slow writer never reached publishing")
+	s := openStore(t, t.TempDir(), Options{})
+	f := s.Follow(0)
+	defer f.Close()
+	const writers, each = 50, 2 * subscriptionBuffer / 50 // twice what a subscription buffers
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rejectN(t, s, w*1000, w*1000+each-1)
+		}()
 	}
-	fastDone := make(chan error, 1)
-	go func() {
-		_, err := s.Accept(context.Background(), verified(clk, "fast@example.org"))
-		fastDone <- err
-	}()
-	// Let the fast writer finish (or stay blocked behind the slow one, which
-	// would be fine), then let the slow one go.
-	select {
-	case err := <-fastDone:
-		if err != nil {
-			t.Fatal(err)
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for want := uint64(1); want <= writers*each; want++ {
+		e, err := f.Next(ctx)
+		if err != nil || e.Seq != want {
+			t.Fatalf("event %d: got seq %d, err %v", want, e.Seq, err)
 		}
-	case <-time.After(500 * time.Millisecond):
 	}
-	letGo()
-	if err := <-slowDone; err != nil {
-		t.Fatal(err)
+	if f.Ready() {
+		t.Errorf("feed has more than %d events", writers*each)
 	}
-
-	first, second := recv(t, sub), recv(t, sub)
-	if first.Seq != 1 || second.Seq != 2 {
-		// BUG: Store.update (store.go) publishes from each caller's
-		// goroutine after its commit, so events reach followers (and the
-		// log) in whatever order those goroutines run, not in Seq order.
-		t.Errorf("subscription delivered seq %d (%s) then %d (%s), want 1 then 2",
-			first.Seq, first.Sender, second.Seq, second.Sender)
+	rejectN(t, s, 1, 1)
+	if e := recv(t, f); e.Seq != writers*each+1 {
+		t.Errorf("live event after catching up: seq %d", e.Seq)
 	}
 }
 
@@ -348,5 +344,85 @@ func TestJSONShapes(t *testing.T) {
 		if _, ok := d[k]; !ok {
 			t.Errorf("stats JSON %s lacks deliveries.%q", data, k)
 		}
+	}
+}
+
+// Loop calls its step at once, then again for an event of its kinds, for
+// its step's deadline and for Wake, but not for other events; it ends with
+// ctx (nil) or with the store (ErrClosed).
+func TestFeedLoop(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s, err := Open(t.TempDir(), Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.FollowNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Each step reports the last event the loop had read.
+	steps := make(chan uint64, 10)
+	var mu sync.Mutex
+	deadline := time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- f.Loop(ctx, []EventKind{EventAccepted}, func() time.Duration {
+			steps <- f.After()
+			mu.Lock()
+			defer mu.Unlock()
+			return deadline
+		})
+	}()
+	step := func(what string, after uint64) {
+		t.Helper()
+		select {
+		case got := <-steps:
+			if got != after {
+				t.Fatalf("step after %s had read up to event %d, want %d", what, got, after)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no step after %s", what)
+		}
+	}
+	step("start", 0)
+	// A rejection is not of the loop's kinds: the next step is Wake's (had
+	// the rejection made one, the step for the acceptance would come
+	// before the acceptance was read).
+	rejectN(t, s, 1, 1)
+	f.Wake()
+	step("Wake", 1)
+	mustAccept(t, s, verified(clk, "ana@example.org"))
+	step("an accepted letter", 2)
+	mu.Lock()
+	deadline = time.Millisecond
+	mu.Unlock()
+	f.Wake()
+	step("Wake", 2)
+	step("the step's deadline", 2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Loop after ctx ended: %v", err)
+	}
+
+	g, err := s.FollowNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	go func() { done <- g.Loop(context.Background(), nil, func() time.Duration { return time.Hour }) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Loop after the store closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Loop still running after the store closed")
 	}
 }

@@ -57,7 +57,7 @@ func verified(clk *testClock, sender string) NewLetter {
 		From:         sender,
 		Name:         "Supporter " + sender,
 		RemoteIP:     "192.0.2.10",
-		Verdict:      Verdict{Pass: true, Domain: domain, Selector: "s1"},
+		Verdict:      Verdict{Kind: VerdictDKIM, Domain: domain, Selector: "s1"},
 		DedupAddress: strings.ToLower(sender),
 		Body:         []byte(fmt.Sprintf("From: <%s>\r\nSubject: Libertad\r\n\r\nLiberen a los presos politicos. -- %s\r\n", sender, sender)),
 	}
@@ -65,9 +65,9 @@ func verified(clk *testClock, sender string) NewLetter {
 
 // unverified is a letter from sender without a passing signature; hold is
 // "" (policy relay) or a Held* reason.
-func unverified(clk *testClock, sender, hold string) NewLetter {
+func unverified(clk *testClock, sender string, hold HeldReason) NewLetter {
 	nl := verified(clk, sender)
-	nl.Verdict = Verdict{Pass: false, Reason: "no signature"}
+	nl.Verdict = Verdict{Kind: VerdictUnverified, Reason: "no signature"}
 	nl.Hold = hold
 	return nl
 }
@@ -110,7 +110,7 @@ func allEvents(t testing.TB, s *Store) []Event {
 }
 
 // eventsOfKind returns the journal events of one kind.
-func eventsOfKind(t testing.TB, s *Store, kind string) []Event {
+func eventsOfKind(t testing.TB, s *Store, kind EventKind) []Event {
 	t.Helper()
 	var out []Event
 	for _, e := range allEvents(t, s) {
@@ -146,30 +146,42 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// recv takes one event from a subscription, failing after a deadline.
-func recv(t testing.TB, sub *Subscription) Event {
+// recv takes the next event from a feed, failing after a deadline.
+func recv(t testing.TB, f *Feed) Event {
 	t.Helper()
-	select {
-	case e, ok := <-sub.C:
-		if !ok {
-			t.Fatal("subscription closed")
-		}
-		return e
-	case <-time.After(5 * time.Second):
-		t.Fatal("timed out waiting for an event")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := f.Next(ctx)
+	if err != nil {
+		t.Fatalf("waiting for an event: %v", err)
 	}
-	return Event{}
+	return e
 }
 
-// simpleBuild is a deterministic BuildFunc: the message lists the letters'
-// IDs and bodies.
-func simpleBuild(c BatchContent) (string, []byte, error) {
+// simpleBatch is a deterministic build of a snapshot: the message lists the
+// letters' IDs and bodies.
+func simpleBatch(pb *PendingBatch, recipients []string, created time.Time) NewBatch {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "Subject: [test] batch %d: %d letters (total %d)\r\n\r\n", c.Number, len(c.Letters), c.RunningTotal)
-	for _, l := range c.Letters {
+	fmt.Fprintf(&sb, "Subject: [test] batch %d: %d letters (total %d)\r\n\r\n", pb.Number, len(pb.Letters), pb.RunningTotal)
+	nb := NewBatch{Number: pb.Number, RunningTotal: pb.RunningTotal, Created: created,
+		MessageID: fmt.Sprintf("<batch-%d@campaign.example>", pb.Number), Recipients: recipients, Rule: CloseFull}
+	for _, l := range pb.Letters {
 		fmt.Fprintf(&sb, "--- %s\r\n%s", l.ID, l.Body)
+		nb.LetterIDs = append(nb.LetterIDs, l.ID)
 	}
-	return fmt.Sprintf("<batch-%d@campaign.example>", c.Number), []byte(sb.String()), nil
+	nb.Message = []byte(sb.String())
+	return nb
+}
+
+// closeNext closes the next batch of up to max letters as the batch closer
+// does (snapshot, build, commit), with simpleBatch as the builder; nil when
+// no letter waits.
+func closeNext(ctx context.Context, s *Store, max int, recipients []string) (*Batch, error) {
+	pb, err := s.NextBatch(max)
+	if err != nil || pb == nil {
+		return nil, err
+	}
+	return s.CloseBatch(ctx, simpleBatch(pb, recipients, s.now()))
 }
 
 // holdLoop makes the commit loop busy with one write until the returned

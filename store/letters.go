@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -18,13 +19,15 @@ type NewLetter struct {
 	From     string // the From: address as written
 	Name     string // display name, decoded
 	RemoteIP string
-	Verdict  Verdict
+	// Session is the SMTP session's ID, as in its replies, for the event.
+	Session string
+	Verdict Verdict
 	// DedupAddress is the normalised sender address (SPEC 6); the store
 	// keeps only its HMAC. Empty for postmaster mail.
 	DedupAddress string
 	// Hold, when set, keeps the letter for an admin instead of counting it
 	// (HeldUnverified or HeldPostmaster).
-	Hold string
+	Hold HeldReason
 	Body []byte
 }
 
@@ -71,9 +74,9 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		}
 		dedup := tx.Bucket(bucketDedup)
 		meta := tx.Bucket(bucketMeta)
-		ev := Event{Sender: nl.From, IP: nl.RemoteIP}
+		ev := Event{Sender: nl.From, IP: nl.RemoteIP, Session: nl.Session}
 		counted := nl.Hold == "" && dedup.Get(key) != nil
-		if counted && nl.Verdict.Pass {
+		if counted && nl.Verdict.Verified() {
 			res.Duplicate = true
 			ev.Event, ev.Reason = EventDuplicate, "already counted"
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
@@ -112,7 +115,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 				return err
 			}
 		default:
-			l.State = StatePending
+			l.State, l.PendingSince = StatePending, l.Received
 			ev.Event, ev.Reason = EventAccepted, verdictReason(nl.Verdict)
 			if err := countLetter(tx, &l, nl.Body); err != nil {
 				return err
@@ -131,19 +134,28 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 
 func heldReason(nl NewLetter) string {
 	if nl.Hold == HeldPostmaster {
-		return HeldPostmaster
+		return string(HeldPostmaster)
 	}
 	return "unverified: " + nl.Verdict.Reason
 }
 
+// verdictReason says in an event how a counted letter verified.
 func verdictReason(v Verdict) string {
-	if v.Pass {
+	switch v.Kind {
+	case VerdictDKIM:
 		return "dkim pass d=" + v.Domain
+	case VerdictSPF:
+		return "spf pass " + v.Domain
+	case VerdictConfirmed:
+		return "confirmed by reply"
+	case VerdictAdmin:
+		return "released by an admin: " + v.Reason
 	}
 	return "UNVERIFIED: " + v.Reason
 }
 
-// countLetter marks a letter counted: dedup key, pending queue, counters.
+// countLetter marks a letter counted: dedup key, pending queue (at
+// l.PendingSince), counters.
 func countLetter(tx *bolt.Tx, l *Letter, body []byte) error {
 	meta := tx.Bucket(bucketMeta)
 	if err := tx.Bucket(bucketDedup).Put(l.DedupKey, []byte(l.ID)); err != nil {
@@ -154,7 +166,7 @@ func countLetter(tx *bolt.Tx, l *Letter, body []byte) error {
 			return fmt.Errorf("put body: %w", err)
 		}
 	}
-	if err := tx.Bucket(bucketPending).Put([]byte(l.ID), nil); err != nil {
+	if err := tx.Bucket(bucketPending).Put(pendingKey(l.PendingSince, l.ID), nil); err != nil {
 		return fmt.Errorf("put pending: %w", err)
 	}
 	if err := addU64(meta, ctrCounted, 1); err != nil {
@@ -163,8 +175,20 @@ func countLetter(tx *bolt.Tx, l *Letter, body []byte) error {
 	return addU64(meta, ctrPending, 1)
 }
 
-// nextLetterID hands out IDs in arrival order, so the pending bucket's key
-// order is the order letters were counted.
+// pendingKey orders the pending queue by when each letter became pending,
+// then by ID, so the oldest is the first key.
+func pendingKey(since time.Time, id string) []byte {
+	k := make([]byte, 8, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(since.UnixNano()))
+	return append(k, id...)
+}
+
+// pendingSince reads the time back out of a pendingKey.
+func pendingSince(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+}
+
+// nextLetterID hands out IDs in arrival order.
 func nextLetterID(meta *bolt.Bucket) (string, error) {
 	n := getU64(meta, keyLetterSeq) + 1
 	if err := meta.Put(keyLetterSeq, u64(n)); err != nil {
@@ -199,16 +223,20 @@ func getLetter(tx *bolt.Tx, id string) (*Letter, error) {
 // Rejection is a letter refused at the end of DATA, recorded for the tally
 // and the journal (nothing of it is stored).
 type Rejection struct {
+	Class                  RejectClass
 	From, RemoteIP, Reason string
+	Session                string
 }
 
-// Reject records a rejected letter.
+// Reject counts a letter refused at the end of DATA and journals it with
+// its class.
 func (s *Store) Reject(ctx context.Context, r Rejection) error {
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		if err := addU64(tx.Bucket(bucketMeta), ctrRejected, 1); err != nil {
 			return err
 		}
-		return w.event(Event{Event: EventRejected, Sender: r.From, IP: r.RemoteIP, Reason: r.Reason})
+		return w.event(Event{Event: EventRejected, Class: r.Class, Sender: r.From, IP: r.RemoteIP,
+			Session: r.Session, Reason: r.Reason})
 	})
 	if err != nil {
 		return fmt.Errorf("store: record rejection: %w", err)
@@ -216,7 +244,7 @@ func (s *Store) Reject(ctx context.Context, r Rejection) error {
 	return nil
 }
 
-// Letter returns a letter's record.
+// Letter returns a letter's record (ErrNotFound if there is none).
 func (s *Store) Letter(id string) (*Letter, error) {
 	var l *Letter
 	err := s.view(func(tx *bolt.Tx) error {
@@ -266,9 +294,12 @@ func (s *Store) Held() ([]Letter, error) {
 	return out, nil
 }
 
-// Release counts a held letter as an admin decided. If its sender was counted
-// meanwhile it becomes a duplicate (SPEC 5) and is never batched. Mail to
-// postmaster is never counted: it can only be dropped.
+// Release counts a held letter as an admin decided, with verdict "admin"
+// and pending from now (SPEC 7: its batch clock starts at the release). If
+// its sender was counted meanwhile it becomes a duplicate (SPEC 5) and is
+// never batched. Mail to postmaster is never counted: it can only be
+// dropped. A letter held as unbatchable was counted already; releasing it
+// puts it back in the pending queue for another try.
 func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		duplicate = false
@@ -293,7 +324,19 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 			return err
 		}
 		ev := Event{Letter: id, Sender: l.From, IP: l.RemoteIP}
-		if tx.Bucket(bucketDedup).Get(l.DedupKey) != nil {
+		now := s.now().UTC()
+		switch {
+		case l.HeldReason == HeldUnbatchable:
+			// Counted when it arrived: only back into the queue.
+			l.State, l.HeldReason, l.PendingSince = StatePending, "", now
+			ev.Event, ev.Reason = EventReleased, "back in the pending queue after it could not be batched"
+			if err := tx.Bucket(bucketPending).Put(pendingKey(now, id), nil); err != nil {
+				return err
+			}
+			if err := addU64(meta, ctrPending, 1); err != nil {
+				return err
+			}
+		case tx.Bucket(bucketDedup).Get(l.DedupKey) != nil:
 			duplicate = true
 			l.State = StateDuplicate
 			ev.Event, ev.Reason = EventDuplicate, "released, but the sender was counted meanwhile"
@@ -303,9 +346,10 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
-		} else {
-			l.State, l.HeldReason = StatePending, ""
-			ev.Event, ev.Reason = EventReleased, "UNVERIFIED: "+l.Verdict.Reason
+		default:
+			l.State, l.HeldReason, l.PendingSince = StatePending, "", now
+			l.Verdict.Kind = VerdictAdmin
+			ev.Event, ev.Reason = EventReleased, verdictReason(l.Verdict)
 			if err := countLetter(tx, l, nil); err != nil {
 				return err
 			}
@@ -321,7 +365,46 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 	return duplicate, nil
 }
 
-// Drop removes a held letter and its body.
+// HoldUnbatchable moves a pending letter to the held letters with reason
+// "unbatchable", because the batch builder could not take it (why says what
+// went wrong), so later batches are not blocked by it. It stays counted; an
+// admin may release it (another try) or drop it.
+func (s *Store) HoldUnbatchable(ctx context.Context, id, why string) error {
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		l, err := getLetter(tx, id)
+		if err != nil {
+			return err
+		}
+		if l.State != StatePending {
+			return fmt.Errorf("letter %s is %s, not pending: %w", id, l.State, ErrState)
+		}
+		if err := tx.Bucket(bucketPending).Delete(pendingKey(l.PendingSince, id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketHeld).Put([]byte(id), nil); err != nil {
+			return err
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := addU64(meta, ctrPending, -1); err != nil {
+			return err
+		}
+		if err := addU64(meta, ctrHeld, 1); err != nil {
+			return err
+		}
+		l.State, l.HeldReason, l.PendingSince = StateHeld, HeldUnbatchable, time.Time{}
+		if err := putLetter(tx, l); err != nil {
+			return err
+		}
+		return w.event(Event{Event: EventHeld, Letter: id, Sender: l.From, IP: l.RemoteIP,
+			Reason: string(HeldUnbatchable) + ": " + why})
+	})
+	if err != nil {
+		return fmt.Errorf("store: hold unbatchable letter %s: %w", id, err)
+	}
+	return nil
+}
+
+// Drop removes a held letter and its body; an unbatchable one is uncounted.
 func (s *Store) Drop(ctx context.Context, id string) error {
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		l, err := getLetter(tx, id)
@@ -336,10 +419,25 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 				return err
 			}
 		}
-		if err := addU64(tx.Bucket(bucketMeta), ctrHeld, -1); err != nil {
+		meta := tx.Bucket(bucketMeta)
+		if err := addU64(meta, ctrHeld, -1); err != nil {
 			return err
 		}
-		return w.event(Event{Event: EventDropped, Letter: id, Sender: l.From, IP: l.RemoteIP, Reason: l.HeldReason})
+		if l.HeldReason == HeldUnbatchable {
+			// It was counted, and will never be in a batch: uncount it, so
+			// the tally says what the organisations get and the sender
+			// may sign again.
+			if err := addU64(meta, ctrCounted, -1); err != nil {
+				return err
+			}
+			dedup := tx.Bucket(bucketDedup)
+			if string(dedup.Get(l.DedupKey)) == id {
+				if err := dedup.Delete(l.DedupKey); err != nil {
+					return err
+				}
+			}
+		}
+		return w.event(Event{Event: EventDropped, Letter: id, Sender: l.From, IP: l.RemoteIP, Reason: string(l.HeldReason)})
 	})
 	if err != nil {
 		return fmt.Errorf("store: drop %s: %w", id, err)
@@ -347,7 +445,7 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 	return nil
 }
 
-// Stats returns the tally.
+// Stats returns the tally; deliveries are counted from the batch records.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
 	err := s.view(func(tx *bolt.Tx) error {
@@ -384,24 +482,34 @@ func (s *Store) Stats() (Stats, error) {
 	return st, nil
 }
 
-// Pending reports how many counted letters wait for a batch and when the
-// oldest arrived (zero time when none wait).
-func (s *Store) Pending() (n int, oldest time.Time, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		n = int(getU64(tx.Bucket(bucketMeta), ctrPending))
-		k, _ := tx.Bucket(bucketPending).Cursor().First()
-		if k == nil {
-			return nil
+// PendingState is what the batch closer decides on (SPEC 7).
+type PendingState struct {
+	// Letters is how many counted letters wait for a batch.
+	Letters int
+	// Oldest is when the longest-waiting one became pending (zero when
+	// none waits).
+	Oldest time.Time
+	// LastWaitClose is when the last batch closed for the time rule
+	// (zero when none did).
+	LastWaitClose time.Time
+}
+
+// Pending reports what waits for a batch.
+func (s *Store) Pending() (PendingState, error) {
+	var p PendingState
+	err := s.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		p.Letters = int(getU64(meta, ctrPending))
+		if v := getU64(meta, keyLastWaitClose); v != 0 {
+			p.LastWaitClose = time.Unix(0, int64(v)).UTC()
 		}
-		l, err := getLetter(tx, string(k))
-		if err != nil {
-			return err
+		if k, _ := tx.Bucket(bucketPending).Cursor().First(); k != nil {
+			p.Oldest = pendingSince(k)
 		}
-		oldest = l.Received
 		return nil
 	})
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("store: pending: %w", err)
+		return PendingState{}, fmt.Errorf("store: pending: %w", err)
 	}
-	return n, oldest, nil
+	return p, nil
 }

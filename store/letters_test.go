@@ -51,9 +51,9 @@ func TestAcceptCounted(t *testing.T) {
 	if st != (Stats{Counted: 1, Pending: 1}) {
 		t.Errorf("Stats = %+v, want counted=1 pending=1", st)
 	}
-	n, oldest, err := s.Pending()
-	if err != nil || n != 1 || !oldest.Equal(nl.Received) {
-		t.Errorf("Pending = %d, %v, %v; want 1, %v", n, oldest, err, nl.Received)
+	p, err := s.Pending()
+	if err != nil || p.Letters != 1 || !p.Oldest.Equal(nl.Received) {
+		t.Errorf("Pending = %+v, %v; want 1, %v", p, err, nl.Received)
 	}
 	evs := allEvents(t, s)
 	if len(evs) != 1 {
@@ -164,7 +164,7 @@ func TestAcceptRelayUnverified(t *testing.T) {
 		t.Errorf("duplicate events = %+v", dups)
 	}
 	// It is never batched.
-	b, err := s.CloseBatch(context.Background(), 10, []string{"familias@ofapp.example"}, simpleBuild)
+	b, err := closeNext(context.Background(), s, 10, []string{"familias@ofapp.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,8 +297,8 @@ func TestHoldRelease(t *testing.T) {
 	if ev := eventsOfKind(t, s, EventHeld); len(ev) != 1 || ev[0].Letter != res.ID {
 		t.Errorf("held events = %+v", ev)
 	}
-	if n, _, _ := s.Pending(); n != 0 {
-		t.Errorf("Pending = %d, want 0", n)
+	if p, _ := s.Pending(); p.Letters != 0 {
+		t.Errorf("Pending = %+v, want 0", p)
 	}
 
 	dup, err := s.Release(ctx, res.ID)
@@ -306,8 +306,8 @@ func TestHoldRelease(t *testing.T) {
 		t.Fatalf("Release = %v, %v", dup, err)
 	}
 	l := mustLetter(t, s, res.ID)
-	if l.State != StatePending || l.HeldReason != "" {
-		t.Errorf("released letter = %+v", l)
+	if l.State != StatePending || l.HeldReason != "" || l.Verdict.Kind != VerdictAdmin || l.Verdict.Reason != "no signature" {
+		t.Errorf("released letter = %+v, want pending with verdict admin", l)
 	}
 	if _, err := s.Body(res.ID); err != nil {
 		t.Errorf("Body after release: %v", err)
@@ -371,7 +371,7 @@ func TestReleaseAfterSenderCounted(t *testing.T) {
 	if ev := eventsOfKind(t, s, EventReleased); len(ev) != 0 {
 		t.Errorf("released events = %+v, want none", ev)
 	}
-	b, err := s.CloseBatch(ctx, 10, []string{"familias@ofapp.example"}, simpleBuild)
+	b, err := closeNext(ctx, s, 10, []string{"familias@ofapp.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +431,7 @@ func TestPostmasterHeldAndDropped(t *testing.T) {
 		t.Errorf("Stats after drop = %+v, want zero", st)
 	}
 	ev := eventsOfKind(t, s, EventDropped)
-	if len(ev) != 1 || ev[0].Letter != res.ID || ev[0].Reason != HeldPostmaster || ev[0].Sender != nl.From {
+	if len(ev) != 1 || ev[0].Letter != res.ID || ev[0].Reason != string(HeldPostmaster) || ev[0].Sender != nl.From {
 		t.Errorf("dropped events = %+v", ev)
 	}
 	if err := s.Drop(ctx, res.ID); !errors.Is(err, ErrNotFound) {
@@ -486,7 +486,7 @@ func TestRestartKeepsState(t *testing.T) {
 	clk.Advance(time.Minute)
 	c := mustAccept(t, s, verified(clk, "cas@example.org"))
 	h := mustAccept(t, s, unverified(clk, "dan@example.org", HeldUnverified))
-	batch, err := s.CloseBatch(ctx, 1, []string{"familias@ofapp.example", "copias@sr.example"}, simpleBuild)
+	batch, err := closeNext(ctx, s, 1, []string{"familias@ofapp.example", "copias@sr.example"})
 	if err != nil || batch == nil {
 		t.Fatalf("CloseBatch = %v, %v", batch, err)
 	}
@@ -514,9 +514,9 @@ func TestRestartKeepsState(t *testing.T) {
 	if l := mustLetter(t, s, a.ID); l.State != StateBatched || l.Batch != batch.ID {
 		t.Errorf("letter %s after reopen = %+v", a.ID, l)
 	}
-	n, oldest, err := s.Pending()
-	if err != nil || n != 2 || !oldest.Equal(mustLetter(t, s, b.ID).Received) {
-		t.Errorf("Pending after reopen = %d, %v, %v", n, oldest, err)
+	p, err := s.Pending()
+	if err != nil || p.Letters != 2 || !p.Oldest.Equal(mustLetter(t, s, b.ID).Received) {
+		t.Errorf("Pending after reopen = %+v, %v", p, err)
 	}
 	if held, _ := s.Held(); len(held) != 1 || held[0].ID != h.ID {
 		t.Errorf("Held after reopen = %+v", held)
@@ -535,7 +535,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if d.ID != "L00000005" {
 		t.Errorf("next ID after reopen = %s, want L00000005", d.ID)
 	}
-	b2, err := s.CloseBatch(ctx, 10, []string{"familias@ofapp.example"}, simpleBuild)
+	b2, err := closeNext(ctx, s, 10, []string{"familias@ofapp.example"})
 	if err != nil || b2 == nil || b2.ID != 2 || len(b2.LetterIDs) != 3 {
 		t.Fatalf("CloseBatch after reopen = %+v, %v", b2, err)
 	}

@@ -171,7 +171,7 @@ func (s *Store) prefillChunk(tx *bolt.Tx, base uint64, offset int, chunk []prefi
 	events := tx.Bucket(bucketEvents)
 	now := s.now().UTC()
 	evSeq := events.Sequence()
-	verdict := Verdict{Pass: true, Domain: prefillDomain, Selector: "prefill", Reason: "pass"}
+	verdict := Verdict{Kind: VerdictDKIM, Domain: prefillDomain, Selector: "prefill", Reason: "pass"}
 	keepFrom := uint64(1) // the first event seq the journal bound keeps
 	if lastEvent > s.journalMax {
 		keepFrom = lastEvent - s.journalMax + 1

@@ -8,9 +8,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,8 +22,10 @@ import (
 	"github.com/petitiond/petitiond/safeio"
 )
 
-// SchemaVersion is the layout this code reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the layout this code reads and writes. Version 1 kept
+// the pending queue by letter ID; version 2 keys it by when each letter
+// became pending (Open converts a version 1 file).
+const SchemaVersion = 2
 
 // FileName is the bbolt file inside the store directory.
 const FileName = "petitiond.db"
@@ -33,7 +35,7 @@ var (
 	bucketLetters  = []byte("letters")
 	bucketBodies   = []byte("bodies")
 	bucketDedup    = []byte("dedup")
-	bucketPending  = []byte("pending")
+	bucketPending  = []byte("pending_since") // pendingKey(since, id) → nil
 	bucketHeld     = []byte("held")
 	bucketBatches  = []byte("batches")
 	bucketBatchMsg = []byte("batchmsg")
@@ -46,6 +48,11 @@ var (
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
 	keyLetterSeq = []byte("letter_seq")
+	// keyLastWaitClose is when the last batch closed for the time rule.
+	keyLastWaitClose = []byte("last_wait_close")
+
+	// bucketPendingV1 is version 1's pending queue, keyed by letter ID.
+	bucketPendingV1 = []byte("pending")
 )
 
 // Counter keys in the meta bucket.
@@ -65,12 +72,14 @@ var (
 	ErrClosed   = errors.New("store closed")
 	ErrState    = errors.New("not allowed in this state")
 	ErrLocked   = errors.New("store is locked by another process")
+	// ErrConflict is a batch that can no longer close as built: one of its
+	// letters left the pending queue, or another batch took its number.
+	// Build it again from a fresh snapshot.
+	ErrConflict = errors.New("batch no longer matches the pending queue")
 )
 
 // Options tunes a store; the zero value is usable.
 type Options struct {
-	// Logger gets one line per event; nil discards.
-	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// JournalMax bounds the event journal; 0 means 100000 events.
@@ -87,7 +96,7 @@ type Options struct {
 // Store is an open store. Safe for concurrent use.
 type Store struct {
 	db         *bolt.DB
-	log        *slog.Logger
+	msgDir     string // batch messages (messages.go)
 	now        func() time.Time
 	journalMax uint64
 	maxGroup   int
@@ -104,6 +113,7 @@ type Store struct {
 	commitOps atomic.Uint64 // writes carried by those commits
 	subsMu    sync.Mutex
 	subs      map[*subscription]struct{}
+	subsDone  bool // the store closed: no new subscription
 }
 
 // Open opens (creating if needed) the store in dir. The directory is created
@@ -130,7 +140,6 @@ func Open(dir string, opt Options) (*Store, error) {
 	}
 	s := &Store{
 		db:         db,
-		log:        opt.Logger,
 		now:        opt.Now,
 		journalMax: opt.JournalMax,
 		maxGroup:   opt.MaxGroup,
@@ -139,9 +148,6 @@ func Open(dir string, opt Options) (*Store, error) {
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
 		subs:       map[*subscription]struct{}{},
-	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -159,6 +165,15 @@ func Open(dir string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.msgDir = filepath.Join(dir, messageDir)
+	if err := safeio.MkdirAll(s.msgDir, 0o700); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: create %s: %w", s.msgDir, err)
+	}
+	if err := s.sweepLeftovers(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// bbolt fsyncs the file but not the directory entry that names it: sync
 	// the directory once (and the parents of directories just made), so a
 	// power cut right after the first start cannot lose the whole file with
@@ -173,22 +188,26 @@ func Open(dir string, opt Options) (*Store, error) {
 	return s, nil
 }
 
-// init creates the buckets and the secret on first start, and checks the
-// schema version on every start.
+// init creates the buckets and the secret on first start, checks the
+// schema version on every start, and converts a version 1 file.
 func (s *Store) init(path string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta != nil {
 			v := meta.Get(keySchema)
-			if len(v) != 8 || binary.BigEndian.Uint64(v) != SchemaVersion {
+			version := uint64(0)
+			if len(v) == 8 {
+				version = binary.BigEndian.Uint64(v)
+			}
+			if version != SchemaVersion && version != 1 {
 				got := "none"
 				if len(v) == 8 {
-					got = fmt.Sprint(binary.BigEndian.Uint64(v))
+					got = fmt.Sprint(version)
 				}
 				return fmt.Errorf("store: %s has schema version %s, this petitiond reads version %d: %w",
 					path, got, SchemaVersion, ErrSchema)
 			}
-		} else if tx.Bucket(bucketLetters) != nil || hasAnyBucket(tx) {
+		} else if hasAnyBucket(tx) {
 			return fmt.Errorf("store: %s is not a petitiond store (no meta bucket): %w", path, ErrSchema)
 		}
 		for _, name := range allBuckets {
@@ -197,10 +216,13 @@ func (s *Store) init(path string) error {
 			}
 		}
 		meta = tx.Bucket(bucketMeta)
-		if meta.Get(keySchema) == nil {
-			if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
-				return err
+		if v := meta.Get(keySchema); v != nil && binary.BigEndian.Uint64(v) == 1 {
+			if err := migrateV1(tx); err != nil {
+				return fmt.Errorf("store: %s: convert schema version 1 to %d: %w", path, SchemaVersion, err)
 			}
+		}
+		if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
+			return err
 		}
 		if sec := meta.Get(keySecret); sec != nil {
 			s.secret = append([]byte(nil), sec...)
@@ -215,6 +237,53 @@ func (s *Store) init(path string) error {
 		}
 		return nil
 	})
+}
+
+// migrateV1 re-keys version 1's pending queue by pending time. Version 1
+// did not record when a released letter was released, so its receipt time
+// stands in: such a letter may join the next batch early, never late.
+func migrateV1(tx *bolt.Tx) error {
+	old := tx.Bucket(bucketPendingV1)
+	if old == nil {
+		return nil
+	}
+	err := old.ForEach(func(k, _ []byte) error {
+		l, err := getLetter(tx, string(k))
+		if err != nil {
+			return err
+		}
+		l.PendingSince = l.Received
+		if err := putLetter(tx, l); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketPending).Put(pendingKey(l.PendingSince, l.ID), nil)
+	})
+	if err != nil {
+		return err
+	}
+	return tx.DeleteBucket(bucketPendingV1)
+}
+
+// sweepLeftovers removes the message files no open batch names (see
+// sweepMessages).
+func (s *Store) sweepLeftovers() error {
+	keep := map[string]bool{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
+			var b Batch
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("decode batch: %w", err)
+			}
+			if b.File != "" && !b.Purged {
+				keep[b.File] = true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: read the batches' message files: %w", err)
+	}
+	return s.sweepMessages(keep)
 }
 
 // mkdirAll makes dir 0700 with any missing parents and returns the parents
@@ -258,12 +327,7 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.stop)
 	<-s.stopped
-	s.subsMu.Lock()
-	for sub := range s.subs {
-		sub.close()
-	}
-	s.subs = map[*subscription]struct{}{}
-	s.subsMu.Unlock()
+	s.closeSubs()
 	return s.db.Close()
 }
 
@@ -350,8 +414,10 @@ func (s *Store) commitGroup(group []*op) {
 	if err == nil {
 		s.commits.Add(1)
 		s.commitOps.Add(uint64(len(group)))
-		// Publish here, in commit order, so followers and the log see
-		// events in journal order.
+		// Publish here, in commit order, so followers see events in
+		// journal order. Publishing never blocks (a follower that fell
+		// behind is dropped and catches up from the journal), so no
+		// follower, the log writer included, delays a writer's answer.
 		for _, o := range group {
 			s.publish(o.events)
 			o.done <- nil
@@ -373,7 +439,7 @@ func (s *Store) runGroup(group []*op) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range group {
 			w := &writer{s: s, tx: tx}
-			if err := o.run(tx, w); err != nil {
+			if err := o.fn(tx, w); err != nil {
 				return err
 			}
 			o.events = w.events
@@ -382,20 +448,15 @@ func (s *Store) runGroup(group []*op) error {
 	})
 }
 
-// run calls the write's function; a panic in it (say, a message builder
-// choking on a hostile letter) fails that write instead of the daemon.
-func (o *op) run(tx *bolt.Tx, w *writer) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("store: write panicked: %v", r)
-		}
-	}()
-	return o.fn(tx, w)
-}
-
-// view runs a read-only transaction.
+// view runs fn in a read-only transaction, beside the writer.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	return s.db.View(fn)
+	err := s.db.View(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		// A read racing Close: the same answer a write gets, so consumers
+		// of the feed stop quietly instead of reporting a failure.
+		return ErrClosed
+	}
+	return err
 }
 
 func u64(v uint64) []byte {

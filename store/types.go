@@ -1,88 +1,192 @@
 package store
 
-import "time"
-
-// Letter states. A letter moves pending → batched, or held → pending /
-// dropped; duplicate marks a letter that was stored before its sender turned
-// out to be counted already.
-const (
-	StatePending   = "pending"
-	StateHeld      = "held"
-	StateBatched   = "batched"
-	StateDuplicate = "duplicate"
+import (
+	"encoding/json"
+	"time"
 )
+
+// LetterState is where a letter is: it moves pending → batched, or held →
+// pending / dropped; duplicate marks a letter that was stored before its
+// sender turned out to be counted already.
+type LetterState string
+
+// Letter states.
+const (
+	StatePending   LetterState = "pending"
+	StateHeld      LetterState = "held"
+	StateBatched   LetterState = "batched"
+	StateDuplicate LetterState = "duplicate"
+)
+
+// HeldReason is why a letter waits for an admin.
+type HeldReason string
 
 // Reasons a letter is held.
 const (
-	HeldUnverified = "unverified"
-	HeldPostmaster = "postmaster"
+	// HeldUnverified: no aligned passing signature, policy "quarantine".
+	HeldUnverified HeldReason = "unverified"
+	// HeldPostmaster: mail to postmaster@ or to campaign.from (bounces);
+	// never counted, only dropped.
+	HeldPostmaster HeldReason = "postmaster"
+	// HeldUnbatchable: counted, but the batch builder could not take it, so
+	// it was set aside rather than block every later batch.
+	HeldUnbatchable HeldReason = "unbatchable"
 )
 
-// Delivery states of one recipient's copy of a batch.
+// DeliveryState is where one recipient's copy of a batch is.
+type DeliveryState string
+
+// Delivery states.
 const (
-	DeliveryQueued    = "queued"
-	DeliveryDeferred  = "deferred"
-	DeliveryDelivered = "delivered"
-	DeliveryFailed    = "failed"
+	DeliveryQueued    DeliveryState = "queued"
+	DeliveryDeferred  DeliveryState = "deferred"
+	DeliveryDelivered DeliveryState = "delivered"
+	DeliveryFailed    DeliveryState = "failed"
 )
 
-// Event kinds (SPEC 8).
+// EventKind is what an event records: the words of SPEC 8.
+type EventKind string
+
+// Event kinds.
 const (
-	EventAccepted  = "accepted"
-	EventDuplicate = "duplicate"
-	EventHeld      = "held"
-	EventRejected  = "rejected"
-	EventReleased  = "released"
-	EventDropped   = "dropped"
-	EventBatched   = "batched"
-	EventDelivered = "delivered"
-	EventDeferred  = "deferred"
-	EventFailed    = "failed"
-	EventPurged    = "purged"
+	EventAccepted  EventKind = "accepted"
+	EventDuplicate EventKind = "duplicate"
+	EventHeld      EventKind = "held"
+	EventRejected  EventKind = "rejected"
+	EventReleased  EventKind = "released"
+	EventDropped   EventKind = "dropped"
+	EventBatched   EventKind = "batched"
+	EventDelivered EventKind = "delivered"
+	EventDeferred  EventKind = "deferred"
+	EventFailed    EventKind = "failed"
+	EventPurged    EventKind = "purged"
+	// EventRequeued is an admin putting failed copies back in the queue:
+	// not a delivery attempt.
+	EventRequeued EventKind = "requeued"
+	// The kinds of the later sections of SPEC 8 (confirmations, receipts,
+	// the secondary, pause, erasure), so consumers switch on one set.
+	EventConfirmSent EventKind = "confirm_sent"
+	EventConfirmed   EventKind = "confirmed"
+	EventReceiptSent EventKind = "receipt_sent"
+	EventForwarded   EventKind = "forwarded"
+	EventPaused      EventKind = "paused"
+	EventResumed     EventKind = "resumed"
+	EventErased      EventKind = "erased"
 )
 
-// Verdict is the outcome of DKIM verification, kept with the letter.
+// RejectClass says why a letter was refused at the end of DATA, as a fixed
+// word that metrics and tools can count (the reason's text is for people).
+type RejectClass string
+
+// Rejection classes.
+const (
+	RejectBareLineEnding RejectClass = "bare_line_ending"
+	RejectFrom           RejectClass = "from"
+	RejectSize           RejectClass = "size"
+	RejectUnverified     RejectClass = "unverified"
+)
+
+// VerdictKind is how a letter verified (SPEC 5).
+type VerdictKind string
+
+// Verdict kinds.
+const (
+	VerdictDKIM       VerdictKind = "dkim"
+	VerdictSPF        VerdictKind = "spf"
+	VerdictConfirmed  VerdictKind = "confirmed"
+	VerdictAdmin      VerdictKind = "admin"
+	VerdictUnverified VerdictKind = "unverified"
+)
+
+// Verdict is the outcome of verification, kept with the letter.
 type Verdict struct {
-	Pass     bool   `json:"pass"`
+	Kind VerdictKind `json:"kind"`
+	// Domain is the DKIM d= (or the MAIL FROM domain for spf), also kept
+	// when verification failed, to say which signature failed.
 	Domain   string `json:"domain,omitempty"`
 	Selector string `json:"selector,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 }
 
+// Verified reports whether the sender proved the address: by signature,
+// SPF or reply. An admin's release counts the letter but proves nothing.
+func (v Verdict) Verified() bool {
+	switch v.Kind {
+	case VerdictDKIM, VerdictSPF, VerdictConfirmed:
+		return true
+	}
+	return false
+}
+
+// UnmarshalJSON reads both this layout and the first one, which had only
+// "pass": a passing verdict then was always a DKIM pass.
+func (v *Verdict) UnmarshalJSON(data []byte) error {
+	type plain Verdict
+	var r struct {
+		plain
+		Pass *bool `json:"pass"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return err
+	}
+	*v = Verdict(r.plain)
+	if v.Kind == "" {
+		v.Kind = VerdictUnverified
+		if r.Pass != nil && *r.Pass {
+			v.Kind = VerdictDKIM
+		}
+	}
+	return nil
+}
+
 // Letter is a stored letter's record; its body is kept apart.
 type Letter struct {
-	ID         string    `json:"id"`
-	Received   time.Time `json:"received"`
-	From       string    `json:"from"`
-	Name       string    `json:"name,omitempty"`
-	RemoteIP   string    `json:"ip,omitempty"`
-	State      string    `json:"state"`
-	HeldReason string    `json:"held_reason,omitempty"`
-	Verdict    Verdict   `json:"verdict"`
-	Size       int       `json:"size"`
-	Batch      uint64    `json:"batch,omitempty"`
-	Purged     bool      `json:"purged,omitempty"`
+	ID         string      `json:"id"`
+	Received   time.Time   `json:"received"`
+	From       string      `json:"from"`
+	Name       string      `json:"name,omitempty"`
+	RemoteIP   string      `json:"ip,omitempty"`
+	State      LetterState `json:"state"`
+	HeldReason HeldReason  `json:"held_reason,omitempty"`
+	Verdict    Verdict     `json:"verdict"`
+	Size       int         `json:"size"`
+	Batch      uint64      `json:"batch,omitempty"`
+	Purged     bool        `json:"purged,omitempty"`
+	// PendingSince is when the letter last became pending (accepted, or
+	// released by an admin): the batch clock counts from here (SPEC 7).
+	PendingSince time.Time `json:"pending_since,omitzero"`
 	// DedupKey is the HMAC of the normalised sender, kept so that a held
 	// letter can be checked against the index when an admin releases it.
 	DedupKey []byte `json:"dedup_key,omitempty"`
 }
 
-// Unverified reports whether the letter was counted without a passing DKIM
-// signature (policy "relay" or an admin release).
-func (l *Letter) Unverified() bool { return !l.Verdict.Pass }
+// Unverified reports whether the letter was counted or held without the
+// sender proving the address (policy "relay", quarantine, an admin release).
+func (l *Letter) Unverified() bool { return !l.Verdict.Verified() }
 
 // Delivery is one recipient's copy of a batch.
 type Delivery struct {
-	Address     string    `json:"address"`
-	State       string    `json:"state"`
-	Attempts    int       `json:"attempts"`
-	NextAttempt time.Time `json:"next_attempt,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	Done        time.Time `json:"done,omitzero"`
+	Address     string        `json:"address"`
+	State       DeliveryState `json:"state"`
+	Attempts    int           `json:"attempts"`
+	NextAttempt time.Time     `json:"next_attempt,omitzero"`
+	LastError   string        `json:"last_error,omitempty"`
+	Done        time.Time     `json:"done,omitzero"`
 	// Since starts the give-up clock: when the copy was queued, or requeued
 	// by an admin.
 	Since time.Time `json:"since"`
 }
+
+// CloseRule is why a batch closed (SPEC 7).
+type CloseRule string
+
+// Close rules.
+const (
+	// CloseFull: batch.max_letters letters waited.
+	CloseFull CloseRule = "max_letters"
+	// CloseWait: the oldest letter waited batch.max_wait.
+	CloseWait CloseRule = "max_wait"
+)
 
 // Batch is a closed batch: its letters, its message and its deliveries.
 type Batch struct {
@@ -91,6 +195,11 @@ type Batch struct {
 	MessageID  string     `json:"message_id"`
 	LetterIDs  []string   `json:"letter_ids"`
 	Recipients []Delivery `json:"recipients"`
+	Rule       CloseRule  `json:"rule,omitempty"`
+	// File names the message's file below the store directory; empty for
+	// a batch closed by schema version 1, whose message is in the bbolt
+	// file.
+	File string `json:"file,omitempty"`
 	// Purged is set once the letters' bodies and the message were removed
 	// after the retention time.
 	Purged bool `json:"purged,omitempty"`
@@ -110,15 +219,18 @@ func (b *Batch) Complete() bool {
 
 // Event is one state change, as logged and kept in the journal (SPEC 8, 9).
 type Event struct {
-	Seq       uint64    `json:"seq"`
-	Time      time.Time `json:"time"`
-	Event     string    `json:"event"`
-	Letter    string    `json:"letter,omitempty"`
-	Batch     uint64    `json:"batch,omitempty"`
-	Sender    string    `json:"sender,omitempty"`
-	IP        string    `json:"ip,omitempty"`
-	Recipient string    `json:"recipient,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
+	Seq   uint64    `json:"seq"`
+	Time  time.Time `json:"time"`
+	Event EventKind `json:"event"`
+	// Class is set on rejected events.
+	Class     RejectClass `json:"class,omitempty"`
+	Letter    string      `json:"letter,omitempty"`
+	Batch     uint64      `json:"batch,omitempty"`
+	Sender    string      `json:"sender,omitempty"`
+	IP        string      `json:"ip,omitempty"`
+	Session   string      `json:"session,omitempty"`
+	Recipient string      `json:"recipient,omitempty"`
+	Reason    string      `json:"reason,omitempty"`
 }
 
 // Stats is the tally (SPEC 9).

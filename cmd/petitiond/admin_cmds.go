@@ -18,6 +18,7 @@ import (
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/relay/admin"
+	"github.com/petitiond/petitiond/store"
 )
 
 // adminTokenEnv overrides admin.token, for the daemon and the admin commands.
@@ -309,7 +310,7 @@ func deliveryNote(r admin.Recipient) string {
 	if r.NextAttempt != nil {
 		parts = append(parts, "next try "+humanTime(*r.NextAttempt))
 	}
-	if r.LastError != "" && r.State != "delivered" {
+	if r.LastError != "" && r.State != store.DeliveryDelivered {
 		e := r.LastError
 		if len(e) > 100 {
 			e = e[:97] + "..."
@@ -366,13 +367,13 @@ func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if af.json {
 			return printJSON(stdout, r)
 		}
-		msg := map[string]string{
-			"released":  "released: counted, it goes into the next batch",
-			"duplicate": "released, but its sender was counted meanwhile: recorded as a duplicate, not counted again",
-			"dropped":   "dropped",
+		msg := map[store.EventKind]string{
+			store.EventReleased:  "released: counted, it goes into the next batch",
+			store.EventDuplicate: "released, but its sender was counted meanwhile: recorded as a duplicate, not counted again",
+			store.EventDropped:   "dropped",
 		}[r.Outcome]
 		if msg == "" {
-			msg = r.Outcome
+			msg = string(r.Outcome)
 		}
 		_, err = fmt.Fprintf(stdout, "%s %s\n", r.ID, msg)
 		return err

@@ -118,6 +118,22 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// SIGHUP would end the process by default. Nothing is reloaded on it
+	// (the config, keys and certificates are read at start): say so, and
+	// go on serving.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP ignored: petitiond reloads nothing; restart it to apply a changed config", "config", source)
+			}
+		}
+	}()
 	log.Info("starting petitiond", "config", source, "store", cfg.Store.Dir)
 	return relay.Run(ctx, cfg, relay.Options{Logger: log, AdminToken: os.Getenv(adminTokenEnv)})
 }

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/petitiond/petitiond/internal/wait"
+	"github.com/petitiond/petitiond/relay/inbound"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -34,14 +35,28 @@ func openStore(t *testing.T) *store.Store {
 // startServer runs an admin server on listen for st until the test ends.
 func startServer(t *testing.T, st *store.Store, listen, token string) *Server {
 	t.Helper()
-	s, err := New(st, Options{Listen: listen, Token: token, Logger: slog.New(slog.DiscardHandler)})
+	return startServerWith(t, st, Options{Listen: listen, Token: token})
+}
+
+// startServerWith runs an admin server with opt until the test ends.
+func startServerWith(t *testing.T, st *store.Store, opt Options) *Server {
+	t.Helper()
+	opt.Logger = slog.New(slog.DiscardHandler)
+	s, err := New(st, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
+	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
 	return s
 }
 
@@ -258,75 +273,31 @@ func TestFollowResumes(t *testing.T) {
 	}
 }
 
-// TestFeedCatchesUpAfterOverflow: a follower the store drops for falling
-// behind still gets every event, once, in order.
-func TestFeedCatchesUpAfterOverflow(t *testing.T) {
-	st := openStore(t)
-	f := newFeed(st, 0)
-	defer f.close()
-	tick := make(chan time.Time, 1)
-	tick <- time.Now()
-	if _, ok, err := f.next(context.Background(), tick); ok || err != nil {
-		t.Fatalf("empty journal: ok %v err %v", ok, err)
-	}
-	const n = 5000 // more than a subscription buffers
-	var wg sync.WaitGroup
-	for w := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range n / 50 {
-				reject(t, st, w*1000+i)
-			}
-		}()
-	}
-	wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for want := uint64(1); want <= n; want++ {
-		e, ok, err := f.next(ctx, nil)
-		if err != nil || !ok || e.Seq != want {
-			t.Fatalf("event %d: got seq %d ok %v err %v", want, e.Seq, ok, err)
-		}
-	}
-	if f.ready() {
-		t.Errorf("feed has more than %d events", n)
-	}
-}
-
-func TestRejectionClass(t *testing.T) {
-	for reason, want := range map[string]string{
-		"bare CR or LF at byte 12 (SMTP smuggling?)":       "bare_line_ending",
-		"message over smtp.max_message_bytes":              "size",
-		"unverified: no DKIM signature":                    "unverified",
-		"verify: bad From: 2 From header fields, want one": "from",
-		"From address cannot be normalised: bad domain":    "from",
-		"something new": "other",
-	} {
-		if got := rejectionClass(reason); got != want {
-			t.Errorf("rejectionClass(%q) = %q, want %q", reason, got, want)
-		}
-	}
-}
-
-// TestObserve: events count where they belong; an admin's requeue is not a
-// delivery attempt.
+// TestObserve: events count where they belong, by their typed kind and
+// class; an admin's requeue is not a delivery attempt.
 func TestObserve(t *testing.T) {
 	m := newMetrics(openStore(t), time.Now)
 	for _, e := range []store.Event{
-		{Event: store.EventAccepted}, {Event: store.EventRejected, Reason: "message over smtp.max_message_bytes"},
+		{Event: store.EventAccepted}, {Event: store.EventRejected, Class: store.RejectSize, Reason: "whatever the text says"},
+		{Event: store.EventRejected, Class: "smuggled_class", Reason: "bare CR or LF"},
 		{Event: store.EventBatched}, {Event: store.EventDeferred, Reason: "attempt 1: 451 later; next try soon"},
-		{Event: store.EventDeferred, Reason: "requeued by an admin after: 550 no"}, {Event: store.EventPurged},
+		{Event: store.EventRequeued, Reason: "after: 550 no"}, {Event: store.EventPurged},
 	} {
 		m.observe(e)
 	}
+	m.SessionRefused(inbound.RefusedMaxPerIP)
+	m.SessionRefused("new_limit")
+	m.Verdict(inbound.DKIMTempError)
 	for _, c := range []struct {
 		c    prometheus.Counter
 		want float64
 	}{
-		{m.letters.WithLabelValues("accepted"), 1}, {m.letters.WithLabelValues("rejected"), 1},
-		{m.rejections.WithLabelValues("size"), 1}, {m.batches, 1},
+		{m.letters.WithLabelValues("accepted"), 1}, {m.letters.WithLabelValues("rejected"), 2},
+		{m.rejections.WithLabelValues("size"), 1}, {m.rejections.WithLabelValues("other"), 1},
+		{m.rejections.WithLabelValues("bare_line_ending"), 0}, {m.batches, 1},
 		{m.attempts.WithLabelValues("deferred"), 1},
+		{m.refused.WithLabelValues("max_per_ip"), 1}, {m.refused.WithLabelValues("other"), 1},
+		{m.dkim.WithLabelValues("temperror"), 1},
 	} {
 		var pb dto.Metric
 		if err := c.c.Write(&pb); err != nil {
@@ -338,16 +309,33 @@ func TestObserve(t *testing.T) {
 	}
 }
 
-func TestRefusalClass(t *testing.T) {
-	// The texts relay/inbound's limit listener gives.
-	for why, want := range map[string]string{
-		"too many connections":                   "max_connections",
-		"too many connections from your address": "max_per_ip",
-		"something new":                          "other",
-	} {
-		if got := refusalClass(why); got != want {
-			t.Errorf("refusalClass(%q) = %q, want %q", why, got, want)
+// TestHealthzParts: a part of the daemon that stopped turns /healthz to
+// 503, naming it, although the store is fine.
+func TestHealthzParts(t *testing.T) {
+	var mu sync.Mutex
+	var stopped error
+	s := startServerWith(t, openStore(t), Options{Listen: "127.0.0.1:0", Parts: func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return stopped
+	}})
+	get := func() (int, string) {
+		resp, err := http.Get(baseOf(s) + "/healthz")
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get(); code != http.StatusOK {
+		t.Fatalf("healthz with every part running: %d %s", code, body)
+	}
+	mu.Lock()
+	stopped = errors.New("SMTP listener: use of closed network connection")
+	mu.Unlock()
+	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "SMTP listener") {
+		t.Errorf("healthz with a stopped part: %d %s", code, body)
 	}
 }
 
@@ -375,14 +363,18 @@ func TestOrganiserPage(t *testing.T) {
 	defer st.Close()
 	ctx := context.Background()
 	for _, a := range []string{"ana@ed.test", "bo@ed.test"} {
-		if _, err := st.Accept(ctx, store.NewLetter{From: a, DedupAddress: a, Verdict: store.Verdict{Pass: true, Domain: "ed.test"},
+		if _, err := st.Accept(ctx, store.NewLetter{From: a, DedupAddress: a, Verdict: store.Verdict{Kind: store.VerdictDKIM, Domain: "ed.test"},
 			Body: []byte("Subject: x\r\n\r\nhola\r\n")}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := st.CloseBatch(ctx, 10, []string{"familias@ofapp.test", "copias@sr.test"}, func(store.BatchContent) (string, []byte, error) {
-		return "<b1@x>", []byte("Subject: b\r\n\r\nb\r\n"), nil
-	}); err != nil {
+	pb, err := st.NextBatch(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CloseBatch(ctx, store.NewBatch{Number: pb.Number, RunningTotal: pb.RunningTotal,
+		LetterIDs: []string{pb.Letters[0].ID, pb.Letters[1].ID}, MessageID: "<b1@x>", Message: []byte("Subject: b\r\n\r\nb\r\n"),
+		Recipients: []string{"familias@ofapp.test", "copias@sr.test"}}); err != nil {
 		t.Fatal(err)
 	}
 	s := startServer(t, st, "127.0.0.1:0", "")

@@ -56,11 +56,11 @@ type Batch struct {
 // Recipient is one recipient's copy of a batch. NextAttempt is null once no
 // attempt is planned (delivered or failed).
 type Recipient struct {
-	Address     string     `json:"address"`
-	State       string     `json:"state"`
-	Attempts    int        `json:"attempts"`
-	NextAttempt *time.Time `json:"next_attempt"`
-	LastError   string     `json:"last_error"`
+	Address     string              `json:"address"`
+	State       store.DeliveryState `json:"state"`
+	Attempts    int                 `json:"attempts"`
+	NextAttempt *time.Time          `json:"next_attempt"`
+	LastError   string              `json:"last_error"`
 }
 
 // Event is one journal event as the store keeps it; Seq orders them and is
@@ -70,9 +70,10 @@ type Event = store.Event
 // HeldResult is what an admin's decision on a held letter did.
 type HeldResult struct {
 	ID string `json:"id"`
-	// Outcome is "released", "duplicate" (released, but its sender was
-	// counted meanwhile, so it is not counted again) or "dropped".
-	Outcome string `json:"outcome"`
+	// Outcome is the event the decision made: released, duplicate
+	// (released, but its sender was counted meanwhile, so it is not
+	// counted again) or dropped.
+	Outcome store.EventKind `json:"outcome"`
 }
 
 // RetryResult says how many failed copies of a batch were requeued.
@@ -103,7 +104,7 @@ func apiStats(st store.Stats) Stats {
 }
 
 func apiHeld(l store.Letter) HeldLetter {
-	reason := l.HeldReason
+	reason := string(l.HeldReason)
 	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
 	}

@@ -52,6 +52,13 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if s.opt.Parts != nil {
+		if err := s.opt.Parts(); err != nil {
+			s.log.Warn("health check failed: a part of the daemon stopped", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "stopped: "+err.Error())
+			return
+		}
+	}
 	if err := s.health.result(r.Context()); err != nil {
 		s.log.Warn("health check failed: the store cannot be written", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "store not writable: "+err.Error())
@@ -170,13 +177,12 @@ func (s *Server) batchRetry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The delivery scheduler sees the "requeued" events on the store's
+	// feed and tries the copies at once.
 	n, err := s.st.Retry(r.Context(), id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
-	}
-	if s.opt.WakeDelivery != nil {
-		s.opt.WakeDelivery()
 	}
 	writeJSON(w, http.StatusOK, RetryResult{ID: id, Requeued: n})
 }
@@ -269,8 +275,8 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel) // daemon shutting down
 	defer stop()
-	f := newFeed(s.st, after)
-	defer f.close()
+	f := s.st.Follow(after)
+	defer f.Close()
 
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -285,7 +291,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	for {
-		e, ok, err := f.next(ctx, heartbeat.C)
+		e, ok, err := f.NextOr(ctx, heartbeat.C)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("event stream ended: reading the journal failed", "err", err)
@@ -301,7 +307,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		if !f.ready() {
+		if !f.Ready() {
 			if err := flushWithin(rc); err != nil {
 				return
 			}
@@ -312,12 +318,12 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 // startAfter is the sequence number after which the last n events begin:
 // the journal's end for n = 0.
 func (s *Server) startAfter(n int) (uint64, error) {
-	last, err := s.st.LastEvents(max(n, 1))
+	if n == 0 {
+		return s.st.LastSeq()
+	}
+	last, err := s.st.LastEvents(n)
 	if err != nil || len(last) == 0 {
 		return 0, err
-	}
-	if n == 0 {
-		return last[len(last)-1].Seq, nil
 	}
 	return last[0].Seq - 1, nil
 }

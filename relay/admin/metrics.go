@@ -2,13 +2,14 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/petitiond/petitiond/relay/inbound"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -29,20 +30,22 @@ const (
 	metricCommitWrites      = "petitiond_store_commit_writes_total"
 )
 
-// Label values. Rejection reasons are classes, not the reason text, so the
-// number of series stays fixed whatever senders do.
+// Label values: typed classes, never a reason's text, so the number of
+// series stays fixed whatever senders do. Each label set is registered in
+// full at start, so a rate() over something that has not happened yet reads
+// 0 rather than nothing.
 var (
-	letterOutcomes   = []string{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped}
-	rejectionClasses = []string{"bare_line_ending", "from", "size", "unverified", "other"}
-	refusalClasses   = []string{"max_connections", "max_per_ip", "other"}
-	dkimResults      = []string{"pass", "fail", "temperror"}
-	attemptOutcomes  = []string{store.EventDelivered, store.EventDeferred, store.EventFailed}
-	deliveryStates   = []string{store.DeliveryQueued, store.DeliveryDeferred, store.DeliveryDelivered, store.DeliveryFailed}
+	letterOutcomes   = []store.EventKind{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped}
+	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectFrom, store.RejectSize, store.RejectUnverified}
+	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP}
+	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMTempError}
+	attemptOutcomes  = []store.EventKind{store.EventDelivered, store.EventDeferred, store.EventFailed}
+	deliveryStates   = []store.DeliveryState{store.DeliveryQueued, store.DeliveryDeferred, store.DeliveryDelivered, store.DeliveryFailed}
 )
 
-// adminRequeuePrefix starts the reason of the "deferred" events store.Retry
-// writes when an admin requeues a copy: those are not delivery attempts.
-const adminRequeuePrefix = "requeued by an admin"
+// labelOther counts a class this build does not know (from a newer build's
+// events, or a new class without its label).
+const labelOther = "other"
 
 // Metrics counts what the daemon does for /metrics. The SMTP front end
 // reports sessions and DKIM results to it directly (it implements
@@ -78,22 +81,22 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricAttempts,
 			Help: "Delivery attempts of batch copies, by outcome."}, []string{"outcome"}),
 	}
-	// Every label value exists from the start, so a rate() over a series
-	// that has not happened yet reads 0 rather than nothing.
 	for _, v := range letterOutcomes {
-		m.letters.WithLabelValues(v)
+		m.letters.WithLabelValues(string(v))
 	}
 	for _, v := range rejectionClasses {
-		m.rejections.WithLabelValues(v)
+		m.rejections.WithLabelValues(string(v))
 	}
+	m.rejections.WithLabelValues(labelOther)
 	for _, v := range refusalClasses {
-		m.refused.WithLabelValues(v)
+		m.refused.WithLabelValues(string(v))
 	}
+	m.refused.WithLabelValues(labelOther)
 	for _, v := range dkimResults {
-		m.dkim.WithLabelValues(v)
+		m.dkim.WithLabelValues(string(v))
 	}
 	for _, v := range attemptOutcomes {
-		m.attempts.WithLabelValues(v)
+		m.attempts.WithLabelValues(string(v))
 	}
 	m.reg.MustRegister(m.letters, m.rejections, m.sessions, m.refused, m.dkim, m.batches, m.attempts,
 		newStoreCollector(st, now),
@@ -106,92 +109,69 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 func (m *Metrics) Session() { m.sessions.Inc() }
 
 // SessionRefused counts a connection refused by a limit (inbound.Metrics).
-func (m *Metrics) SessionRefused(why string) { m.refused.WithLabelValues(refusalClass(why)).Inc() }
+func (m *Metrics) SessionRefused(why inbound.RefusalClass) {
+	m.refused.WithLabelValues(known(why, refusalClasses)).Inc()
+}
 
-// Verdict counts a DKIM result: pass, fail or temperror (inbound.Metrics).
-func (m *Metrics) Verdict(outcome string) {
-	for _, r := range dkimResults {
-		if r == outcome {
-			m.dkim.WithLabelValues(r).Inc()
-			return
+// Verdict counts a letter's DKIM result (inbound.Metrics).
+func (m *Metrics) Verdict(result inbound.DKIMResult) {
+	m.dkim.WithLabelValues(known(result, dkimResults)).Inc()
+}
+
+// known is v's label: itself when it is one of the registered values, else
+// labelOther.
+func known[T ~string](v T, values []T) string {
+	for _, k := range values {
+		if v == k {
+			return string(v)
 		}
 	}
-	m.dkim.WithLabelValues("other").Inc()
+	return labelOther
 }
 
 // observe counts one journal event.
 func (m *Metrics) observe(e store.Event) {
 	switch e.Event {
 	case store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventReleased, store.EventDropped:
-		m.letters.WithLabelValues(e.Event).Inc()
+		m.letters.WithLabelValues(string(e.Event)).Inc()
 	case store.EventRejected:
-		m.letters.WithLabelValues(e.Event).Inc()
-		m.rejections.WithLabelValues(rejectionClass(e.Reason)).Inc()
+		m.letters.WithLabelValues(string(e.Event)).Inc()
+		m.rejections.WithLabelValues(known(e.Class, rejectionClasses)).Inc()
 	case store.EventBatched:
 		m.batches.Inc()
-	case store.EventDeferred:
-		if !strings.HasPrefix(e.Reason, adminRequeuePrefix) {
-			m.attempts.WithLabelValues(e.Event).Inc()
-		}
-	case store.EventDelivered, store.EventFailed:
-		m.attempts.WithLabelValues(e.Event).Inc()
+	case store.EventDelivered, store.EventDeferred, store.EventFailed:
+		// An admin's requeue is its own kind, not an attempt.
+		m.attempts.WithLabelValues(string(e.Event)).Inc()
 	}
 }
 
 // follow counts the journal's events after seq until ctx ends. A store
-// error (the disk, or the store closing under it) is retried after a pause,
-// resuming where it stopped, so no event is counted twice or missed.
+// error (the disk) is retried after a pause, resuming where it stopped, so
+// no event is counted twice or missed; it returns when the store closed.
 func (m *Metrics) follow(ctx context.Context, st *store.Store, after uint64, log *slog.Logger) {
 	for ctx.Err() == nil {
-		f := newFeed(st, after)
+		f := st.Follow(after)
 		for {
-			e, ok, err := f.next(ctx, nil)
+			e, err := f.Next(ctx)
 			if err != nil {
+				if errors.Is(err, store.ErrClosed) {
+					f.Close()
+					return
+				}
 				if ctx.Err() == nil {
 					log.Warn("metrics: reading the event journal failed; will retry", "err", err)
 				}
 				break
 			}
-			if ok {
-				m.observe(e)
-				after = e.Seq
-			}
+			m.observe(e)
 		}
-		f.close()
+		after = f.After()
+		f.Close()
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// rejectionClass maps the reason text relay/inbound gives a rejection to a
-// short, stable class. It reads the text's start, which inbound writes from
-// fixed strings (and relay/verify's ErrFrom).
-func rejectionClass(reason string) string {
-	r := strings.ToLower(reason)
-	switch {
-	case strings.HasPrefix(r, "bare cr or lf"):
-		return "bare_line_ending"
-	case strings.HasPrefix(r, "message over"):
-		return "size"
-	case strings.HasPrefix(r, "unverified"):
-		return "unverified"
-	case strings.HasPrefix(r, "verify: bad from"), strings.HasPrefix(r, "from address"):
-		return "from"
-	}
-	return "other"
-}
-
-// refusalClass maps relay/inbound's limit refusal text to a class.
-func refusalClass(why string) string {
-	switch why {
-	case "too many connections":
-		return "max_connections"
-	case "too many connections from your address":
-		return "max_per_ip"
-	}
-	return "other"
 }
 
 // storeCollector reads the gauges and the commit counters from the store at
@@ -245,13 +225,13 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			case store.DeliveryFailed:
 				v = st.Deliveries.Failed
 			}
-			ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(v), s)
+			ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(v), string(s))
 		}
 	}
-	if _, oldest, err := c.st.Pending(); err != nil {
+	if p, err := c.st.Pending(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.oldestPending, err)
 	} else {
-		ch <- prometheus.MustNewConstMetric(c.oldestPending, prometheus.GaugeValue, age(now, oldest))
+		ch <- prometheus.MustNewConstMetric(c.oldestPending, prometheus.GaugeValue, age(now, p.Oldest))
 	}
 	if oldest, err := c.st.OldestUndelivered(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.oldestBatch, err)

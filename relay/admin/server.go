@@ -35,12 +35,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// WakeDelivery, when set, is called after an admin requeued copies, so
-	// the delivery scheduler sends them now rather than at its next tick.
-	WakeDelivery func()
 	// Heartbeat is how often an idle event stream sends an empty line, so
 	// proxies keep it open and a dead client is noticed; 0 means 15s.
 	Heartbeat time.Duration
+	// Parts, when set, says whether the daemon's other parts run (nil) or
+	// which one stopped: /healthz then answers 503.
+	Parts func() error
 }
 
 // Server is the admin listener.
@@ -58,9 +58,6 @@ type Server struct {
 	cancel context.CancelFunc
 	srv    *http.Server
 	ln     net.Listener
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	err    error
 }
 
 // CheckListen refuses an admin listener that others could reach without a
@@ -93,12 +90,9 @@ func New(st *store.Store, opt Options) (*Server, error) {
 	if opt.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(opt.Token))
 	}
-	last, err := st.LastEvents(1)
-	if err != nil {
+	var err error
+	if s.startSeq, err = st.LastSeq(); err != nil {
 		return nil, fmt.Errorf("admin: read the journal's end: %w", err)
-	}
-	if len(last) > 0 {
-		s.startSeq = last[0].Seq
 	}
 	s.metrics = newMetrics(st, s.now)
 	s.health = &healthCheck{check: st.CheckWritable, now: s.now, reuse: time.Second, timeout: 5 * time.Second}
@@ -110,8 +104,8 @@ func New(st *store.Store, opt Options) (*Server, error) {
 // inbound.Metrics).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Start listens on opt.Listen and serves in the background until Shutdown.
-func (s *Server) Start() error {
+// Listen opens opt.Listen; Serve then answers on it.
+func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.opt.Listen)
 	if err != nil {
 		return fmt.Errorf("admin: listen on %s (admin.listen): %w", s.opt.Listen, err)
@@ -131,22 +125,30 @@ func (s *Server) Start() error {
 		// deadline per write instead.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.fail(fmt.Errorf("admin: serve: %w", err))
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.metrics.follow(s.ctx, s.st, s.startSeq, s.log)
-	}()
 	s.log.Info("admin listener", "addr", ln.Addr().String(), "token", s.opt.Token != "", "pprof", pprofOK)
 	return nil
 }
 
-// Addr is the address listened on (port resolved), nil before Start.
+// Serve answers requests and counts the store's events for /metrics until
+// Shutdown, then returns nil; any other return is the listener failing.
+func (s *Server) Serve() error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.metrics.follow(s.ctx, s.st, s.startSeq, s.log)
+	}()
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	// The listener failed: stop counting too, the daemon is told.
+	s.cancel()
+	return fmt.Errorf("admin: serve on %s: %w", s.ln.Addr(), err)
+}
+
+// Addr is the address listened on (port resolved), nil before Listen.
 func (s *Server) Addr() net.Addr {
 	if s.ln == nil {
 		return nil
@@ -162,22 +164,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	err := s.srv.Shutdown(ctx)
+	// Shutdown closes only listeners that Serve took: close ours in case
+	// Serve never ran.
+	_ = s.ln.Close()
 	if err != nil {
 		_ = s.srv.Close()
-		err = fmt.Errorf("admin: shutdown: %w", err)
+		return fmt.Errorf("admin: shutdown: %w", err)
 	}
-	s.wg.Wait()
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return errors.Join(err, s.err)
-}
-
-func (s *Server) fail(err error) {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	if s.err == nil {
-		s.err = err
-	}
+	return nil
 }
 
 func (s *Server) handler(pprofOK bool) http.Handler {

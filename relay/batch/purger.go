@@ -17,53 +17,42 @@ type Purger struct {
 	now   func() time.Time
 }
 
-// NewPurger makes a purger.
+// NewPurger makes a purger; now nil means time.Now, log nil discards.
 func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger {
 	if now == nil {
 		now = time.Now
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Purger{store: st, log: log, now: now}
 }
 
-// Run purges until ctx ends. New purges are scheduled by deliveries, which
-// it learns of from the store's event feed.
-func (p *Purger) Run(ctx context.Context) {
-	sub := p.store.Subscribe()
-	defer func() { sub.Close() }()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		timer.Reset(p.purgeDue(ctx))
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-				break wait
-			case e, ok := <-sub.C:
-				if !ok {
-					sub = p.store.Subscribe()
-					break wait
-				}
-				if e.Event == store.EventDelivered {
-					break wait
-				}
-			}
-		}
+// Run purges until ctx ends. It reads the purge index, then waits on the
+// store's feed for a delivery (the last copy of a batch schedules its
+// purge), or for the next purge's time. It returns an error only if it can
+// no longer follow the store.
+func (p *Purger) Run(ctx context.Context) error {
+	feed, err := p.store.FollowNew()
+	if err != nil {
+		return err
 	}
+	defer feed.Close()
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration { return p.purgeDue(ctx) })
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {
 	const idle = time.Hour
 	due, next, err := p.store.DuePurges(p.now())
 	if err != nil {
-		p.log.Error("reading the purge schedule failed", "err", err)
+		p.log.Error("reading the purge schedule failed; will retry", "err", err)
 		return time.Minute
 	}
 	for _, id := range due {
 		if err := p.store.Purge(ctx, id); err != nil {
-			p.log.Error("purging a batch's letters failed; will retry", "batch", id, "err", err)
+			if ctx.Err() == nil {
+				p.log.Error("purging a batch's letters failed; will retry", "batch", id, "err", err)
+			}
 			return time.Minute
 		}
 	}

@@ -30,9 +30,10 @@ func (p Policy) Backoff(n int) time.Duration {
 }
 
 // Scheduler is the one delivery scheduler: it reads due copies from the
-// store's next-attempt index and hands them to a small worker pool. Every
-// attempt is recorded before dialing, so a crash cannot cause a retry storm
-// and a restart resumes from the store.
+// store's next-attempt index and hands them to a small worker pool, then
+// waits on the store's feed for a closed batch or an admin's requeue, or for
+// the next copy's time. Every attempt is recorded before dialing, so a crash
+// cannot cause a retry storm and a restart resumes from the store.
 type Scheduler struct {
 	store     *store.Store
 	transport Transport
@@ -42,7 +43,6 @@ type Scheduler struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	wake     chan struct{}
 	mu       sync.Mutex
 	inflight map[store.DeliveryRef]bool
 }
@@ -56,10 +56,11 @@ type SchedulerOptions struct {
 	Now     func() time.Time
 }
 
-// NewScheduler makes a scheduler.
+// NewScheduler makes a scheduler; zero options mean 4 workers, time.Now
+// and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
-		log: opt.Logger, now: opt.Now, wake: make(chan struct{}, 1), inflight: map[store.DeliveryRef]bool{}}
+		log: opt.Logger, now: opt.Now, inflight: map[store.DeliveryRef]bool{}}
 	if s.workers <= 0 {
 		s.workers = 4
 	}
@@ -72,39 +73,28 @@ func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Schedule
 	return s
 }
 
-// Wake makes the scheduler look at the queue now (a batch was closed or an
-// admin requeued a copy).
-func (s *Scheduler) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
 // Run delivers until ctx ends, then waits for the attempts in flight; those
 // run under abort, which the caller cancels to abandon them (their copies
-// stay queued for the next start).
-func (s *Scheduler) Run(ctx, abort context.Context) {
+// stay queued for the next start). It returns an error only if it can no
+// longer follow the store.
+func (s *Scheduler) Run(ctx, abort context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, s.workers)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		wait := s.dispatch(abort, sem, &wg)
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		case <-s.wake:
-		}
+	feed, err := s.store.FollowNew()
+	if err != nil {
+		return err
 	}
+	defer feed.Close()
+	sem := make(chan struct{}, s.workers)
+	// New copies in the queue: a batch closed, or an admin put failed
+	// copies back.
+	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventRequeued},
+		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
 }
 
 // dispatch starts every due copy a worker is free for and says how long to
-// sleep until the next one.
-func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup) time.Duration {
+// sleep until the next one; a worker calls free when it is free again.
+func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
 	const idle = time.Minute
 	s.mu.Lock()
 	limit := 2*s.workers + len(s.inflight)
@@ -138,7 +128,7 @@ func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.
 			delete(s.inflight, ref)
 			s.mu.Unlock()
 			<-sem
-			s.Wake()
+			free()
 		}()
 	}
 	if next.IsZero() {

@@ -42,14 +42,14 @@ func newSchedEnv(t *testing.T, tr Transport, policy Policy) *schedEnv {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := st.Accept(ctx, store.NewLetter{From: "ana@rsa.test", DedupAddress: "ana@rsa.test",
-		Verdict: store.Verdict{Pass: true, Domain: "rsa.test"}, Body: []byte("Subject: x\r\n\r\nhola\r\n")}); err != nil {
+	res, err := st.Accept(ctx, store.NewLetter{From: "ana@rsa.test", DedupAddress: "ana@rsa.test",
+		Verdict: store.Verdict{Kind: store.VerdictDKIM, Domain: "rsa.test"}, Body: []byte("Subject: x\r\n\r\nhola\r\n")})
+	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := st.CloseBatch(ctx, 10, []string{"familias@ofapp.test", "copias@sr.test"},
-		func(store.BatchContent) (string, []byte, error) {
-			return "<batch-1@campaign.test>", []byte("Subject: batch 1\r\nMessage-ID: <batch-1@campaign.test>\r\n\r\nletters\r\n"), nil
-		})
+	b, err := st.CloseBatch(ctx, store.NewBatch{Number: 1, RunningTotal: 1, LetterIDs: []string{res.ID},
+		MessageID: "<batch-1@campaign.test>", Message: []byte("Subject: batch 1\r\nMessage-ID: <batch-1@campaign.test>\r\n\r\nletters\r\n"),
+		Recipients: []string{"familias@ofapp.test", "copias@sr.test"}})
 	if err != nil || b == nil {
 		t.Fatalf("close batch: %v %v", b, err)
 	}
@@ -57,7 +57,12 @@ func newSchedEnv(t *testing.T, tr Transport, policy Policy) *schedEnv {
 	runCtx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { s.Run(runCtx, abort); close(done) }()
+	go func() {
+		if err := s.Run(runCtx, abort); err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+		close(done)
+	}()
 	e := &schedEnv{st: st, sched: s}
 	e.stop = sync.OnceFunc(func() {
 		cancel()
@@ -104,12 +109,12 @@ func TestSchedulerPermanentFailure(t *testing.T) {
 			t.Errorf("%s: attempts %d, last error %q; a 5xx must fail at once", d.Address, d.Attempts, d.LastError)
 		}
 	}
-	// An admin retry after the fault is fixed delivers.
+	// An admin retry after the fault is fixed delivers at once: the
+	// scheduler, idle with nothing due, sees the requeue on the store's feed.
 	sink.FailRcpt(nil)
 	if n, err := e.st.Retry(context.Background(), 1); err != nil || n != 2 {
 		t.Fatalf("retry: %d %v", n, err)
 	}
-	e.sched.Wake()
 	e.waitBatch(t, "delivered after retry", (*store.Batch).Complete)
 	if n := len(sink.Messages()); n != 2 {
 		t.Errorf("sink got %d copies, want 2", n)

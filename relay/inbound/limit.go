@@ -16,27 +16,27 @@ type conns struct {
 	hostname string
 	maxTotal int
 	maxPerIP int
-	onReject func(ip, why string)
+	onReject func(ip string, why RefusalClass)
 
 	mu    sync.Mutex
 	perIP map[string]int
 	open  map[*limitedConn]struct{}
 }
 
-func newConns(hostname string, maxTotal, maxPerIP int, onReject func(ip, why string)) *conns {
+func newConns(hostname string, maxTotal, maxPerIP int, onReject func(ip string, why RefusalClass)) *conns {
 	return &conns{hostname: hostname, maxTotal: maxTotal, maxPerIP: maxPerIP, onReject: onReject,
 		perIP: map[string]int{}, open: map[*limitedConn]struct{}{}}
 }
 
-// admit counts a connection in, or says why it may not come in.
-func (t *conns) admit(c net.Conn, ip string) (*limitedConn, string) {
+// admit counts a connection in, or says which limit keeps it out.
+func (t *conns) admit(c net.Conn, ip string) (*limitedConn, RefusalClass) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.open) >= t.maxTotal {
-		return nil, "too many connections"
+		return nil, RefusedMaxConnections
 	}
 	if t.perIP[ip] >= t.maxPerIP {
-		return nil, "too many connections from your address"
+		return nil, RefusedMaxPerIP
 	}
 	lc := &limitedConn{Conn: c, ip: ip, table: t}
 	t.perIP[ip]++
@@ -90,7 +90,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		lc, why := l.table.admit(c, ip)
 		if why != "" {
 			l.table.onReject(ip, why)
-			go refuse(c, fmt.Sprintf("421 4.7.0 %s %s, try again later\r\n", l.table.hostname, why))
+			go refuse(c, fmt.Sprintf("421 4.7.0 %s %s, try again later\r\n", l.table.hostname, why.text()))
 			continue
 		}
 		return lc, nil

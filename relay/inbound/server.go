@@ -39,15 +39,45 @@ type Verifier interface {
 // Metrics receives counts of what the front end saw; nil-safe.
 type Metrics interface {
 	Session()
-	SessionRefused(why string)
-	Verdict(outcome string)
+	SessionRefused(why RefusalClass)
+	Verdict(result DKIMResult)
 }
+
+// RefusalClass says which connection limit refused a connection.
+type RefusalClass string
+
+// Refusal classes.
+const (
+	RefusedMaxConnections RefusalClass = "max_connections"
+	RefusedMaxPerIP       RefusalClass = "max_per_ip"
+)
+
+// text is what the 421 tells the client.
+func (c RefusalClass) text() string {
+	if c == RefusedMaxPerIP {
+		return "too many connections from your address"
+	}
+	return "too many connections"
+}
+
+// DKIMResult is a letter's DKIM outcome, for metrics.
+type DKIMResult string
+
+// DKIM results. A temporary error asked the sender to retry.
+const (
+	DKIMPass      DKIMResult = "pass"
+	DKIMFail      DKIMResult = "fail"
+	DKIMTempError DKIMResult = "temperror"
+)
 
 // Options are the front end's moving parts, passed in so tests drive them.
 type Options struct {
 	Logger  *slog.Logger
 	Now     func() time.Time
 	Metrics Metrics
+	// Listen opens one smtp.listen address; nil means net.Listen("tcp",
+	// addr).
+	Listen func(addr string) (net.Listener, error)
 }
 
 // Server is the SMTP front end.
@@ -59,6 +89,7 @@ type Server struct {
 	now      func() time.Time
 	metrics  Metrics
 	srv      *smtp.Server
+	listen   func(addr string) (net.Listener, error)
 	fold     verify.FoldOptions
 	// addresses and domains are lower-cased campaign addresses and their
 	// domains (for postmaster@).
@@ -74,6 +105,11 @@ type Server struct {
 
 	conns *conns // every open connection, across listeners
 
+	// base is the parent of every session's context; Shutdown cancels it
+	// when it gives up waiting for sessions.
+	base       context.Context
+	cancelBase context.CancelFunc
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	sessions  map[*session]struct{}
@@ -82,7 +118,7 @@ type Server struct {
 // New makes a front end from the config; it does not listen yet.
 func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error) {
 	s := &Server{
-		cfg: cfg, store: st, verifier: v, log: opt.Logger, now: opt.Now, metrics: opt.Metrics,
+		cfg: cfg, store: st, verifier: v, log: opt.Logger, now: opt.Now, metrics: opt.Metrics, listen: opt.Listen,
 		fold:      verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
 		addresses: map[string]bool{}, domains: map[string]bool{}, sessions: map[*session]struct{}{},
 	}
@@ -95,6 +131,10 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 	if s.metrics == nil {
 		s.metrics = nopMetrics{}
 	}
+	if s.listen == nil {
+		s.listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.bounceAddr = strings.ToLower(cfg.Campaign.From)
 	for _, a := range cfg.Campaign.Addresses {
 		a = strings.ToLower(a)
@@ -126,7 +166,7 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 // Listen opens every smtp.listen address; Serve then takes connections.
 func (s *Server) Listen() error {
 	for _, addr := range s.cfg.SMTP.Listen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := s.listen(addr)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("inbound: listen on %s (smtp.listen): %w", addr, err)
@@ -149,22 +189,32 @@ func (s *Server) Addrs() []net.Addr {
 	return out
 }
 
-// Serve takes connections on every listener until Shutdown.
+// Serve takes connections on every listener until Shutdown, then returns
+// nil. If a listener fails before, it returns at once with that error, so
+// the daemon does not go on deaf on one of its addresses; the others serve
+// until Shutdown.
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	lns := append([]net.Listener(nil), s.listeners...)
 	s.mu.Unlock()
 	errs := make(chan error, len(lns))
 	for _, ln := range lns {
-		go func() { errs <- s.srv.Serve(ln) }()
+		go func() {
+			err := s.srv.Serve(ln)
+			if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+				err = fmt.Errorf("inbound: listener on %s failed: %w", ln.Addr(), err)
+			} else {
+				err = nil
+			}
+			errs <- err
+		}()
 	}
-	var first error
 	for range lns {
-		if err := <-errs; err != nil && !errors.Is(err, smtp.ErrServerClosed) && first == nil {
-			first = err
+		if err := <-errs; err != nil {
+			return err
 		}
 	}
-	return first
+	return nil
 }
 
 // Shutdown stops taking connections, lets every transaction in progress
@@ -188,13 +238,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case err := <-done:
-			if errors.Is(err, smtp.ErrServerClosed) {
+			s.cancelBase()
+			// A listener that had already failed was reported by Serve.
+			if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 				err = nil
 			}
 			return err
 		case <-ctx.Done():
 			// A session inside DATA is cut off; one inside the store
 			// finishes that write first, so nothing outlives Shutdown.
+			s.cancelBase()
 			s.conns.closeAll()
 			<-done
 			return ctx.Err()
@@ -242,9 +295,9 @@ func (s *Server) closeListeners() {
 	s.listeners = nil
 }
 
-func (s *Server) refused(ip, why string) {
+func (s *Server) refused(ip string, why RefusalClass) {
 	s.metrics.SessionRefused(why)
-	s.log.Warn("connection refused", "ip", ip, "reason", why)
+	s.log.Warn("connection refused", "ip", ip, "reason", why.text())
 }
 
 type backend struct{ s *Server }
@@ -258,6 +311,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
 	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}
+	ss.ctx, ss.cancel = context.WithCancel(b.s.base)
 	b.s.track(ss)
 	return ss, nil
 }
@@ -279,6 +333,6 @@ func (l slogErrorLog) Println(v ...any) { l.log.Debug("smtp: " + fmt.Sprintln(v.
 
 type nopMetrics struct{}
 
-func (nopMetrics) Session()              {}
-func (nopMetrics) SessionRefused(string) {}
-func (nopMetrics) Verdict(string)        {}
+func (nopMetrics) Session()                    {}
+func (nopMetrics) SessionRefused(RefusalClass) {}
+func (nopMetrics) Verdict(DKIMResult)          {}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/crlf"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
@@ -20,8 +21,12 @@ import (
 // session is one SMTP session; go-smtp calls it from one goroutine, and
 // Shutdown looks at it from another (busy, closed).
 type session struct {
-	s          *Server
-	id         string
+	s  *Server
+	id string
+	// ctx ends with the session (Logout) or when a shutdown gives up on
+	// it: DNS lookups and the store write of its letters run under it.
+	ctx        context.Context
+	cancel     context.CancelFunc
 	ip         string
 	conn       net.Conn
 	mailFrom   string
@@ -41,6 +46,7 @@ func (ss *session) Reset() {
 }
 
 func (ss *session) Logout() error {
+	ss.cancel()
 	ss.s.untrack(ss)
 	return nil
 }
@@ -123,7 +129,7 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code == 552 {
-			ss.reject(ss.mailFrom, "message over smtp.max_message_bytes")
+			ss.reject(store.RejectSize, ss.mailFrom, "message over smtp.max_message_bytes")
 			return ss.reply(replyTooBig)
 		}
 		var ne net.Error
@@ -139,9 +145,9 @@ func (ss *session) Data(r io.Reader) error {
 
 // letter takes a complete message through the checks of SPEC 4 in order.
 func (ss *session) letter(msg []byte) error {
-	ctx := context.Background()
+	ctx := ss.ctx
 	if where := crlf.IndexBare(msg); where >= 0 {
-		ss.reject(ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
+		ss.reject(store.RejectBareLineEnding, ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
 		return ss.reply(replyBareLineEnding)
 	}
 	received := ss.s.now()
@@ -154,40 +160,45 @@ func (ss *session) letter(msg []byte) error {
 			from = ss.mailFrom
 		}
 		return ss.store(ctx, store.NewLetter{Received: received, From: from, Name: sender.Name,
-			RemoteIP: ss.ip, Hold: store.HeldPostmaster, Body: msg})
+			RemoteIP: ss.ip, Session: ss.id, Hold: store.HeldPostmaster, Body: msg})
 	}
 	if ferr != nil {
-		ss.reject(ss.mailFrom, ferr.Error())
+		ss.reject(store.RejectFrom, ss.mailFrom, ferr.Error())
 		return ss.reply(replyBadFrom)
 	}
 	verdict := ss.s.verifier.Verify(ctx, msg, sender)
-	if verdict.Pass {
-		ss.s.metrics.Verdict("pass")
-	} else if verdict.TempFail {
-		ss.s.metrics.Verdict("temperror")
+	kind := store.VerdictUnverified
+	switch {
+	case verdict.Pass:
+		kind = store.VerdictDKIM
+		ss.s.metrics.Verdict(DKIMPass)
+	case verdict.TempFail:
+		ss.s.metrics.Verdict(DKIMTempError)
 		ss.s.log.Warn("DKIM key lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", sender.Address, "domain", verdict.Domain, "reason", verdict.Reason)
 		return ss.reply(replyDNSTemporary)
-	} else {
-		ss.s.metrics.Verdict("fail")
+	default:
+		ss.s.metrics.Verdict(DKIMFail)
 	}
 	dedup, err := verify.NormalizeAddress(sender.Address, ss.s.fold)
 	if err != nil {
-		ss.reject(sender.Address, "From address cannot be normalised: "+err.Error())
+		ss.reject(store.RejectFrom, sender.Address, "From address cannot be normalised: "+err.Error())
 		return ss.reply(replyBadFrom)
 	}
 	nl := store.NewLetter{
-		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: ss.ip,
-		Verdict:      store.Verdict{Pass: verdict.Pass, Domain: verdict.Domain, Selector: verdict.Selector, Reason: verdict.Reason},
+		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: ss.ip, Session: ss.id,
+		Verdict:      store.Verdict{Kind: kind, Domain: verdict.Domain, Selector: verdict.Selector, Reason: verdict.Reason},
 		DedupAddress: dedup, Body: msg,
 	}
-	if !verdict.Pass {
+	if !nl.Verdict.Verified() {
 		switch ss.s.cfg.Verify.Unverified {
-		case "reject":
-			ss.reject(sender.Address, "unverified: "+verdict.Reason)
+		case config.UnverifiedReject:
+			ss.reject(store.RejectUnverified, sender.Address, "unverified: "+verdict.Reason)
 			return ss.reply(replyUnverified)
-		case "quarantine":
+		case config.UnverifiedQuarantine:
 			nl.Hold = store.HeldUnverified
+		case config.UnverifiedRelay:
+			// Counted, marked unverified in its verdict.
 		}
 	}
 	return ss.store(ctx, nl)
@@ -211,8 +222,9 @@ func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
 // reject records a letter refused at the end of DATA. A store failure here
 // only loses a tally entry, never a letter, so it is logged and the
 // rejection goes out anyway.
-func (ss *session) reject(from, reason string) {
-	if err := ss.s.store.Reject(context.Background(), store.Rejection{From: from, RemoteIP: ss.ip, Reason: reason}); err != nil {
+func (ss *session) reject(class store.RejectClass, from, reason string) {
+	r := store.Rejection{Class: class, From: from, RemoteIP: ss.ip, Session: ss.id, Reason: reason}
+	if err := ss.s.store.Reject(ss.ctx, r); err != nil {
 		ss.s.log.Error("recording a rejection failed", "session", ss.id, "ip", ss.ip, "err", err)
 	}
 }

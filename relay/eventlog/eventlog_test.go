@@ -1,0 +1,115 @@
+package eventlog
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/petitiond/petitiond/store"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("not JSON: %q", sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestWriter: every event committed after New gets one line, in order, at
+// the level SPEC 8 gives its kind (failed ERROR; rejected, deferred WARN;
+// the rest INFO), and the last lines are written when the store closes.
+func TestWriter(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := st.Reject(ctx, store.Rejection{Class: store.RejectFrom, From: "before@ed.test", Reason: "not logged"}); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	w, err := New(st, slog.New(slog.NewJSONHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	res, err := st.Accept(ctx, store.NewLetter{From: "ana@ed.test", DedupAddress: "ana@ed.test", Session: "abc123",
+		Verdict: store.Verdict{Kind: store.VerdictDKIM, Domain: "ed.test"}, Body: []byte("Subject: x\r\n\r\nhola\r\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Reject(ctx, store.Rejection{Class: store.RejectSize, From: "bo@ed.test", Session: "def456", Reason: "too big"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.CloseBatch(ctx, store.NewBatch{Number: 1, RunningTotal: 1, LetterIDs: []string{res.ID},
+		MessageID: "<b1@campaign.test>", Message: []byte("Subject: b\r\n\r\nb\r\n"), Recipients: []string{"familias@ofapp.test", "copias@sr.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StartAttempt(ctx, store.DeliveryRef{Batch: b.ID, Index: 0}, func(int) time.Time { return time.Now() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Defer(ctx, store.DeliveryRef{Batch: b.ID, Index: 0}, time.Now().Add(time.Minute), "451 later"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Fail(ctx, store.DeliveryRef{Batch: b.ID, Index: 1}, "550 no such user"); err != nil {
+		t.Fatal(err)
+	}
+	// Closing the store ends the writer after the last line.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer still running after the store closed")
+	}
+	want := []struct{ event, level, session string }{
+		{"accepted", "INFO", "abc123"}, {"rejected", "WARN", "def456"}, {"batched", "INFO", ""},
+		{"deferred", "WARN", ""}, {"failed", "ERROR", ""},
+	}
+	lines := out.lines(t)
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d: %v", len(lines), len(want), lines)
+	}
+	for i, w := range want {
+		l := lines[i]
+		if l["event"] != w.event || l["level"] != w.level || (w.session != "" && l["session"] != w.session) {
+			t.Errorf("line %d = %v; want event %s level %s session %q", i, l, w.event, w.level, w.session)
+		}
+		if l["msg"] == w.event {
+			t.Errorf("line %d has no message of its own: %v", i, l)
+		}
+	}
+	if lines[1]["class"] != "size" {
+		t.Errorf("rejected line has class %v, want size", lines[1]["class"])
+	}
+}
