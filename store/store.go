@@ -450,7 +450,13 @@ func (s *Store) runGroup(group []*op) error {
 
 // view runs fn in a read-only transaction, beside the writer.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	return s.db.View(fn)
+	err := s.db.View(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		// A read racing Close: the same answer a write gets, so consumers
+		// of the feed stop quietly instead of reporting a failure.
+		return ErrClosed
+	}
+	return err
 }
 
 func u64(v uint64) []byte {
