@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
-	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/internal/wait"
+	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/store"
 )
 

@@ -148,7 +148,7 @@ func (s *Server) searchLetters(ctx context.Context, words []string) (catalog.Sea
 	var hits []searchHit
 	after := ""
 	for {
-		if res.Scanned >= searchMaxScan || ctx.Err() != nil {
+		if res.Scanned >= s.searchScan || ctx.Err() != nil {
 			// Stopped at a bound: is anything older left?
 			more, err := s.st.ScanLetters(store.LetterScan{After: after, Backward: true, Limit: 1})
 			if err != nil {
@@ -157,7 +157,7 @@ func (s *Server) searchLetters(ctx context.Context, words []string) (catalog.Sea
 			res.Cut = len(more) > 0
 			break
 		}
-		limit := min(searchChunk, searchMaxScan-res.Scanned)
+		limit := min(searchChunk, s.searchScan-res.Scanned)
 		page, err := s.st.ScanLetters(store.LetterScan{After: after, Backward: true, Limit: limit, Bodies: true})
 		if err != nil {
 			return res, nil, err

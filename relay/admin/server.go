@@ -72,10 +72,13 @@ type Server struct {
 	listenIP netip.Addr // the bound IP, once Listen ran
 	pages    *pages
 	search   chan struct{} // one search at a time: each is a bounded scan
-	metrics  *Metrics
-	prom     http.Handler // /metrics
-	health   *healthCheck
-	startSeq uint64 // the journal's end when New ran: metrics count from there
+	// searchScan is how many letters a search reads at most:
+	// searchMaxScan, less in tests.
+	searchScan int
+	metrics    *Metrics
+	prom       http.Handler // /metrics
+	health     *healthCheck
+	startSeq   uint64 // the journal's end when New ran: metrics count from there
 
 	ctx    context.Context // ends at Shutdown: streams and the metrics feed stop
 	cancel context.CancelFunc
@@ -109,7 +112,7 @@ func New(st *store.Store, opt Options) (*Server, error) {
 		return nil, errors.New("admin: admin.reader_token must differ from the admin token")
 	}
 	s := &Server{st: st, opt: opt, log: opt.Logger, now: opt.Now, tokens: newTokens(opt.Token, opt.ReaderToken),
-		search: make(chan struct{}, 1)}
+		search: make(chan struct{}, 1), searchScan: searchMaxScan}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
