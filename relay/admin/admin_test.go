@@ -22,7 +22,7 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-func openStore(t *testing.T) *store.Store {
+func openStore(t testing.TB) *store.Store {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
 	if err != nil {
