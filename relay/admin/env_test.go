@@ -36,12 +36,14 @@ type pagesEnv struct {
 
 // The letters' senders and texts, which the tests look for.
 const (
-	mariaFrom   = "=?utf-8?q?Mar=C3=ADa_P=C3=A9rez?= <maria@ed.test>"
-	mariaText   = "Exigimos la libertad de los presos políticos de la revuelta de octubre.\r\nCon cariño, María"
-	scriptFrom  = `"<script>alert(1)</script>" <script@rsa.test>`
-	scriptText  = "<b>hola</b> & <img src=x onerror=alert(2)> adiós"
-	anaFrom     = "Ana Soto <ana.soto@gmail.com>"
-	anaText     = "Libertad para todas y todos."
+	mariaFrom  = "=?utf-8?q?Mar=C3=ADa_P=C3=A9rez?= <maria@ed.test>"
+	mariaText  = "Exigimos la libertad de los presos políticos de la revuelta de octubre.\r\nCon cariño, María"
+	scriptFrom = `"<script>alert(1)</script>" <script@rsa.test>`
+	scriptText = "<b>hola</b> & <img src=x onerror=alert(2)> adiós"
+	anaFrom    = "Ana Soto <ana.soto@gmail.com>"
+	// A word longer than a phone's screen is wide.
+	anaText = "Libertad para todas y todos.\r\nhttps://ejemplo.cl/?firma=" +
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	pedroFrom   = "=?utf-8?q?Pedro_N=C3=BA=C3=B1ez?= <pedro@ed.test>"
 	pedroText   = "Que se haga justicia en Chile."
 	heldFrom    = "Dan <dan@rsa.test>"
