@@ -190,7 +190,8 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "home", data)
 }
 
-// pageBatchID reads the batch number of a page's path; 0 when it is not one.
+// pageBatchID reads the batch number of a page's path; 0, which no batch
+// has, when it is not one.
 func pageBatchID(r *http.Request) uint64 {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 	if err != nil {
@@ -209,9 +210,6 @@ type batchView struct {
 // loadBatch reads batch id and its letters with their bodies (unless
 // purged) and makes its summary with relay/batch's own code.
 func (s *Server) loadBatch(id uint64) (*batchView, error) {
-	if id == 0 {
-		return nil, fmt.Errorf("batch 0: %w", store.ErrNotFound)
-	}
 	b, err := s.st.Batch(id)
 	if err != nil {
 		return nil, err
@@ -266,10 +264,6 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 // batchCSV is the batch's list in the batch CSV's format.
 func (s *Server) batchCSV(w http.ResponseWriter, r *http.Request) {
 	id := pageBatchID(r)
-	if id == 0 {
-		s.pageError(w, r, id, store.ErrNotFound)
-		return
-	}
 	b, err := s.st.Batch(id)
 	if err != nil {
 		s.pageError(w, r, id, err)
@@ -300,10 +294,6 @@ func (s *Server) batchCSV(w http.ResponseWriter, r *http.Request) {
 // batchEML is the batch's message exactly as delivered.
 func (s *Server) batchEML(w http.ResponseWriter, r *http.Request) {
 	id := pageBatchID(r)
-	if id == 0 {
-		s.pageError(w, r, id, store.ErrNotFound)
-		return
-	}
 	msg, err := s.st.BatchMessage(id)
 	if err != nil {
 		s.pageError(w, r, id, err)
