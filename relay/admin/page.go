@@ -342,8 +342,8 @@ func pathEscape(s string) string {
 // signersCSV is /signers.csv: every counted letter so far, oldest first,
 // in the batch CSV's format. It reads the letters' records (never their
 // bodies) a thousand at a time, each page in a short read transaction, and
-// streams the rows: its cost grows with the letters stored, about a
-// second per few hundred thousand.
+// streams the rows: its cost grows with the letters stored, about 10 µs a
+// letter (BenchmarkSignersCSV), a second per 100,000.
 func (s *Server) signersCSV(w http.ResponseWriter, r *http.Request) {
 	download(w, "text/csv; charset=utf-8", s.text("page.signers_filename", nil))
 	cw := batch.NewCSVWriter(w, s.pages.cat.Location())

@@ -11,7 +11,9 @@ package admin
 // bounded: at most searchMaxScan letters, newest first, read in pages of
 // searchChunk (one short read transaction each); at most searchTimeout in
 // all; one search at a time (another waits briefly, then gets "busy"). A
-// search that stopped at its bound says so on the page.
+// search that stopped at its bound says so on the page. Reading a letter
+// of 1 KiB of text costs about 0.12 ms (BenchmarkSearch), so the bound is
+// reached in about 2.5 s.
 
 import (
 	"context"
