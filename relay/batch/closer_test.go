@@ -146,7 +146,7 @@ func TestBuildFailureNotOfALetter(t *testing.T) {
 	acceptLetters(t, st, 3)
 	c := testCloser(st, 3)
 	c.build = func(Spec) ([]byte, error) { return nil, errors.New("bad campaign.from") }
-	if err := c.closeOne(context.Background(), store.CloseFull); err == nil {
+	if err := c.closeOne(context.Background(), store.CloseFull, 3); err == nil {
 		t.Fatal("closeOne succeeded with a builder that always fails")
 	}
 	if held, _ := st.Held(); len(held) != 0 {
