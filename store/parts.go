@@ -156,8 +156,7 @@ func (s *Store) SplitsDue() ([]DeliveryRef, error) {
 type SplitCopy struct {
 	Ref          DeliveryRef
 	Address      string
-	Created      time.Time // when the batch closed
-	RunningTotal uint64    // the batch's, as its summary said
+	RunningTotal uint64 // the batch's, as its summary said
 	// BatchLetters is how many letters the whole batch has; First is the
 	// position (0-based) of Letters[0] among them.
 	BatchLetters int
@@ -193,7 +192,7 @@ func (s *Store) SplitSnapshot(ref DeliveryRef) (*SplitCopy, error) {
 		if err := splitting(tx, ref, d.Address, c); err != nil {
 			return err
 		}
-		sc = &SplitCopy{Ref: ref, Address: d.Address, Created: b.Created, RunningTotal: b.RunningTotal,
+		sc = &SplitCopy{Ref: ref, Address: d.Address, RunningTotal: b.RunningTotal,
 			BatchLetters: len(b.LetterIDs), First: max(slices.Index(b.LetterIDs, letters[0]), 0),
 			TooBig: *c.TooBig, NextPart: len(d.Parts) + 1}
 		if sc.RunningTotal == 0 {
