@@ -166,6 +166,29 @@ func wholeBatch(t *testing.T, mh *testenv.MailHosts, rcpt string, sent [][]byte)
 	}
 }
 
+// deliveredInParts sends six letters of 3000 bytes, waits for batch 1 to
+// reach both hosts, checks that copias got it whole and familias every
+// letter once in parts, and returns the batch and familias's messages.
+func deliveredInParts(t *testing.T, e *testenv.Test, mh *testenv.MailHosts) (*store.Batch, []sinkserver.Message) {
+	t.Helper()
+	sent := sendSized(t, e, 3000, 3000, 3000, 3000, 3000, 3000)
+	testenv.WaitFor(t, "batch 1 delivered", 20*time.Second, func() bool {
+		b, err := e.Store().Batch(1)
+		return err == nil && b.Complete()
+	})
+	wholeBatch(t, mh, testenv.Copias, sent)
+	b, err := e.Store().Batch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := mh.Sinks[testenv.Familias].Messages()
+	got := receivedParts(t, testenv.Familias, msgs, b.MessageID, sent)
+	if !slices.EqualFunc(got, sent, bytes.Equal) {
+		t.Errorf("familias's parts carry %d letters; want the %d sent, each once, in order", len(got), len(sent))
+	}
+	return b, msgs
+}
+
 // batchJSON is what `petitiond batches show -json 1` prints.
 func batchJSON(t *testing.T, e *testenv.Test) admin.Batch {
 	t.Helper()
@@ -187,14 +210,7 @@ func batchJSON(t *testing.T, e *testenv.Test) admin.Batch {
 func TestSplitForAdvertisedSize(t *testing.T) {
 	const limit = 20000
 	e, mh := splitEnv(t, 6, sinkserver.Options{MaxMessageBytes: limit})
-	sent := sendSized(t, e, 3000, 3000, 3000, 3000, 3000, 3000)
-	testenv.WaitFor(t, "batch 1 delivered", 20*time.Second, func() bool {
-		b, err := e.Store().Batch(1)
-		return err == nil && b.Complete()
-	})
-	wholeBatch(t, mh, testenv.Copias, sent)
-	b, _ := e.Store().Batch(1)
-	msgs := mh.Sinks[testenv.Familias].Messages()
+	b, msgs := deliveredInParts(t, e, mh)
 	if len(msgs) < 2 {
 		t.Fatalf("familias got %d messages, want the batch in parts", len(msgs))
 	}
@@ -202,10 +218,6 @@ func TestSplitForAdvertisedSize(t *testing.T) {
 		if len(m.Data) >= limit {
 			t.Errorf("part %d is %d bytes, over the host's SIZE %d", i+1, len(m.Data), limit)
 		}
-	}
-	got := receivedParts(t, testenv.Familias, msgs, b.MessageID, sent)
-	if !slices.EqualFunc(got, sent, bytes.Equal) {
-		t.Errorf("familias's parts carry %d letters; want the %d sent, each once, in order", len(got), len(sent))
 	}
 
 	d := b.Recipients[0]
@@ -247,18 +259,7 @@ func TestSplitAfter552(t *testing.T) {
 	for name, refuseOver := range map[string]int64{"halves fit": 32000, "halves split again": 14000} {
 		t.Run(name, func(t *testing.T) {
 			e, mh := splitEnv(t, 6, sinkserver.Options{RefuseOver: refuseOver})
-			sent := sendSized(t, e, 3000, 3000, 3000, 3000, 3000, 3000)
-			testenv.WaitFor(t, "batch 1 delivered", 20*time.Second, func() bool {
-				b, err := e.Store().Batch(1)
-				return err == nil && b.Complete()
-			})
-			wholeBatch(t, mh, testenv.Copias, sent)
-			b, _ := e.Store().Batch(1)
-			msgs := mh.Sinks[testenv.Familias].Messages()
-			got := receivedParts(t, testenv.Familias, msgs, b.MessageID, sent)
-			if !slices.EqualFunc(got, sent, bytes.Equal) {
-				t.Errorf("familias's parts carry %d letters; want the %d sent, each once, in order", len(got), len(sent))
-			}
+			b, msgs := deliveredInParts(t, e, mh)
 			d := b.Recipients[0]
 			split := 0
 			for _, p := range d.Parts {

@@ -364,30 +364,34 @@ type Copy struct {
 
 // Copy returns the message ref names.
 func (b *Batch) Copy(ref DeliveryRef) (Copy, error) {
-	d, p, err := b.locate(ref)
+	d, p, c, letters, err := b.target(ref)
 	if err != nil {
 		return Copy{}, err
 	}
+	out := Copy{Address: d.Address, CopyState: *c, LetterIDs: letters}
 	if p != nil {
 		pc := *p
-		return Copy{Address: d.Address, CopyState: p.CopyState, Part: &pc, LetterIDs: p.LetterIDs}, nil
+		out.Part = &pc
 	}
-	return Copy{Address: d.Address, CopyState: d.CopyState, LetterIDs: b.LetterIDs}, nil
+	return out, nil
 }
 
-// locate finds the recipient's delivery and, for a part, the part.
-func (b *Batch) locate(ref DeliveryRef) (*Delivery, *Part, error) {
+// target finds the message ref names: the recipient's delivery, the part
+// (nil for the whole copy), the message's state and the letters it
+// carries.
+func (b *Batch) target(ref DeliveryRef) (*Delivery, *Part, *CopyState, []string, error) {
 	if ref.Index < 0 || ref.Index >= len(b.Recipients) {
-		return nil, nil, fmt.Errorf("batch %d has no recipient %d: %w", b.ID, ref.Index, ErrNotFound)
+		return nil, nil, nil, nil, fmt.Errorf("batch %d has no recipient %d: %w", b.ID, ref.Index, ErrNotFound)
 	}
 	d := &b.Recipients[ref.Index]
 	if ref.Part == 0 {
-		return d, nil, nil
+		return d, nil, &d.CopyState, b.LetterIDs, nil
 	}
 	if ref.Part < 0 || ref.Part > len(d.Parts) {
-		return nil, nil, fmt.Errorf("batch %d to %s has no part %d: %w", b.ID, d.Address, ref.Part, ErrNotFound)
+		return nil, nil, nil, nil, fmt.Errorf("batch %d to %s has no part %d: %w", b.ID, d.Address, ref.Part, ErrNotFound)
 	}
-	return d, &d.Parts[ref.Part-1], nil
+	p := &d.Parts[ref.Part-1]
+	return d, p, &p.CopyState, p.LetterIDs, nil
 }
 
 // Files names every message file of the batch: its message and its parts'.
@@ -439,13 +443,9 @@ func (s *Store) updateDelivery(ctx context.Context, ref DeliveryRef, fn func(b *
 		if err != nil {
 			return err
 		}
-		d, p, err := b.locate(ref)
+		d, p, c, _, err := b.target(ref)
 		if err != nil {
 			return err
-		}
-		c := &d.CopyState
-		if p != nil {
-			c = &p.CopyState
 		}
 		q := tx.Bucket(bucketQueue)
 		if c.waiting() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -104,9 +105,9 @@ func (s *Store) SplitTooBig(ctx context.Context, ref DeliveryRef, tb TooBig) err
 		if err := open(d.Address, c); err != nil {
 			return err
 		}
-		letters := b.LetterIDs
-		if p != nil {
-			letters = p.LetterIDs
+		_, _, _, letters, err := b.target(ref)
+		if err != nil {
+			return err
 		}
 		if len(letters) < 2 {
 			return fmt.Errorf("a message of %d letter cannot be split: %w", len(letters), ErrState)
@@ -177,19 +178,8 @@ type SplitCopy struct {
 func (s *Store) SplitSnapshot(ref DeliveryRef) (*SplitCopy, error) {
 	var sc *SplitCopy
 	err := s.view(func(tx *bolt.Tx) error {
-		b, err := getBatch(tx, ref.Batch)
+		b, d, _, c, letters, err := waitingSplit(tx, ref)
 		if err != nil {
-			return err
-		}
-		d, p, err := b.locate(ref)
-		if err != nil {
-			return err
-		}
-		c, letters := &d.CopyState, b.LetterIDs
-		if p != nil {
-			c, letters = &p.CopyState, p.LetterIDs
-		}
-		if err := splitting(tx, ref, d.Address, c); err != nil {
 			return err
 		}
 		sc = &SplitCopy{Ref: ref, Address: d.Address, RunningTotal: b.RunningTotal,
@@ -218,13 +208,22 @@ func (s *Store) SplitSnapshot(ref DeliveryRef) (*SplitCopy, error) {
 	return sc, nil
 }
 
-// splitting reports whether the message waits to be split.
-func splitting(tx *bolt.Tx, ref DeliveryRef, addr string, c *CopyState) error {
+// waitingSplit reads the message ref names (see Batch.target), which must
+// wait to be split: ErrState otherwise.
+func waitingSplit(tx *bolt.Tx, ref DeliveryRef) (*Batch, *Delivery, *Part, *CopyState, []string, error) {
+	b, err := getBatch(tx, ref.Batch)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	d, p, c, letters, err := b.target(ref)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
 	splits := tx.Bucket(bucketSplits)
 	if c.TooBig == nil || c.State != DeliveryDeferred || splits == nil || splits.Get(splitKey(ref)) == nil {
-		return fmt.Errorf("copy to %s does not wait to be split: %w", addr, ErrState)
+		return nil, nil, nil, nil, nil, fmt.Errorf("copy to %s does not wait to be split: %w", d.Address, ErrState)
 	}
-	return nil
+	return b, d, p, c, letters, nil
 }
 
 // runningTotal is the letters batched up to batch id, for batches closed
@@ -271,20 +270,12 @@ func (s *Store) AddParts(ctx context.Context, ref DeliveryRef, parts []NewPart) 
 		files = append(files, f)
 	}
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
-		b, err := getBatch(tx, ref.Batch)
-		if err != nil {
-			return err
-		}
-		d, p, err := b.locate(ref)
-		if err != nil {
-			return err
-		}
-		c, letters := &d.CopyState, b.LetterIDs
-		if p != nil {
-			c, letters = &p.CopyState, p.LetterIDs
-		}
-		if err := splitting(tx, ref, d.Address, c); err != nil {
+		b, d, p, c, letters, err := waitingSplit(tx, ref)
+		if errors.Is(err, ErrState) {
 			return fmt.Errorf("%w (%w)", ErrConflict, err)
+		}
+		if err != nil {
+			return err
 		}
 		if err := checkParts(parts, len(d.Parts), letters); err != nil {
 			return err
@@ -382,7 +373,7 @@ func (s *Store) DeliveryMessage(ref DeliveryRef) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		_, p, err := b.locate(ref)
+		_, p, _, _, err := b.target(ref)
 		if err != nil {
 			return err
 		}
