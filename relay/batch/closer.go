@@ -85,16 +85,23 @@ func (c *Closer) Run(ctx context.Context) error {
 		func() time.Duration { return c.closeDue(ctx) })
 }
 
-// closeDue splits every copy waiting for it, closes every batch that is
-// due, and says how long to sleep.
+// closeDue closes every batch that is due, splits every copy waiting for
+// it, and says how long to sleep. Neither waits for the other to succeed.
 func (c *Closer) closeDue(ctx context.Context) time.Duration {
-	const idle = time.Minute
+	wait := c.closeBatches(ctx)
 	if err := c.splitDue(ctx); err != nil {
 		if ctx.Err() == nil {
-			c.log.Error("splitting a copy too big for its recipient failed; will retry", "err", err)
+			c.log.Error("putting a copy too big for its recipient in parts failed; will retry", "err", err)
 		}
-		return retryAfterError
+		wait = min(wait, retryAfterError)
 	}
+	return wait
+}
+
+// closeBatches closes every batch that is due and says how long until the
+// next one is.
+func (c *Closer) closeBatches(ctx context.Context) time.Duration {
+	const idle = time.Minute
 	for ctx.Err() == nil {
 		p, err := c.store.Pending()
 		if err != nil {

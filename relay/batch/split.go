@@ -17,18 +17,21 @@ import (
 // and "part N of M" in its subject and summary, recorded as the copy's
 // parts (store.AddParts) for the scheduler to deliver.
 
-// splitDue builds the parts of every copy waiting to be split.
+// splitDue builds the parts of every copy waiting to be split; one that
+// fails does not hold up the others.
 func (c *Closer) splitDue(ctx context.Context) error {
 	refs, err := c.store.SplitsDue()
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, ref := range refs {
-		if err := c.splitOne(ctx, ref); err != nil {
-			return err
+		if ctx.Err() != nil {
+			break
 		}
+		errs = append(errs, c.splitOne(ctx, ref))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // splitOne puts the letters of one copy in parts: as many letters as fit
@@ -80,7 +83,11 @@ func (c *Closer) splitOne(ctx context.Context, ref store.DeliveryRef) error {
 		parts = append(parts, np)
 		first += len(g)
 	}
-	if err := c.store.AddParts(ctx, ref, parts); err != nil && !errors.Is(err, store.ErrConflict) {
+	err = c.store.AddParts(ctx, ref, parts)
+	if errors.Is(err, store.ErrConflict) {
+		return nil // the copy changed meanwhile: read again when it next wakes us
+	}
+	if err != nil {
 		return err
 	}
 	c.log.Info("a copy too big for its recipient goes in smaller messages", "batch", ref.Batch,
