@@ -40,8 +40,9 @@ func (p Policy) wait(n int) time.Duration {
 // MinAttempts is how many attempts the policy makes before GiveUpAfter has
 // passed, every wait at its longest (+10%): the attempt that first finds
 // GiveUpAfter gone. A copy is never given up before it had them, so a
-// clock that jumps forward cannot fail it early; on a steady clock the
-// attempts are always there by then.
+// clock that jumps forward cannot fail it early. On a steady clock they
+// are there by then, unless the attempts themselves took long (a host
+// that never answers): the give-up then comes later by about that time.
 func (p Policy) MinAttempts() int {
 	if p.Min <= 0 || p.Max <= 0 {
 		return 1
