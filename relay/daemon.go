@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/monoclock"
 	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/relay/batch"
 	"github.com/petitiond/petitiond/relay/deliver"
@@ -30,7 +31,8 @@ import (
 // Options are the daemon's outside dependencies, passed in so tests drive them.
 type Options struct {
 	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means a monoclock, which system clock steps
+	// do not move.
 	Now func() time.Time
 	// DeliveryPort overrides port 25 for MX delivery (tests run the
 	// recipients' mail hosts on loopback ports).
@@ -93,6 +95,11 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opt.Now == nil {
+		// Batch ages and give-up times are measured on one clock that
+		// system clock steps do not move.
+		opt.Now = monoclock.New(log).Now
+	}
 	adminToken := cfg.Admin.Token
 	if opt.AdminToken != "" {
 		adminToken = opt.AdminToken
@@ -144,8 +151,9 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		}
 	}
 	d.closer = batch.NewCloser(batch.CloserConfig{
-		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, CampaignName: cfg.Campaign.Name,
-		From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
+		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, MaxBytes: cfg.Batch.MaxBytes,
+		CampaignName: cfg.Campaign.Name, From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
+		Language: cfg.Campaign.Language, Location: cfg.Campaign.Location(),
 	}, st, log, opt.Now)
 	d.purger = batch.NewPurger(st, log, opt.Now)
 	return d, nil

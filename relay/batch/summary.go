@@ -134,6 +134,12 @@ func batchData(s Spec, letters []preparedLetter) catalog.Batch {
 		Last:         letters[0].received,
 		QuoteMark:    QuoteMark,
 		Letters:      make([]catalog.BatchLetter, len(letters)),
+		BatchCount:   len(letters),
+	}
+	first := 0
+	if p := s.Part; p != nil {
+		d.Part, d.Parts, d.BatchCount, first = p.N, p.Of, p.BatchLetters, p.First
+		d.FirstN, d.LastN = first+1, first+len(letters)
 	}
 	for i := range letters {
 		p := &letters[i]
@@ -146,7 +152,7 @@ func batchData(s Spec, letters []preparedLetter) catalog.Batch {
 			d.Verified++
 		}
 		bl := catalog.BatchLetter{
-			N: i + 1, ID: p.id, Who: p.who(), Received: p.received,
+			N: first + i + 1, ID: p.id, Who: p.who(), Received: p.received,
 			Verdict: catalog.Verdict{Kind: p.verified, Domain: p.domain},
 			Subject: collapseBlanks(p.text.subject, 1),
 			Quoted:  quote(p.text.text),

@@ -278,3 +278,52 @@ func TestMissingDataFails(t *testing.T) {
 		t.Errorf("an unknown key gave no error")
 	}
 }
+
+// A part of a split batch says so in its subject, its file name and its
+// summary, in each language, and numbers its letters in the whole batch.
+func TestBatchPart(t *testing.T) {
+	part := sampleBatch()
+	part.Part, part.Parts, part.BatchCount, part.FirstN, part.LastN = 2, 3, 20, 9, 13
+	for i := range part.Letters {
+		part.Letters[i].N = 9 + i
+	}
+	one := part
+	one.LastN = 9
+	for _, c := range []struct {
+		lang                          string
+		data                          Batch
+		subject, csv, intro, numbered string
+	}{
+		{"es", part, "[Libertad a los presos políticos] lote 7, parte 2 de 3: 2 cartas", "lote-7-parte-2.csv",
+			"Este lote tiene 20 cartas. Su servidor de correo no lo aceptó en un solo mensaje, por su tamaño, así que sus cartas llegan en 3 mensajes más pequeños. Este trae las cartas 9 a 13.\n",
+			"Carta 13 de 20 · "},
+		{"es", one, "", "", "Este trae la carta 9.\n", "Carta 9 de 20 · "},
+		{"en", part, "[Libertad a los presos políticos] batch 7, part 2 of 3: 2 letters", "batch-7-part-2.csv",
+			"This batch has 20 letters. Your mail server did not accept it as one message, as it was too large, so its letters come in 3 smaller messages. This one carries letters 9 to 13.\n",
+			"Letter 13 of 20 · "},
+		{"en", one, "", "", "This one carries letter 9.\n", "Letter 9 of 20 · "},
+	} {
+		cat, err := New(c.lang, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, want := range map[string]string{"batch.subject": c.subject, "batch.csv_filename": c.csv} {
+			if got, err := cat.Text(key, c.data); want != "" && (err != nil || got != want) {
+				t.Errorf("%s %s = %q, %v; want %q", c.lang, key, got, err, want)
+			}
+		}
+		summary, err := cat.Text("batch.summary", c.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _, _ := strings.Cut(summary, "\n\n")
+		if !strings.HasSuffix(head, ", "+map[string]string{"es": "parte", "en": "part"}[c.lang]+" 2 "+map[string]string{"es": "de", "en": "of"}[c.lang]+" 3: 2 "+map[string]string{"es": "cartas", "en": "letters"}[c.lang]) {
+			t.Errorf("%s summary starts %q", c.lang, head)
+		}
+		for _, want := range []string{c.intro, c.numbered} {
+			if !strings.Contains(summary, want) {
+				t.Errorf("%s summary lacks %q:\n%s", c.lang, want, summary)
+			}
+		}
+	}
+}

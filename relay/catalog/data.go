@@ -45,11 +45,19 @@ type Batch struct {
 	CSVName      string        // the attached list's file name
 	QuoteMark    string        // what every line of a letter's own text starts with
 	Letters      []BatchLetter // in received order
+	// Part and Parts are set when the message is part Part of Parts of a
+	// batch whose recipient's server refused it as one message (too big):
+	// it then carries letters FirstN to LastN of the batch's BatchCount,
+	// and each letter's N is its place in the whole batch. All 0 for a
+	// whole batch.
+	Part, Parts   int
+	BatchCount    int
+	FirstN, LastN int
 }
 
 // BatchLetter is one letter of a batch.
 type BatchLetter struct {
-	N        int // 1-based position in the batch
+	N        int // 1-based position in the batch (the whole batch, for a part)
 	ID       string
 	Who      string // "Name <address>", or the address alone
 	Received time.Time
