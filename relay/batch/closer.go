@@ -66,7 +66,7 @@ func (c *Closer) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased},
+	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventResumed},
 		func() time.Duration { return c.closeDue(ctx) })
 }
 
@@ -74,6 +74,9 @@ func (c *Closer) Run(ctx context.Context) error {
 func (c *Closer) closeDue(ctx context.Context) time.Duration {
 	const idle = time.Minute
 	for ctx.Err() == nil {
+		if pause, err := c.store.Paused(); err == nil && pause.Paused {
+			return idle // no batch closes while paused; resuming wakes the closer
+		}
 		p, err := c.store.Pending()
 		if err != nil {
 			c.log.Error("reading the pending queue failed; will retry", "err", err)
