@@ -75,6 +75,7 @@ type Daemon struct {
 
 	started  bool
 	stopping atomic.Bool
+	smtpDown atomic.Bool        // the SMTP listeners stopped serving
 	cancel   context.CancelFunc // stops the schedulers
 	abort    context.CancelFunc // abandons deliveries in flight
 	workers  sync.WaitGroup     // closer, purger, scheduler
@@ -119,7 +120,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	var metrics inbound.Metrics
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(st, admin.Options{
-			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err,
+			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err, SMTP: d.smtpServing,
 		})
 		if err != nil {
 			return nil, err
@@ -205,7 +206,10 @@ func (d *Daemon) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	d.cancel, d.abort = cancel, abortCancel
-	d.part(&d.servers, "SMTP listener", d.smtp.Serve)
+	d.part(&d.servers, "SMTP listener", func() error {
+		defer d.smtpDown.Store(true)
+		return d.smtp.Serve()
+	})
 	if d.admin != nil {
 		d.part(&d.servers, "admin listener", d.admin.Serve)
 	}
@@ -256,6 +260,15 @@ func (d *Daemon) watch(name string, err error) {
 	if first {
 		d.log.Error("a part of the daemon stopped; petitiond stops", "part", name, "err", err)
 	}
+}
+
+// smtpServing is nil while the SMTP listeners take connections (for
+// /healthz).
+func (d *Daemon) smtpServing() error {
+	if d.smtpDown.Load() {
+		return errors.New("not listening: the SMTP listener stopped")
+	}
+	return nil
 }
 
 // Done is closed when a part stopped on its own; Err says which and why.

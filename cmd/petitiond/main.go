@@ -27,16 +27,24 @@ func commands() []command {
 		{"serve", "serve [-config FILE]", "run the daemon", runServe},
 		{"check-config", "check-config [-config FILE]", "validate a config and print the effective one", runCheckConfig},
 		{"tail", "tail [-f] [-n N]", "the last N relay events; -f follows new ones", runTail},
-		{"stats", "stats", "the tally: counted, duplicates, held, rejected, batches, deliveries", runStats},
-		{"batches", "batches [show|export|retry ID]", "list batches; show one; write its .eml; requeue failed copies", runBatches},
-		{"held", "held [release|drop ID]", "letters held for an admin, and what to do with each", runHeld},
+		{"stats", "stats", "the tally: counted, duplicates, held, rejected, batches, deliveries, pause", runStats},
+		{"batches", "batches [show|export|retry ID|flush]", "list batches; show one; write its .eml; requeue failed copies; try deferred ones now", runBatches},
+		{"held", "held [show ID|release|drop ID...|-all]", "letters held for an admin: read one, count or delete them", runHeld},
+		{"pause", "pause [-reason R]", "emergency hold: letters still counted, no batch closes, nothing sent", runPause},
+		{"resume", "resume", "end a pause", runResume},
+		{"health", "health", "ask the daemon's /healthz; exit 1 when it is failing", runHealth},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
 		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
+		{"version", "version", "version, commit and Go version of this binary", runVersion},
 	}
 }
 
 // errUsage marks an error already explained to the user (exit 2, no extra text).
 var errUsage = errors.New("usage")
+
+// errVersion is -version given to a command: run prints the version and
+// exits 0.
+var errVersion = errors.New("version asked")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,6 +60,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "-version" || args[0] == "--version" {
+		args[0] = "version"
+	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -60,10 +71,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.Is(err, errVersion):
+			if err := printVersion(stdout, false); err != nil {
+				return 1
+			}
+			return 0
 		case errors.Is(err, errUsage):
 			return 2
 		default:
-			fmt.Fprintf(stderr, "petitiond %s: %v\n", c.name, err)
+			// Errors may quote what the daemon or the network said.
+			fmt.Fprintf(stderr, "petitiond %s: %s\n", c.name, safeLines(err.Error()))
 			return 1
 		}
 	}
@@ -75,13 +92,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: petitiond COMMAND [flags] [args]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-35s %s\n", c.usage, c.help)
+		fmt.Fprintf(w, "  %-38s %s\n", c.usage, c.help)
 	}
-	fmt.Fprintln(w, "\nEvery command takes -h.")
+	fmt.Fprintln(w, "\nEvery command takes -h and -version.")
 }
 
 // newFlags makes a subcommand's flag set whose -h prints its usage and
-// returns flag.ErrHelp (exit 0).
+// returns flag.ErrHelp (exit 0), and whose -version has parseFlags return
+// errVersion (run prints the version, exit 0).
 func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -89,6 +107,7 @@ func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprintf(stderr, "usage: petitiond %s\n", usage)
 		fs.PrintDefaults()
 	}
+	fs.Bool("version", false, "print the version, commit and Go version of petitiond, and exit")
 	return fs
 }
 
@@ -98,6 +117,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return errUsage
+	}
+	if v := fs.Lookup("version"); v != nil && v.Value.String() == "true" {
+		return errVersion
 	}
 	return nil
 }

@@ -41,18 +41,22 @@ type Options struct {
 	// Parts, when set, says whether the daemon's other parts run (nil) or
 	// which one stopped: /healthz then answers 503.
 	Parts func() error
+	// SMTP, when set, says whether the SMTP listeners take connections
+	// (nil) or why not, for /healthz.
+	SMTP func() error
 }
 
 // Server is the admin listener.
 type Server struct {
-	st        *store.Store
-	opt       Options
-	log       *slog.Logger
-	now       func() time.Time
-	tokenHash [sha256.Size]byte
-	metrics   *Metrics
-	health    *healthCheck
-	startSeq  uint64 // the journal's end when New ran: metrics count from there
+	st          *store.Store
+	opt         Options
+	log         *slog.Logger
+	now         func() time.Time
+	tokenHash   [sha256.Size]byte
+	metrics     *Metrics
+	health      *healthCheck
+	startSeq    uint64 // the journal's end when New ran: metrics count from there
+	wrongTokens logLimit
 
 	ctx    context.Context // ends at Shutdown: streams and the metrics feed stop
 	cancel context.CancelFunc
@@ -192,6 +196,7 @@ func (s *Server) handler(pprofOK bool) http.Handler {
 	mux.HandleFunc("POST /api/batches/{id}/retry", s.batchRetry)
 	mux.HandleFunc("GET /api/events", s.events)
 	mux.HandleFunc("GET /api/events/follow", s.follow)
+	s.actionRoutes(mux)
 	if pprofOK {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -216,7 +221,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) != 1 {
-			s.log.Warn("admin request with a missing or wrong token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			s.logWrongToken(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="petitiond"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
 			return

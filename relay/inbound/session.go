@@ -177,6 +177,8 @@ func (ss *session) letter(msg []byte) error {
 		ss.s.log.Warn("DKIM key lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", sender.Address, "domain", verdict.Domain, "reason", verdict.Reason)
 		return ss.reply(replyDNSTemporary)
+	case verdict.Unsigned:
+		ss.s.metrics.Verdict(DKIMNone)
 	default:
 		ss.s.metrics.Verdict(DKIMFail)
 	}
