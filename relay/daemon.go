@@ -98,8 +98,9 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if opt.AdminToken != "" {
 		adminToken = opt.AdminToken
 	}
-	// Refuse an open admin listener before touching the store or any port.
-	if err := admin.CheckListen(cfg.Admin.Listen, adminToken); err != nil {
+	// Refuse an open admin listener, an unreadable key and the rest before
+	// touching the store or any port (check-config runs the same Check).
+	if _, err := Check(cfg, opt); err != nil {
 		return nil, err
 	}
 	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration})

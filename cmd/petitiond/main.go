@@ -140,6 +140,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	opt := relay.Options{Logger: log, AdminToken: os.Getenv(adminTokenEnv)}
+	// What check-config says, serve says: the same Check, before anything
+	// opens.
+	warnings, err := relay.Check(cfg, opt)
+	if err != nil {
+		return inFile(source, err)
+	}
+	for _, w := range warnings {
+		log.Warn(w, "config", source)
+	}
 	// SIGHUP would end the process by default. Nothing is reloaded on it
 	// (the config, keys and certificates are read at start): say so, and
 	// go on serving.
@@ -157,17 +167,46 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}()
 	log.Info("starting petitiond", "config", source, "store", cfg.Store.Dir)
-	return relay.Run(ctx, cfg, relay.Options{Logger: log, AdminToken: os.Getenv(adminTokenEnv)})
+	return relay.Run(ctx, cfg, opt)
 }
 
+// runCheckConfig does what serve does short of opening the store and
+// listening: the config parsed and validated, then relay.Check (keys and
+// certificates read, the DKIM domain aligned, the admin token rule).
+// Warnings go to stderr, each line starting "warning:"; they do not fail
+// the check.
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, source, err := loadConfig("check-config", args, stderr)
 	if err != nil {
 		return err
 	}
+	warnings, err := relay.Check(cfg, relay.Options{AdminToken: os.Getenv(adminTokenEnv)})
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s: %s\n", source, w)
+	}
+	if err != nil {
+		return inFile(source, err)
+	}
 	fmt.Fprintf(stdout, "# %s: OK\n", source)
 	_, err = stdout.Write(cfg.TOML())
 	return err
+}
+
+// inFile names the config file in each of Check's problems, as Load names
+// it in its own.
+func inFile(source string, err error) error {
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		return err
+	}
+	out := make(config.Problems, len(ps))
+	for i, p := range ps {
+		if p.File == "" {
+			p.File = source
+		}
+		out[i] = p
+	}
+	return out
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
