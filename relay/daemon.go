@@ -303,7 +303,14 @@ func (d *Daemon) Store() *store.Store { return d.store }
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.stopping.Store(true)
 	var errs []error
-	if err := d.smtp.Shutdown(ctx); err != nil {
+	switch err := d.smtp.Shutdown(ctx); {
+	case err == nil:
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// The grace period ended with letters still coming in: they are cut
+		// off, none was answered 250, their senders will retry. A shutdown
+		// as asked, not a failure.
+		d.log.Warn("sessions still inside DATA at the end of the shutdown grace period were cut off; none was answered 250, their senders will retry")
+	default:
 		errs = append(errs, fmt.Errorf("smtp shutdown: %w", err))
 	}
 	if d.cancel != nil {

@@ -42,6 +42,10 @@ func commands() []command {
 // errUsage marks an error already explained to the user (exit 2, no extra text).
 var errUsage = errors.New("usage")
 
+// errLogged is a failure already written to the log (exit 1, no extra
+// text).
+var errLogged = errors.New("logged")
+
 // errVersion is -version given to a command: run prints the version and
 // exits 0.
 var errVersion = errors.New("version asked")
@@ -78,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, errUsage):
 			return 2
+		case errors.Is(err, errLogged):
+			return 1
 		default:
 			// Errors may quote what the daemon or the network said.
 			fmt.Fprintf(stderr, "petitiond %s: %s\n", c.name, safeLines(err.Error()))
@@ -167,7 +173,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}()
 	log.Info("starting petitiond", "config", source, "store", cfg.Store.Dir)
-	return relay.Run(ctx, cfg, opt)
+	if err := relay.Run(ctx, cfg, opt); err != nil {
+		// In the log's own format, so a JSON log stays JSON to its end.
+		log.Error("petitiond stopped", "err", err)
+		return errLogged
+	}
+	return nil
 }
 
 // runCheckConfig does what serve does short of opening the store and
