@@ -264,7 +264,7 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
                      (escaped when stdout is a terminal; redirect it for the exact bytes)
   batches retry ID   requeue the batch's failed copies for delivery now
   batches flush      try every deferred copy now (like postqueue -f)`, stderr)
-	action, rest, err := parseAdminArgs(fs, args, "show", "export", "retry", "flush")
+	action, rest, err := parseAdminArgs(fs, args, batchActions...)
 	if err != nil {
 		return err
 	}
@@ -376,7 +376,7 @@ func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error
                              postmaster); release leaves postmaster mail, which is never counted`, stderr)
 	all := fs.Bool("all", false, "release or drop every held letter")
 	reason := fs.String("reason", "", "with -all: only the letters held for this reason")
-	action, ids, err := parseAdminArgs(fs, args, "show", "release", "drop")
+	action, ids, err := parseAdminArgs(fs, args, heldActions...)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,18 @@ func commands() []command {
 	}
 }
 
+// The words some commands take after their flags to say what to do.
+var (
+	batchActions = []string{"show", "export", "retry", "flush"}
+	heldActions  = []string{"show", "release", "drop"}
+)
+
+// commandActions lists the action words of each command that has some (for
+// the man page and shell completion tests).
+func commandActions() map[string][]string {
+	return map[string][]string{"batches": batchActions, "held": heldActions}
+}
+
 // errUsage marks an error already explained to the user (exit 2, no extra text).
 var errUsage = errors.New("usage")
 
