@@ -86,6 +86,19 @@ func oneID(fs *flag.FlagSet, stderr io.Writer, action string, rest []string, wha
 	return rest[0], nil
 }
 
+// clientNoArgs parses a command that takes flags only, and finds the
+// daemon; hint, when set, says where stray arguments belong.
+func clientNoArgs(fs *flag.FlagSet, af *adminFlags, stderr io.Writer, args []string, hint string) (*admin.Client, error) {
+	_, rest, err := parseAdminArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, usageError(fs, stderr, "unexpected arguments %q%s", rest, hint)
+	}
+	return af.client()
+}
+
 // usageError prints msg and the usage, and makes the command exit 2.
 func usageError(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) error {
 	fmt.Fprintf(stderr, "petitiond %s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
@@ -174,7 +187,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Lost: func(err error) {
 			// Once per outage, not once per attempt.
 			if !down {
-				fmt.Fprintf(stderr, "petitiond tail: %v; reconnecting\n", err)
+				fmt.Fprintf(stderr, "petitiond tail: %s; reconnecting\n", safe(err.Error()))
 				down = true
 			}
 		},
@@ -220,14 +233,7 @@ func printEvent(w io.Writer, e admin.Event, asJSON bool) error {
 
 func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, af := newAdminFlags("stats", "stats "+adminFlagsUsage, "Prints the tally: letters counted, duplicates, held, rejected, batches, deliveries.", stderr)
-	_, rest, err := parseAdminArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError(fs, stderr, "unexpected arguments %q", rest)
-	}
-	c, err := af.client()
+	c, err := clientNoArgs(fs, af, stderr, args, "")
 	if err != nil {
 		return err
 	}

@@ -29,14 +29,7 @@ func runResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func setPause(ctx context.Context, fs *flag.FlagSet, af *adminFlags, args []string, paused bool, reason *string, stdout, stderr io.Writer) error {
-	_, rest, err := parseAdminArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError(fs, stderr, "unexpected arguments %q (a reason goes in -reason)", rest)
-	}
-	c, err := af.client()
+	c, err := clientNoArgs(fs, af, stderr, args, " (a reason goes in -reason)")
 	if err != nil {
 		return err
 	}
@@ -81,14 +74,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, af := newAdminFlags("health", "health "+adminFlagsUsage,
 		"Asks the daemon's /healthz: exits 0 when it is healthy (paused included), 1 when it is failing\n"+
 			"or does not answer. Made for container and service-manager health checks.", stderr)
-	_, rest, err := parseAdminArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError(fs, stderr, "unexpected arguments %q", rest)
-	}
-	c, err := af.client()
+	c, err := clientNoArgs(fs, af, stderr, args, "")
 	if err != nil {
 		return err
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -65,27 +63,7 @@ func TestLogsAndCleanShutdown(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	smtpAddr := freePort(t)
-	cfgPath := filepath.Join(dir, "petitiond.toml")
-	cfg := fmt.Sprintf(`[campaign]
-name = "Shutdown test"
-addresses = ["libertad@campaign.test"]
-recipients = ["familias@ofapp.test"]
-from = "relay@campaign.test"
-[smtp]
-listen = [%q]
-hostname = "mx.campaign.test"
-[delivery]
-mode = "maildir"
-[store]
-dir = %q
-[admin]
-listen = ""
-[log]
-format = "json"
-`, smtpAddr, filepath.Join(dir, "data"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := writeServeConfig(t, dir, smtpAddr, "[log]\nformat = \"json\"\n")
 	d := startDaemon(t, bin, cfgPath, smtpAddr)
 	stopped := false
 	defer func() {

@@ -197,12 +197,18 @@ func (s *Server) batchMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg, err := s.st.BatchMessage(id)
+	s.sendMessage(w, r, fmt.Sprintf("batch-%d.eml", id), msg, err)
+}
+
+// sendMessage answers with a message's bytes as a download named name, or
+// with the store's error.
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request, name string, msg []byte, err error) {
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "message/rfc822")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="batch-%d.eml"`, id))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, name))
 	w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
 	_, _ = w.Write(msg)
 }
@@ -404,14 +410,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 func (s *Server) heldMessage(w http.ResponseWriter, r *http.Request) {
 	id := letterID(r)
 	msg, err := s.st.HeldMessage(id)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", "message/rfc822")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.eml"`, id))
-	w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
-	_, _ = w.Write(msg)
+	s.sendMessage(w, r, id+".eml", msg, err)
 }
 
 // heldDecide releases or drops several held letters: the IDs named, or all
