@@ -227,7 +227,7 @@ func TestAdminPause(t *testing.T) {
 }
 
 // TestAdminFlush: deferred copies wait retry_min (an hour here); batches
-// flush tries them now.
+// flush tries them now, or, while paused, as soon as the daemon resumes.
 func TestAdminFlush(t *testing.T) {
 	e := testenv.Prepare(t, admConfig(func(c *config.Config) {
 		c.Delivery.RetryMin = config.Duration{Duration: time.Hour}
@@ -248,13 +248,23 @@ func TestAdminFlush(t *testing.T) {
 	}
 
 	sink.FailRcpt(nil)
+	// Paused, a flush makes the copies due but nothing is sent.
+	cliOK(t, "pause", "-admin", e.AdminURL())
 	var r admin.FlushResult
 	cliJSON(t, &r, "batches", "flush", "-json", "-admin", e.AdminURL())
-	if r.Flushed != 2 || r.Paused {
-		t.Errorf("batches flush -json = %+v, want 2 flushed", r)
+	if r.Flushed != 2 || !r.Paused {
+		t.Errorf("batches flush -json while paused = %+v, want 2 flushed, paused", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if msgs, err := sink.Wait(ctx, 1); err == nil {
+		t.Fatalf("%d copies sent while paused", len(msgs))
+	}
+	if out := cliOK(t, "resume", "-admin", e.AdminURL()); !strings.Contains(out, "resumed") {
+		t.Errorf("resume: %q", out)
 	}
 	if _, err := sink.Wait(context.Background(), 2); err != nil {
-		t.Fatalf("the flushed copies never came: %v", err)
+		t.Fatalf("the flushed copies never came after resume: %v", err)
 	}
 	testenv.WaitFor(t, "both copies delivered", 10*time.Second, func() bool {
 		var b admin.Batch
