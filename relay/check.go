@@ -68,7 +68,8 @@ func Check(cfg *config.Config, opt Options) (warnings []string, err error) {
 	}
 	if cfg.Admin.Listen != "" && token == "" {
 		warnings = append(warnings, fmt.Sprintf("admin.token is empty, nor given in the environment: the admin listener on %s "+
-			"has no token of your choosing", cfg.Admin.Listen))
+			"is guarded by the token made at first start in %s, which whoever may read that file can use",
+			cfg.Admin.Listen, admin.TokenFile(cfg.Store.Dir)))
 	}
 	if len(ps) > 0 {
 		return warnings, ps

@@ -120,10 +120,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	}
 	var metrics inbound.Metrics
 	if cfg.Admin.Listen != "" {
-		d.admin, err = admin.New(st, admin.Options{
-			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err, SMTP: d.smtpServing,
-		})
-		if err != nil {
+		if d.admin, err = newAdmin(cfg, st, adminToken, log, opt, d.Err, d.smtpServing); err != nil {
 			return nil, err
 		}
 		metrics = d.admin.Metrics()
@@ -154,6 +151,30 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	}, st, log, opt.Now)
 	d.purger = batch.NewPurger(st, log, opt.Now)
 	return d, nil
+}
+
+// newAdmin makes the admin listener. Without a configured token (admin.token
+// or PETITIOND_ADMIN_TOKEN) it uses the one in <store.dir>/admin.token,
+// made at first start, which the admin commands read; /metrics then needs
+// no token (SPEC 10). Only a loopback listener gets here without one
+// (admin.CheckListen).
+func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logger, opt Options, parts, smtp func() error) (*admin.Server, error) {
+	configured := token != ""
+	if !configured {
+		var created bool
+		var err error
+		if token, created, err = admin.LoadOrCreateToken(cfg.Store.Dir); err != nil {
+			return nil, err
+		}
+		if created {
+			log.Info("admin token made; the admin commands read it from there", "file", admin.TokenFile(cfg.Store.Dir))
+		}
+	}
+	return admin.New(st, admin.Options{
+		Listen: cfg.Admin.Listen, Token: token, ReaderToken: cfg.Admin.ReaderToken, OpenMetrics: !configured,
+		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
+		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts, SMTP: smtp,
+	})
 }
 
 // newTransport makes the outbound transport [delivery] asks for.

@@ -236,6 +236,7 @@ func TestAdminFlush(t *testing.T) {
 	sink := e.Smarthost()
 	sink.FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "try again later"})
 	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
 	e.Queued(e.Signed("ed.test", "ana@ed.test"))
 	deferred := func() bool {
 		var list []admin.Batch

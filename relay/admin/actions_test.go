@@ -158,7 +158,7 @@ func TestWrongTokenLogLimited(t *testing.T) {
 			t.Fatalf("wrong token: %v", err)
 		}
 	}
-	const msg = "wrong token"
+	const msg = "refused: missing or wrong"
 	if got := logs.lines(t, msg); len(got) != wrongTokenBurst {
 		t.Fatalf("%d wrong tokens logged %d lines, want %d", tries, len(got), wrongTokenBurst)
 	}
@@ -192,10 +192,17 @@ func TestSubjectOf(t *testing.T) {
 	}
 }
 
-// post sends a JSON (or other) body to the admin API.
+// post sends a JSON (or other) body to the admin API with the test's admin
+// token.
 func post(t *testing.T, s *Server, path, contentType, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(baseOf(s)+path, contentType, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, baseOf(s)+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

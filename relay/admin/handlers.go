@@ -374,18 +374,6 @@ func flushWithin(rc *http.ResponseController) error {
 	return rc.Flush()
 }
 
-// actionRoutes adds the admin actions that act on many things at once or on
-// the daemon as a whole, and the held message's bytes.
-func (s *Server) actionRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/held/{id}/message", s.heldMessage)
-	mux.HandleFunc("POST /api/held/release", s.heldDecide(store.EventReleased))
-	mux.HandleFunc("POST /api/held/drop", s.heldDecide(store.EventDropped))
-	mux.HandleFunc("POST /api/batches/flush", s.batchFlush)
-	mux.HandleFunc("GET /api/pause", s.pauseState)
-	mux.HandleFunc("POST /api/pause", s.setPause(true))
-	mux.HandleFunc("POST /api/resume", s.setPause(false))
-}
-
 // maxRequestBody bounds the JSON body of an action: thousands of IDs fit.
 const maxRequestBody = 1 << 20
 

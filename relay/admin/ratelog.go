@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Wrong-token lines are limited to wrongTokenBurst per wrongTokenWindow:
+// Lines about refused credentials are limited to wrongTokenBurst per wrongTokenWindow:
 // someone guessing tokens must not be able to fill the disk with the log,
 // or bury what else it says.
 const (
@@ -41,8 +41,9 @@ func (l *logLimit) allow(now time.Time, burst int, window time.Duration) (ok boo
 	return true, suppressed
 }
 
-// logWrongToken logs a request refused for its token, within the limit.
-func (s *Server) logWrongToken(r *http.Request) {
+// logRefused logs a request refused for its credential (why says how),
+// within the limit; the next line let through says how many were not.
+func (s *Server) logRefused(r *http.Request, why string) {
 	ok, suppressed := s.wrongTokens.allow(s.now(), wrongTokenBurst, wrongTokenWindow)
 	if !ok {
 		return
@@ -51,5 +52,5 @@ func (s *Server) logWrongToken(r *http.Request) {
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed)
 	}
-	s.log.Log(r.Context(), slog.LevelWarn, "admin request with a missing or wrong token", attrs...)
+	s.log.Log(r.Context(), slog.LevelWarn, "admin request refused: "+why, attrs...)
 }

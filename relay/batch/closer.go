@@ -164,9 +164,13 @@ func (c *Closer) spec(pb *store.PendingBatch, created time.Time) Spec {
 		MessageID: NewMessageID(pb.Number, c.cfg.From, created), Date: created, RunningTotal: pb.RunningTotal,
 	}
 	for _, l := range pb.Letters {
-		bl := Letter{ID: l.ID, Received: l.Received, Name: l.Name, Address: l.From, Raw: l.Body}
-		if l.Verdict.Kind == store.VerdictDKIM {
+		bl := Letter{ID: l.ID, Received: l.Received, Name: l.Name, Address: l.From, Raw: l.Body,
+			Verified: string(l.Verdict.Kind)}
+		switch l.Verdict.Kind {
+		case store.VerdictDKIM:
 			bl.DKIMDomain = l.Verdict.Domain
+		case store.VerdictSPF:
+			bl.SPFDomain = l.Verdict.Domain
 		}
 		spec.Letters = append(spec.Letters, bl)
 	}
