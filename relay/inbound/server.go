@@ -63,10 +63,12 @@ func (c RefusalClass) text() string {
 // DKIMResult is a letter's DKIM outcome, for metrics.
 type DKIMResult string
 
-// DKIM results. A temporary error asked the sender to retry.
+// DKIM results. A temporary error asked the sender to retry; none is a
+// letter without any signature, apart from one whose signature failed.
 const (
 	DKIMPass      DKIMResult = "pass"
 	DKIMFail      DKIMResult = "fail"
+	DKIMNone      DKIMResult = "none"
 	DKIMTempError DKIMResult = "temperror"
 )
 
