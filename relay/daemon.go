@@ -120,6 +120,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(st, admin.Options{
 			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err,
+			Fold: verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
 		})
 		if err != nil {
 			return nil, err

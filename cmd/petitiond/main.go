@@ -30,6 +30,8 @@ func commands() []command {
 		{"stats", "stats", "the tally: counted, duplicates, held, rejected, batches, deliveries", runStats},
 		{"batches", "batches [show|export|retry ID]", "list batches; show one; write its .eml; requeue failed copies", runBatches},
 		{"held", "held [release|drop ID]", "letters held for an admin, and what to do with each", runHeld},
+		{"lookup", "lookup ADDRESS", "what the store holds about one supporter", runLookup},
+		{"erase", "erase ADDRESS", "remove one supporter's personal data from the store", runErase},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
 		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/petitiond/petitiond/loopback"
+	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -41,6 +42,8 @@ type Options struct {
 	// Parts, when set, says whether the daemon's other parts run (nil) or
 	// which one stopped: /healthz then answers 503.
 	Parts func() error
+	// Fold is [dedup]: how lookup and erase normalise an address.
+	Fold verify.FoldOptions
 }
 
 // Server is the admin listener.
@@ -192,6 +195,8 @@ func (s *Server) handler(pprofOK bool) http.Handler {
 	mux.HandleFunc("POST /api/batches/{id}/retry", s.batchRetry)
 	mux.HandleFunc("GET /api/events", s.events)
 	mux.HandleFunc("GET /api/events/follow", s.follow)
+	mux.HandleFunc("GET /api/lookup", s.lookup)
+	mux.HandleFunc("POST /api/erase", s.erase)
 	if pprofOK {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -38,7 +38,9 @@ func (p *Purger) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration { return p.purgeDue(ctx) })
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration {
+		return min(p.purgeDue(ctx), p.forgetDue(ctx))
+	})
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {
