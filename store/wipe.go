@@ -36,9 +36,9 @@ var (
 )
 
 // wipeChunkPages is how many pages one step of a wipe visits while it holds
-// the writer lock (16 MiB of 4 KiB pages): letters wait for their commit
+// the writer lock (4 MiB of 4 KiB pages): letters wait for their commit
 // only that long, however large the file.
-const wipeChunkPages = 4096
+const wipeChunkPages = 1024
 
 // wipeReaderPoll is how often a wipe looks again for a reader that started
 // outside Store.view to finish.
