@@ -14,29 +14,12 @@ import (
 // Its output names letter IDs and batch numbers, never the address, so it
 // can go into a ticket or a log.
 func runErase(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, af := newAdminFlags("erase", "erase "+adminFlagsUsage+" ADDRESS",
-		`Removes one supporter's personal data from the store: address, name, text, subject and
+	return runAddressCommand(ctx, "erase", `Removes one supporter's personal data from the store: address, name, text, subject and
 IP of each of their letters, their held mail, the stored messages of batches that carried
 their letters, and sender and IP of their journal events. A letter not yet in a batch is
 withdrawn: never sent, no longer counted, and the supporter may sign again. A letter
 already batched stays counted as an anonymous entry; the copies the organisations
-received are theirs. This cannot be undone.`, stderr)
-	address, err := parseAddressArg(fs, stderr, args)
-	if err != nil {
-		return err
-	}
-	c, err := af.client()
-	if err != nil {
-		return err
-	}
-	res, err := c.Erase(ctx, address)
-	if err != nil {
-		return err
-	}
-	if af.json {
-		return printJSON(stdout, res)
-	}
-	return printErasure(stdout, res)
+received are theirs. This cannot be undone.`, args, stdout, stderr, (*admin.Client).Erase, printErasure)
 }
 
 func printErasure(w io.Writer, res admin.Erasure) error {

@@ -15,11 +15,18 @@ import (
 // runLookup answers a supporter's question "what do you hold about me?"
 // (SPEC 13).
 func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, af := newAdminFlags("lookup", "lookup "+adminFlagsUsage+" ADDRESS",
-		`Prints what the store holds about one supporter: each letter from the address (any
+	return runAddressCommand(ctx, "lookup", `Prints what the store holds about one supporter: each letter from the address (any
 spelling that counts as the same supporter), with its state, how it verified, its
 batch and the personal data its record keeps; the batches that carried them; and how
-many journal events still name the supporter.`, stderr)
+many journal events still name the supporter.`, args, stdout, stderr, (*admin.Client).Lookup, printLookup)
+}
+
+// runAddressCommand runs an admin command about one supporter: it asks the
+// daemon about the address given, and prints the answer as JSON or for
+// people.
+func runAddressCommand[T any](ctx context.Context, name, help string, args []string, stdout, stderr io.Writer,
+	ask func(c *admin.Client, ctx context.Context, address string) (T, error), print func(io.Writer, T) error) error {
+	fs, af := newAdminFlags(name, name+" "+adminFlagsUsage+" ADDRESS", help, stderr)
 	address, err := parseAddressArg(fs, stderr, args)
 	if err != nil {
 		return err
@@ -28,14 +35,14 @@ many journal events still name the supporter.`, stderr)
 	if err != nil {
 		return err
 	}
-	res, err := c.Lookup(ctx, address)
+	res, err := ask(c, ctx, address)
 	if err != nil {
 		return err
 	}
 	if af.json {
 		return printJSON(stdout, res)
 	}
-	return printLookup(stdout, res)
+	return print(stdout, res)
 }
 
 // parseAddressArg parses the flags and the one ADDRESS argument after them.
