@@ -9,8 +9,9 @@ import (
 )
 
 // Purger removes letter bodies once their batch reached every recipient and
-// store.retention has passed. It reads the store's purge index, so a
-// restart resumes it.
+// store.retention has passed, and the sender and IP of journal events older
+// than that (forget.go), then wipes the store file's free pages of them. It
+// reads the store's purge index and journal, so a restart resumes it.
 type Purger struct {
 	store *store.Store
 	log   *slog.Logger
