@@ -3,14 +3,18 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// bucketSenders finds a supporter's letters from the dedup key of their
-// address, without reading every letter: senderKey(dedup key, letter ID) →
-// nil, for every stored letter that has a dedup key, held ones included.
-// Like the dedup index it holds no readable address.
+// A supporter's letters are found from the dedup key of their address,
+// without reading every letter: the counted one through the dedup index
+// (key → letter ID), the others (held, or recorded as duplicates) through
+// the sender index, bucketSenders: senderKey(dedup key, letter ID) → nil.
+// Accept writes the sender index only for letters it does not count, so
+// the common case, a new supporter, costs no page more per commit. Like the
+// dedup index it holds no readable address.
 var bucketSenders = []byte("senders")
 
 // senderKey is a letter's entry in the sender index: the dedup key, then
@@ -31,20 +35,27 @@ func indexSender(tx *bolt.Tx, dedupKey []byte, id string) error {
 	return nil
 }
 
-// senderLetterIDs lists the letter IDs the index holds for dedupKey, in
-// ID order, which is arrival order.
+// senderLetterIDs lists the IDs of the letters from the supporter with
+// dedupKey, in ID order, which is arrival order.
 func senderLetterIDs(tx *bolt.Tx, dedupKey []byte) []string {
 	var ids []string
+	if id := tx.Bucket(bucketDedup).Get(dedupKey); id != nil {
+		ids = append(ids, string(id))
+	}
 	c := tx.Bucket(bucketSenders).Cursor()
 	for k, _ := c.Seek(dedupKey); k != nil && bytes.HasPrefix(k, dedupKey); k, _ = c.Next() {
-		ids = append(ids, string(k[len(dedupKey):]))
+		if id := string(k[len(dedupKey):]); !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
+	slices.Sort(ids)
 	return ids
 }
 
 // buildSenderIndex makes the sender index of a store written before it
-// existed, from the dedup key each letter record keeps; a store that has it
-// is left alone. It runs once, inside Open's transaction.
+// existed, from the dedup key each letter record keeps (the counted
+// letters' entries too, which is harmless); a store that has it is left
+// alone. It runs once, inside Open's transaction.
 func buildSenderIndex(tx *bolt.Tx) error {
 	if tx.Bucket(bucketSenders) != nil {
 		return nil
