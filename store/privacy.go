@@ -234,16 +234,14 @@ func (s *Store) eraseCommit(ctx context.Context, sp Supporter) (*Erasure, error)
 			}
 		}
 		for _, n := range slices.Sorted(maps.Keys(batches)) {
-			file, erased, err := eraseBatchMessage(tx, n)
+			removed, erased, err := eraseBatchMessage(tx, n)
 			if err != nil {
 				return err
 			}
 			if erased {
 				er.Batches = append(er.Batches, n)
 			}
-			if file != "" {
-				files = append(files, file)
-			}
+			files = append(files, removed...)
 		}
 		if er.Events, err = scrubSupporterEvents(tx, candidates, seen, idSet(ids), sp); err != nil {
 			return err
@@ -350,22 +348,28 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 	return withdrawn, putLetter(tx, l)
 }
 
-// eraseBatchMessage removes a batch's stored message, if it still has one,
-// and returns the name of the file to delete once the transaction commits.
-func eraseBatchMessage(tx *bolt.Tx, n uint64) (file string, erased bool, err error) {
+// eraseBatchMessage removes a batch's stored messages (its own and its
+// parts'), if it still has them, and returns the names of the files to
+// delete once the transaction commits.
+func eraseBatchMessage(tx *bolt.Tx, n uint64) (files []string, erased bool, err error) {
 	b, err := getBatch(tx, n)
 	if err != nil {
-		return "", false, err
+		return nil, false, err
 	}
 	if b.Purged || b.Erased {
-		return "", false, nil
+		return nil, false, nil
 	}
-	file = b.File
+	files = b.Files()
 	b.File, b.Erased = "", true
-	if err := tx.Bucket(bucketBatchMsg).Delete(u64(n)); err != nil {
-		return "", false, err
+	for i := range b.Recipients {
+		for j := range b.Recipients[i].Parts {
+			b.Recipients[i].Parts[j].File = ""
+		}
 	}
-	return file, true, putBatch(tx, b)
+	if err := tx.Bucket(bucketBatchMsg).Delete(u64(n)); err != nil {
+		return nil, false, err
+	}
+	return files, true, putBatch(tx, b)
 }
 
 // scrubSupporterEvents clears the events the journal read found, and those

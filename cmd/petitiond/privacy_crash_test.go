@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +125,11 @@ listen = %q
 			acked[id] = supporterAddr
 		}
 	}
-	c, err := admin.NewClient("http://"+adminAddr, adminToken(dataDir))
+	token, err := admin.ReadTokenFile(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := admin.NewClient("http://"+adminAddr, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,16 +202,6 @@ listen = %q
 	if found := supporterTraces(t, dataDir, supporterAddr, supporterName, supporterText); len(found) > 0 {
 		t.Errorf("files under store.dir hold: %v", found)
 	}
-}
-
-// adminToken is the token the daemon made in its store directory, if it
-// made one.
-func adminToken(dataDir string) string {
-	b, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // logText is what the daemon wrote to stderr so far.

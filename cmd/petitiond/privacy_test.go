@@ -132,6 +132,7 @@ func TestEraseDeliveredSupporter(t *testing.T) {
 	e := testenv.Prepare(t, admConfig(nil))
 	e.Smarthost() // SMTP delivery: nothing but the store under store.dir
 	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
 	id := e.Queued(supporterLetter(e, supporterAddr))
 	e.Queued(e.Signed("ed.test", "bo@ed.test"))
 	b := delivered(t, e, "1")
@@ -204,6 +205,7 @@ func TestErasePendingSupporter(t *testing.T) {
 	}))
 	sink := e.Smarthost()
 	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
 	id := e.Queued(supporterLetter(e, supporterAddr))
 	bo := e.Queued(e.Signed("ed.test", "bo@ed.test"))
 	if st := stats(t, e); st.Counted != 2 || st.Pending != 2 {
@@ -243,6 +245,7 @@ func TestRetentionLeavesNoBodyInStoreFiles(t *testing.T) {
 	}))
 	e.Smarthost()
 	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
 	id := e.Queued(supporterLetter(e, supporterAddr))
 	delivered(t, e, "1")
 	testenv.WaitFor(t, "the letter's text gone from every file under store.dir", 15*time.Second, func() bool {
