@@ -515,3 +515,51 @@ func TestSenderIndexBuiltAtOpen(t *testing.T) {
 		t.Errorf("rebuilt index holds %d entries, want 2", n)
 	}
 }
+
+// TestEraseRemovesPartsMessages: a copy that went in parts has a message
+// file per part; the erasure removes them all, and a part's message then
+// says it was erased.
+func TestEraseRemovesPartsMessages(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Now: clk.Now})
+	ctx := context.Background()
+	mustAccept(t, s, verified(clk, "bo@privacy.test"))
+	mustAccept(t, s, ana(clk, anaAddr))
+	b, err := closeNext(ctx, s, 10, []string{"familias@ofapp.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := DeliveryRef{Batch: b.ID}
+	if err := s.SplitTooBig(ctx, ref, TooBig{Size: 5000, Reason: "552 5.3.4 too big"}); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := s.SplitSnapshot(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddParts(ctx, ref, partsOf(sc, []int{0}, []int{1})); err != nil {
+		t.Fatal(err)
+	}
+	for part := 1; part <= 2; part++ {
+		if err := s.MarkDelivered(ctx, DeliveryRef{Batch: b.ID, Part: part}, "250 ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files := messageFiles(t, dir); len(files) != 3 {
+		t.Fatalf("message files before the erasure: %v, want the batch's and two parts'", files)
+	}
+	er := mustErase(t, s, anaSupporter())
+	if !slices.Equal(er.Batches, []uint64{b.ID}) {
+		t.Errorf("erasure %+v", er)
+	}
+	if files := messageFiles(t, dir); len(files) != 0 {
+		t.Errorf("message files after the erasure: %v", files)
+	}
+	if _, err := s.DeliveryMessage(DeliveryRef{Batch: b.ID, Part: 2}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "erased") {
+		t.Errorf("a part's message after the erasure: %v", err)
+	}
+	if found := anaTraces(t, dir); len(found) > 0 {
+		t.Errorf("after the erasure the store's files still hold: %v", found)
+	}
+}
