@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/petitiond/petitiond/internal/traces"
 )
 
 // The supporter these tests erase: every string of theirs is one no other
@@ -46,25 +48,9 @@ func anaSupporter() Supporter {
 // anaTraces lists the strings of ana that any file under dir still holds.
 func anaTraces(t *testing.T, dir string) []string {
 	t.Helper()
-	needles := []string{anaAddr, strings.ToLower(anaAddr), anaName, anaText, anaIP}
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, []byte(n)) {
-				found = append(found, fmt.Sprintf("%q in %s", n, filepath.Base(path)))
-			}
-		}
-		return nil
-	})
+	found, err := traces.Find(dir, anaAddr, anaName, anaText, anaIP)
 	if err != nil {
-		t.Fatalf("read the store's files: %v", err)
+		t.Fatal(err)
 	}
 	return found
 }

@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +13,7 @@ import (
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/internal/traces"
 	"github.com/petitiond/petitiond/relay/admin"
 )
 
@@ -38,24 +36,9 @@ func supporterLetter(e *testenv.Test, spelled string) []byte {
 // supporterTraces lists the supporter's strings that files under dir hold.
 func supporterTraces(t *testing.T, dir string, needles ...string) []string {
 	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			if bytes.Contains(bytes.ToLower(data), bytes.ToLower([]byte(n))) {
-				found = append(found, fmt.Sprintf("%q in %s", n, path))
-			}
-		}
-		return nil
-	})
+	found, err := traces.Find(dir, needles...)
 	if err != nil {
-		t.Fatalf("read the files under %s: %v", dir, err)
+		t.Fatal(err)
 	}
 	return found
 }
