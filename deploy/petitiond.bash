@@ -8,7 +8,7 @@
 _petitiond() {
 	local cur=${COMP_WORDS[COMP_CWORD]}
 	local prev=${COMP_WORDS[COMP_CWORD-1]}
-	local commands="serve check-config tail stats batches held pause resume health dkim-keygen demo version"
+	local commands="serve check-config tail stats batches held pause resume lookup erase health dkim-keygen demo version"
 	local admin="-config -admin -json -h -version"
 	COMPREPLY=()
 
@@ -47,7 +47,7 @@ _petitiond() {
 	case $cmd in
 	serve | check-config) flags="-config -h -version" ;;
 	tail) flags="$admin -f -n" ;;
-	stats | resume | health) flags="$admin" ;;
+	stats | resume | health | lookup | erase) flags="$admin" ;;
 	batches)
 		flags="$admin"
 		actions="show export retry flush"

@@ -182,6 +182,7 @@ func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logge
 		Listen: cfg.Admin.Listen, Token: token, ReaderToken: cfg.Admin.ReaderToken, OpenMetrics: !configured,
 		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
 		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts, SMTP: smtp,
+		Fold: verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
 	})
 }
 

@@ -299,6 +299,9 @@ func (s *Store) BatchMessage(id uint64) ([]byte, error) {
 	var file string
 	err := s.view(func(tx *bolt.Tx) error {
 		b, err := getBatch(tx, id)
+		if err == nil && b.Erased {
+			return fmt.Errorf("message of batch %d was erased: a supporter in it asked to be erased: %w", id, ErrNotFound)
+		}
 		if err != nil || b.Purged {
 			return gone
 		}
@@ -570,6 +573,9 @@ func (s *Store) Retry(ctx context.Context, batch uint64) (int, error) {
 		if b.Purged {
 			return fmt.Errorf("batch %d was purged after retention: %w", batch, ErrState)
 		}
+		if b.Erased {
+			return fmt.Errorf("batch %d's message was erased at a supporter's request: %w", batch, ErrState)
+		}
 		now := s.now().UTC()
 		requeue := func(d *Delivery, p *Part, c *CopyState, ref DeliveryRef) error {
 			reason := "after: " + c.LastError
@@ -697,6 +703,9 @@ func (s *Store) Purge(ctx context.Context, batch uint64) error {
 		}
 		b.Purged = true
 		if err := putBatch(tx, b); err != nil {
+			return err
+		}
+		if err := markWipe(tx); err != nil {
 			return err
 		}
 		return w.event(Event{Event: EventPurged, Batch: batch,

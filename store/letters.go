@@ -124,6 +124,11 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		if err := putLetter(tx, &l); err != nil {
 			return err
 		}
+		if l.State != StatePending { // a counted letter is found through the dedup index
+			if err := indexSender(tx, key, id); err != nil {
+				return err
+			}
+		}
 		return w.event(ev)
 	})
 	if err != nil {

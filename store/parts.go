@@ -380,6 +380,9 @@ func (s *Store) DeliveryMessage(ref DeliveryRef) ([]byte, error) {
 		if b.Purged {
 			return fmt.Errorf("message of batch %d part %d (purged after retention): %w", ref.Batch, ref.Part, ErrNotFound)
 		}
+		if b.Erased {
+			return fmt.Errorf("message of batch %d part %d was erased: a supporter in it asked to be erased: %w", ref.Batch, ref.Part, ErrNotFound)
+		}
 		file = p.File
 		return nil
 	})

@@ -114,6 +114,8 @@ type Store struct {
 	subsMu    sync.Mutex
 	subs      map[*subscription]struct{}
 	subsDone  bool // the store closed: no new subscription
+
+	wipe wipeState // zeroing of free pages (wipe.go)
 }
 
 // Open opens (creating if needed) the store in dir. The directory is created
@@ -174,6 +176,10 @@ func Open(dir string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.wipeIfDue(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// bbolt fsyncs the file but not the directory entry that names it: sync
 	// the directory once (and the parents of directories just made), so a
 	// power cut right after the first start cannot lose the whole file with
@@ -223,6 +229,9 @@ func (s *Store) init(path string) error {
 		}
 		if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
 			return err
+		}
+		if err := buildSenderIndex(tx); err != nil {
+			return fmt.Errorf("store: %s: build the sender index: %w", path, err)
 		}
 		if sec := meta.Get(keySecret); sec != nil {
 			s.secret = append([]byte(nil), sec...)
@@ -452,6 +461,8 @@ func (s *Store) runGroup(group []*op) error {
 
 // view runs fn in a read-only transaction, beside the writer.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.wipe.readers.RLock()
+	defer s.wipe.readers.RUnlock()
 	err := s.db.View(fn)
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		// A read racing Close: the same answer a write gets, so consumers

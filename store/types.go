@@ -174,6 +174,9 @@ type Letter struct {
 	Size       int         `json:"size"`
 	Batch      uint64      `json:"batch,omitempty"`
 	Purged     bool        `json:"purged,omitempty"`
+	// Erased is set once the supporter's personal data was removed at
+	// their request (SPEC 13): From, Name, RemoteIP and the body are gone.
+	Erased bool `json:"erased,omitempty"`
 	// PendingSince is when the letter last became pending (accepted, or
 	// released by an admin): the batch clock counts from here (SPEC 7).
 	PendingSince time.Time `json:"pending_since,omitzero"`
@@ -286,6 +289,9 @@ type Batch struct {
 	Purged bool `json:"purged,omitempty"`
 	// PurgeAt is when the bodies go, set once every copy is delivered.
 	PurgeAt time.Time `json:"purge_at,omitzero"`
+	// Erased is set once the message was removed because a supporter in
+	// it asked to be erased (SPEC 13).
+	Erased bool `json:"erased,omitempty"`
 }
 
 // Complete reports whether every recipient has its copy.

@@ -25,12 +25,13 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// buildBinary builds petitiond into the test's temp dir (again at every call).
-func buildBinary(t *testing.T) string {
+// buildBinary builds petitiond into the test's temp dir (again at every
+// call), with build tags if given (crashtest: failpoints, store/failpoint*.go).
+func buildBinary(t *testing.T, tags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "petitiond")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command(gobin, "build", "-tags", strings.Join(tags, ","), "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

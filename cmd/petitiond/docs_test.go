@@ -39,7 +39,8 @@ func commandFlags(t *testing.T, name string) []string {
 }
 
 // manCommands reads the COMMANDS section of the man page: each entry's tag
-// names "petitiond COMMAND [ACTION]"; it returns the commands and the
+// names "petitiond COMMAND [ACTION]" (an italic word there is an argument);
+// it returns the commands and the
 // actions of each, sorted.
 func manCommands(t *testing.T) ([]string, map[string][]string) {
 	t.Helper()
@@ -69,7 +70,9 @@ func manCommands(t *testing.T) ([]string, map[string][]string) {
 		if !slices.Contains(cmds, f[1]) {
 			cmds = append(cmds, f[1])
 		}
-		if len(f) > 2 && !strings.HasPrefix(f[2], "-") && !strings.HasPrefix(f[2], "[") {
+		// A third word in italics is the command's argument, not an action.
+		argument := strings.Contains(lines[i+1], `\fI`+strings.TrimSuffix(strings.Join(f[2:min(3, len(f))], ""), "..."))
+		if len(f) > 2 && !argument && !strings.HasPrefix(f[2], "-") && !strings.HasPrefix(f[2], "[") {
 			for _, a := range strings.Split(f[2], "|") {
 				if !slices.Contains(actions[f[1]], a) {
 					actions[f[1]] = append(actions[f[1]], a)

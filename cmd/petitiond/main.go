@@ -33,6 +33,8 @@ func commands() []command {
 		{"pause", "pause [-reason R]", "emergency hold: letters still counted, no batch closes, nothing sent", runPause},
 		{"resume", "resume", "end a pause", runResume},
 		{"health", "health", "ask the daemon's /healthz; exit 1 when it is failing", runHealth},
+		{"lookup", "lookup ADDRESS", "what the store holds about one supporter", runLookup},
+		{"erase", "erase ADDRESS", "remove one supporter's personal data from the store", runErase},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
 		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
 		{"version", "version", "version, commit and Go version of this binary", runVersion},

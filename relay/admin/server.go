@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/petitiond/petitiond/loopback"
+	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -62,6 +63,8 @@ type Options struct {
 	// SMTP, when set, says whether the SMTP listeners take connections
 	// (nil) or why not, for /healthz.
 	SMTP func() error
+	// Fold is [dedup]: how lookup and erase normalise an address.
+	Fold verify.FoldOptions
 }
 
 // Server is the admin listener.
@@ -295,6 +298,10 @@ func (s *Server) routes() []route {
 		{"GET /api/pause", adminAccess, s.pauseState},
 		{"POST /api/pause", adminAccess, s.setPause(true)},
 		{"POST /api/resume", adminAccess, s.setPause(false)},
+
+		// A supporter's rights (privacy.go).
+		{"GET /api/lookup", adminAccess, s.lookup},
+		{"POST /api/erase", adminAccess, s.erase},
 	}
 }
 

@@ -9,8 +9,9 @@ import (
 )
 
 // Purger removes letter bodies once their batch reached every recipient and
-// store.retention has passed. It reads the store's purge index, so a
-// restart resumes it.
+// store.retention has passed, and the sender and IP of journal events older
+// than that (forget.go), then wipes the store file's free pages of them. It
+// reads the store's purge index and journal, so a restart resumes it.
 type Purger struct {
 	store *store.Store
 	log   *slog.Logger
@@ -38,7 +39,9 @@ func (p *Purger) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration { return p.purgeDue(ctx) })
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration {
+		return min(p.purgeDue(ctx), p.forgetDue(ctx))
+	})
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {
