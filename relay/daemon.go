@@ -127,7 +127,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		metrics = d.admin.Metrics()
 	}
 	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration,
-		KeyCache: dkimKeyCache})
+		KeyCache: dkimKeyCache, SPF: cfg.Verify.SPF})
 	if d.smtp, err = inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics, Listen: opt.Listen}); err != nil {
 		return nil, err
 	}

@@ -99,6 +99,9 @@ type holds struct {
 	marked []string
 	// events is the whole journal, oldest first, as "kind sender".
 	events []string
+	// verdicts, when set, are how the letters given an ID verified, by
+	// sender: "spf spf.test" (kind and domain).
+	verdicts map[string]string
 }
 
 // inboundCase is one hostile (or merely unusual) input: what the store
@@ -115,6 +118,7 @@ type inboundCase struct {
 	// address) and gets reply; or, instead, dialogue runs after EHLO.
 	msg      []byte
 	rcpt     string
+	mailFrom string // MAIL FROM of msg; default bounce@client.test, "<>" the null sender
 	reply    string
 	dialogue []step
 	holds    holds
@@ -141,6 +145,24 @@ func TestInboundDialogues(t *testing.T) {
 	dns.SetKey(published)
 	dns.SetServFail("sel._domainkey.servfail.test")
 	dns.SetTimeout("sel._domainkey.slow.test")
+	// SPF records of envelope senders; the daemon sees clients at 127.0.0.1.
+	dns.SetTXT("spf.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("rsa.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("mail.spf.test", "v=spf1 ip4:127.0.0.0/8 -all")
+	dns.SetTXT("spfsoft.test", "v=spf1 ip4:192.0.2.1 ~all")
+	dns.SetTXT("spffail.test", "v=spf1 ip4:192.0.2.1 -all")
+	dns.SetTXT("spfperm.test", "v=spf1 ip4:127.0.0.1/33 -all")
+	dns.SetServFail("spftemp.test")
+	// Eleven includes: the first ten do not match, the eleventh would
+	// pass, but RFC 7208 4.6.4 allows ten DNS-querying terms.
+	var includes []string
+	for i := 1; i <= 11; i++ {
+		name := fmt.Sprintf("i%d.spfinc.test", i)
+		includes = append(includes, "include:"+name)
+		dns.SetTXT(name, "v=spf1 -all")
+	}
+	dns.SetTXT("i11.spfinc.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("spfinc.test", "v=spf1 "+strings.Join(includes, " ")+" -all")
 	unpublished := map[string]*keyserver.Key{}
 	for _, k := range []struct{ domain, algo string }{{"wrongkey.test", "rsa"}, {"servfail.test", "ed25519"}, {"slow.test", "ed25519"}} {
 		if unpublished[k.domain], err = keyserver.NewKey(k.domain, "sel", k.algo); err != nil {
@@ -306,6 +328,53 @@ func TestInboundDialogues(t *testing.T) {
 			holds: holds{counted: 1, duplicates: 1, marked: []string{"dan@rsa.test"}, events: []string{"accepted dan@rsa.test", "duplicate dan@rsa.test"}}},
 	}
 
+	// SPF (SPEC 5): a letter without an aligned DKIM pass verifies when
+	// SPF passes for MAIL FROM from the client's IP and MAIL FROM's domain
+	// aligns with From's; nothing else SPF says verifies it.
+	cases = append(cases, []inboundCase{
+		{name: "SPF pass aligned", msg: letter("Sol <sol@spf.test>", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted sol@spf.test"}, verdicts: map[string]string{"sol@spf.test": "spf spf.test"}}},
+		{name: "SPF pass for a subdomain of the From domain", msg: letter("tita@spf.test", "hi", "unsigned"), mailFrom: "bounce@mail.spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted tita@spf.test"}, verdicts: map[string]string{"tita@spf.test": "spf mail.spf.test"}}},
+		{name: "SPF pass under policy reject", config: rejectPolicy, msg: letter("sol@spf.test", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted sol@spf.test"}, verdicts: map[string]string{"sol@spf.test": "spf spf.test"}}},
+		{name: "SPF pass from a counted sender", config: rejectPolicy, before: [][]byte{signed("rsa.test", "ana@rsa.test")},
+			msg: letter("Ana+x@rsa.test", "hi", "unsigned"), mailFrom: "bounce@rsa.test", reply: "250 2.0.0 already counted",
+			holds: holds{counted: 1, duplicates: 1, events: []string{"accepted ana@rsa.test", "duplicate Ana+x@rsa.test"}}},
+		{name: "SPF pass not aligned with From", msg: letter("vera@ed.test", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"vera@ed.test": "unverified"}, events: []string{"held vera@ed.test"}}},
+		{name: "SPF softfail", msg: letter("sara@spfsoft.test", "hi", "unsigned"), mailFrom: "bounce@spfsoft.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"sara@spfsoft.test": "unverified"}, events: []string{"held sara@spfsoft.test"}}},
+		{name: "SPF fail", msg: letter("fina@spffail.test", "hi", "unsigned"), mailFrom: "bounce@spffail.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"fina@spffail.test": "unverified"}, events: []string{"held fina@spffail.test"}}},
+		{name: "SPF permerror", msg: letter("pepa@spfperm.test", "hi", "unsigned"), mailFrom: "bounce@spfperm.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"pepa@spfperm.test": "unverified"}, events: []string{"held pepa@spfperm.test"}}},
+		{name: "SPF record with 11 includes", msg: letter("ines@spfinc.test", "hi", "unsigned"), mailFrom: "bounce@spfinc.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"ines@spfinc.test": "unverified"}, events: []string{"held ines@spfinc.test"}}},
+		{name: "SPF with a null sender", msg: letter("nula@spf.test", "hi", "unsigned"), mailFrom: "<>",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"nula@spf.test": "unverified"}, events: []string{"held nula@spf.test"}}},
+		{name: "SPF pass with verify.spf off", config: func(c *config.Config) { c.Verify.SPF = false },
+			msg: letter("sol@spf.test", "hi", "unsigned"), mailFrom: "bounce@spf.test", reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"sol@spf.test": "unverified"}, events: []string{"held sol@spf.test"}}},
+		{name: "SPF temporary error", msg: letter("tere@spftemp.test", "hi", "unsigned"), mailFrom: "bounce@spftemp.test",
+			reply: "451 4.7.5"},
+		{name: "SPF temporary error for an unaligned sender", msg: letter("ula@ed.test", "hi", "unsigned"), mailFrom: "bounce@spftemp.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"ula@ed.test": "unverified"}, events: []string{"held ula@ed.test"}}},
+		{name: "SPF temporary error with an aligned DKIM pass", msg: signed("ed.test", "eda@ed.test"), mailFrom: "bounce@spftemp.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted eda@ed.test"}, verdicts: map[string]string{"eda@ed.test": "dkim ed.test"}}},
+	}...)
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -332,7 +401,16 @@ func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
 		if rcpt == "" {
 			rcpt = campaignAddr
 		}
-		r := e.Send(tc.msg, rcpt)
+		var r smtpclient.Reply
+		if tc.mailFrom == "" {
+			r = e.Send(tc.msg, rcpt)
+		} else {
+			var err error
+			r, err = smtpclient.SendMail(e.SMTPAddr(), "client.test", strings.Trim(tc.mailFrom, "<>"), []string{rcpt}, tc.msg, 10*time.Second)
+			if err != nil {
+				t.Fatalf("send: %v (%v)", err, r)
+			}
+		}
 		expectReply(t, "the letter", r, tc.reply)
 		if id := r.LetterID(); id != "" {
 			ids = append(ids, id)
@@ -415,6 +493,17 @@ func checkHolds(t *testing.T, st *store.Store, ids []string, want holds) {
 		}
 		if l.State == store.StatePending && l.Unverified() {
 			marked = append(marked, l.From)
+		}
+	}
+	if want.verdicts != nil {
+		got := map[string]string{}
+		for _, id := range ids {
+			if l, err := st.Letter(id); err == nil {
+				got[l.From] = string(l.Verdict.Kind) + " " + l.Verdict.Domain
+			}
+		}
+		if !maps.Equal(got, want.verdicts) {
+			t.Errorf("verdicts %v, want %v", got, want.verdicts)
 		}
 	}
 	if !slices.Equal(marked, want.marked) {

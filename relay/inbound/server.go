@@ -31,9 +31,10 @@ type Store interface {
 	Reject(ctx context.Context, r store.Rejection) error
 }
 
-// Verifier checks a letter's DKIM signatures.
+// Verifier checks a letter's DKIM signatures and its envelope sender's SPF.
 type Verifier interface {
 	Verify(ctx context.Context, msg []byte, from verify.Sender) verify.Verdict
+	CheckSPF(ctx context.Context, ip net.IP, helo, mailFrom string) verify.SPFResult
 }
 
 // Metrics receives counts of what the front end saw; nil-safe.
@@ -310,7 +311,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later\r\n")
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
-	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}
+	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn(), smtpConn: c}
 	ss.ctx, ss.cancel = context.WithCancel(b.s.base)
 	b.s.track(ss)
 	return ss, nil

@@ -29,6 +29,7 @@ type session struct {
 	cancel     context.CancelFunc
 	ip         string
 	conn       net.Conn
+	smtpConn   *smtp.Conn // for the client's HELO name
 	mailFrom   string
 	rcpts      int
 	postmaster bool
@@ -166,19 +167,11 @@ func (ss *session) letter(msg []byte) error {
 		ss.reject(store.RejectFrom, ss.mailFrom, ferr.Error())
 		return ss.reply(replyBadFrom)
 	}
-	verdict := ss.s.verifier.Verify(ctx, msg, sender)
-	kind := store.VerdictUnverified
-	switch {
-	case verdict.Pass:
-		kind = store.VerdictDKIM
-		ss.s.metrics.Verdict(DKIMPass)
-	case verdict.TempFail:
-		ss.s.metrics.Verdict(DKIMTempError)
-		ss.s.log.Warn("DKIM key lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
-			"sender", sender.Address, "domain", verdict.Domain, "reason", verdict.Reason)
+	dec := ss.verify(ctx, msg, sender)
+	if dec.tempFail {
+		ss.s.log.Warn("a DNS lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
+			"sender", sender.Address, "mail_from", ss.mailFrom, "reason", dec.verdict.Reason)
 		return ss.reply(replyDNSTemporary)
-	default:
-		ss.s.metrics.Verdict(DKIMFail)
 	}
 	dedup, err := verify.NormalizeAddress(sender.Address, ss.s.fold)
 	if err != nil {
@@ -187,13 +180,13 @@ func (ss *session) letter(msg []byte) error {
 	}
 	nl := store.NewLetter{
 		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: ss.ip, Session: ss.id,
-		Verdict:      store.Verdict{Kind: kind, Domain: verdict.Domain, Selector: verdict.Selector, Reason: verdict.Reason},
+		Verdict:      dec.verdict,
 		DedupAddress: dedup, Body: msg,
 	}
 	if !nl.Verdict.Verified() {
 		switch ss.s.cfg.Verify.Unverified {
 		case config.UnverifiedReject:
-			ss.reject(store.RejectUnverified, sender.Address, "unverified: "+verdict.Reason)
+			ss.reject(store.RejectUnverified, sender.Address, "unverified: "+dec.verdict.Reason)
 			return ss.reply(replyUnverified)
 		case config.UnverifiedQuarantine:
 			nl.Hold = store.HeldUnverified
@@ -202,6 +195,41 @@ func (ss *session) letter(msg []byte) error {
 		}
 	}
 	return ss.store(ctx, nl)
+}
+
+// decision is a letter's verdict as the store keeps it, and whether a
+// temporary DNS failure kept it from verifying.
+type decision struct {
+	verdict  store.Verdict
+	tempFail bool
+}
+
+// verify checks the letter's DKIM signatures and, when none passes aligned
+// and verify.spf is on, the SPF record of its envelope sender from the
+// connecting IP (SPEC 5).
+func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender) decision {
+	dkim := ss.s.verifier.Verify(ctx, msg, sender)
+	switch {
+	case dkim.Pass:
+		ss.s.metrics.Verdict(DKIMPass)
+	case dkim.TempFail:
+		ss.s.metrics.Verdict(DKIMTempError)
+	default:
+		ss.s.metrics.Verdict(DKIMFail)
+	}
+	var spf verify.SPFResult // zero: not checked
+	if !dkim.Pass && ss.s.cfg.Verify.SPF {
+		spf = ss.s.verifier.CheckSPF(ctx, net.ParseIP(ss.ip), ss.smtpConn.Hostname(), ss.mailFrom)
+	}
+	d := verify.Decide(dkim, spf, sender.Domain)
+	v := store.Verdict{Kind: store.VerdictUnverified, Domain: dkim.Domain, Selector: dkim.Selector, Reason: d.Reason}
+	switch d.Method {
+	case verify.MethodDKIM:
+		v = store.Verdict{Kind: store.VerdictDKIM, Domain: d.Domain, Selector: d.Selector, Reason: d.Reason}
+	case verify.MethodSPF:
+		v = store.Verdict{Kind: store.VerdictSPF, Domain: d.Domain, Reason: d.Reason}
+	}
+	return decision{verdict: v, tempFail: d.TempFail}
 }
 
 func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
