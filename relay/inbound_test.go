@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,8 @@ type step struct {
 	send string // a command line; CRLF is added
 	raw  []byte // bytes written as they are (a dot-stuffed message, a BDAT chunk), instead of send
 	want string // the reply, as for expectReply; "" reads none
+	// first, when set, is the reply's whole first line after the code.
+	first string
 }
 
 func (s step) String() string {
@@ -85,6 +88,29 @@ func bdat(msg []byte, chunks int, want string) []step {
 		steps = append(steps, step{raw: append([]byte(cmd), msg[off:end]...), want: reply})
 	}
 	return steps
+}
+
+// envelope is MAIL FROM from and RCPT TO the campaign address, accepted.
+func envelope(from string) []step {
+	return []step{{send: "MAIL FROM:<" + from + ">", want: "250"}, {send: "RCPT TO:<" + campaignAddr + ">", want: "250"}}
+}
+
+// sized pads msg with lines of z so that it is exactly size bytes long.
+func sized(msg []byte, size int) []byte {
+	for len(msg) < size {
+		line := min(size-len(msg), 78)
+		if size-len(msg)-line == 1 {
+			line-- // not leave one byte for a line of its own
+		}
+		if line < 2 {
+			panic("sized: one byte short of a line")
+		}
+		msg = append(append(msg, bytes.Repeat([]byte("z"), line-2)...), "\r\n"...)
+	}
+	if len(msg) != size {
+		panic("sized: message already longer than the size")
+	}
+	return msg
 }
 
 // holds is what the store must hold after a case: nothing more.
@@ -116,8 +142,10 @@ type inboundCase struct {
 	before [][]byte
 	// msg is sent in a session of its own to rcpt (default the campaign
 	// address) and gets reply; or, instead, dialogue runs after EHLO.
-	msg      []byte
-	rcpt     string
+	msg  []byte
+	rcpt string
+	// noHello leaves the dialogue to say EHLO or HELO itself, if at all.
+	noHello  bool
 	mailFrom string // MAIL FROM of msg; default bounce@client.test, "<>" the null sender
 	reply    string
 	dialogue []step
@@ -375,6 +403,67 @@ func TestInboundDialogues(t *testing.T) {
 			holds: holds{counted: 1, events: []string{"accepted eda@ed.test"}, verdicts: map[string]string{"eda@ed.test": "dkim ed.test"}}},
 	}...)
 
+	// SMTP itself: line and size limits, postmaster without a domain, the
+	// greeting and commands out of order (RFC 5321, RFC 2034, RFC 4954).
+	const small = 4096
+	smallLimit := func(c *config.Config) { c.SMTP.MaxMessageBytes = small }
+	exactly := sized(letter("exa@ed.test", "size", ""), small)
+	cases = append(cases, []inboundCase{
+		{name: "DATA line over the line limit", dialogue: slices.Concat(envelope("x@client.test"),
+			data(letter("lara@ed.test", "long", strings.Repeat("x", 1999)), "554 5.6.0"),
+			[]step{{send: "NOOP", want: "250"}}),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "DATA line of a megabyte", dialogue: slices.Concat(envelope("x@client.test"),
+			data(letter("lara@ed.test", "long", strings.Repeat("x", 1<<20-4096)), "554 5.6.0"),
+			[]step{{send: "NOOP", want: "250"}}),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "BDAT line over the line limit", dialogue: slices.Concat(envelope("x@client.test"),
+			bdat(letter("lara@ed.test", "long", strings.Repeat("x", 1999)), 2, "554 5.6.0")),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "DATA line at the line limit", msg: letter("lina@ed.test", "long", strings.Repeat("y", 1998)),
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"lina@ed.test": "unverified"}, events: []string{"held lina@ed.test"}}},
+		{name: "exactly max_message_bytes", config: smallLimit, msg: exactly, reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"exa@ed.test": "unverified"}, events: []string{"held exa@ed.test"}}},
+		{name: "one byte over max_message_bytes", config: smallLimit, msg: sized(letter("exo@ed.test", "size", ""), small+1),
+			reply: "552 5.3.4", holds: holds{rejected: 1, events: []string{"rejected bounce@client.test"}}},
+		{name: "BDAT of exactly max_message_bytes", config: smallLimit, dialogue: slices.Concat(envelope("x@client.test"),
+			bdat(exactly, 3, "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"exa@ed.test": "unverified"}, events: []string{"held exa@ed.test"}}},
+		{name: "RCPT TO:<postmaster> without a domain", dialogue: slices.Concat([]step{
+			{send: "MAIL FROM:<abuse@else.test>", want: "250"},
+			{send: "RCPT TO:<Postmaster>", want: "250"},
+		}, data(letter("abuse@else.test", "report", "a report"), "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"abuse@else.test": "postmaster"}, events: []string{"held abuse@else.test"}}},
+		{name: "EHLO reply names smtp.hostname", noHello: true, dialogue: []step{
+			{send: "EHLO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
+		}},
+		{name: "HELO reply names smtp.hostname without an enhanced code", noHello: true, dialogue: []step{
+			{send: "HELO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
+			{send: "MAIL FROM:<x@client.test>", want: "250 2.0.0"},
+		}},
+		{name: "MAIL before HELO", noHello: true, dialogue: []step{
+			{send: "MAIL FROM:<x@client.test>", want: "503 5.5.1"},
+		}},
+		{name: "RCPT before MAIL", dialogue: []step{
+			{send: "RCPT TO:<" + campaignAddr + ">", want: "503 5.5.1"},
+		}},
+		{name: "DATA before RCPT", dialogue: []step{
+			{send: "MAIL FROM:<x@client.test>", want: "250"},
+			{send: "DATA", want: "503 5.5.1"},
+		}},
+		{name: "MAIL inside a transaction", dialogue: slices.Concat(envelope("x@client.test"), []step{
+			{send: "MAIL FROM:<y@client.test>", want: "503 5.5.1"},
+		})},
+		{name: "AUTH when none is offered", dialogue: []step{
+			{send: "AUTH PLAIN AGFuYQBzZWNyZXQ=", want: "503 5.5.1"},
+			{send: "MAIL FROM:<x@client.test>", want: "250"},
+		}},
+		{name: "unknown command", dialogue: []step{
+			{send: "FROB", want: "500"},
+		}},
+	}...)
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -392,7 +481,8 @@ func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
 		}
 	}})
 	e.Start()
-	var ids []string // of every letter the store was given
+	var ids []string      // of every letter the store was given
+	var sessions []string // named by refusals
 	for _, msg := range tc.before {
 		ids = append(ids, e.Queued(msg))
 	}
@@ -415,21 +505,60 @@ func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
 		if id := r.LetterID(); id != "" {
 			ids = append(ids, id)
 		}
+		sessions = append(sessions, refusalSession(t, r))
 	} else {
-		ids = append(ids, runDialogue(t, e, tc.dialogue)...)
+		var s []string
+		ids, s = runDialogue(t, e, tc.dialogue, !tc.noHello)
+		sessions = append(sessions, s...)
 	}
 	checkHolds(t, e.Store(), ids, tc.holds)
+	checkRejectedSessions(t, e.Store(), sessions)
 }
 
-// runDialogue speaks the steps after EHLO and returns the letter IDs given.
-func runDialogue(t *testing.T, e *testenv.Test, steps []step) []string {
+// sessionNote is how every refusal names its session (12 hex digits).
+var sessionNote = regexp.MustCompile(`\(session ([0-9a-f]{12})\)$`)
+
+// refusalSession checks that a refusal names its session at the end of its
+// text, and returns the session ID; "" for a reply that is no refusal.
+func refusalSession(t *testing.T, r smtpclient.Reply) string {
+	t.Helper()
+	if r.Code < 400 {
+		return ""
+	}
+	m := sessionNote.FindStringSubmatch(r.Text)
+	if m == nil {
+		t.Errorf("refusal %q does not name its session", r.String())
+		return ""
+	}
+	return m[1]
+}
+
+// checkRejectedSessions: every rejected letter's event names a session that
+// a refusal named, so the sender's report leads to the journal.
+func checkRejectedSessions(t *testing.T, st *store.Store, sessions []string) {
+	t.Helper()
+	events, err := st.Events(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events {
+		if ev.Event == store.EventRejected && !slices.Contains(sessions, ev.Session) {
+			t.Errorf("rejected event of session %q; the refusals named %q", ev.Session, sessions)
+		}
+	}
+}
+
+// runDialogue speaks the steps, after EHLO if hello is set, and returns
+// the letter IDs given and the sessions refusals named.
+func runDialogue(t *testing.T, e *testenv.Test, steps []step, hello bool) (ids, sessions []string) {
 	t.Helper()
 	c := e.Dial()
 	defer c.Quit()
-	if r, err := c.Hello("client.test"); err != nil || r.Code != 250 {
-		t.Fatalf("EHLO: %v %v", r, err)
+	if hello {
+		if r, err := c.Hello("client.test"); err != nil || r.Code != 250 {
+			t.Fatalf("EHLO: %v %v", r, err)
+		}
 	}
-	var ids []string
 	for i, s := range steps {
 		msg := s.raw
 		if msg == nil {
@@ -448,11 +577,15 @@ func runDialogue(t *testing.T, e *testenv.Test, steps []step) []string {
 		if !replyIs(r, s.want) {
 			t.Fatalf("step %d (%s): got %q, want %s", i+1, s, r.String(), s.want)
 		}
+		if first, _, _ := strings.Cut(r.Text, "\n"); s.first != "" && first != s.first {
+			t.Errorf("step %d (%s): first line %q, want %q", i+1, s, first, s.first)
+		}
 		if id := r.LetterID(); id != "" {
 			ids = append(ids, id)
 		}
+		sessions = append(sessions, refusalSession(t, r))
 	}
-	return ids
+	return ids, sessions
 }
 
 // checkHolds compares the store with want; ids are the letters it was given.
@@ -534,6 +667,7 @@ func TestSessionLimits(t *testing.T) {
 	}
 	c := e.Dial()
 	expectReply(t, "third session from one IP", c.Banner, "421 4.7.0")
+	refusalSession(t, c.Banner)
 	c.Close()
 	// Another loopback source address is another IP: it gets in, up to the total.
 	c2, err := smtpclient.DialFrom("127.0.0.2", e.SMTPAddr(), 5*time.Second)
@@ -546,6 +680,7 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReply(t, "over the total", c3.Banner, "421 4.7.0")
+	refusalSession(t, c3.Banner)
 	c3.Close()
 	c2.Quit()
 	open[0].Quit()
@@ -593,6 +728,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil || r.Code != 421 {
 		t.Errorf("idle session at shutdown: %v %v, want 421", r, err)
 	}
+	refusalSession(t, r)
 	if err := busy.Raw(data[half:]); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ const (
 	replyReadFailed
 	replyShuttingDown
 	replyOneKindOfRecipient
+	replyLineTooLong
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -35,15 +36,16 @@ var replies = map[replyKind]smtp.SMTPError{
 	replyTimeout:        {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "timeout reading the message; try again"},
 	replyReadFailed:     {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "error reading the message; try again"},
 	replyShuttingDown:   {Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"},
+	replyLineTooLong: {Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: fmt.Sprintf("a line of the message is longer than %d octets", maxLineLength)},
 	replyOneKindOfRecipient: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
 		Message: "letters to the campaign and mail to postmaster go in separate transactions; send this one again"},
 }
 
 // reply builds the bare *smtp.SMTPError go-smtp needs to keep the code (a
-// wrapped error would become a permanent 554 carrying internal text), tagged
-// with the session ID so an admin can find the log lines.
+// wrapped error would become a permanent 554 carrying internal text);
+// go-smtp adds the session ID to it, as to every refusal (refusalNote).
 func (ss *session) reply(k replyKind) error {
 	r := replies[k]
-	r.Message = fmt.Sprintf("%s (session %s)", r.Message, ss.id)
 	return &r
 }

@@ -44,19 +44,29 @@ type Metrics interface {
 	Verdict(result DKIMResult)
 }
 
-// RefusalClass says which connection limit refused a connection.
+// RefusalClass says which connection limit refused a connection, or cut
+// one short.
 type RefusalClass string
 
 // Refusal classes.
 const (
 	RefusedMaxConnections RefusalClass = "max_connections"
 	RefusedMaxPerIP       RefusalClass = "max_per_ip"
+	// CutLifetime: the session outlived its lifetime.
+	CutLifetime RefusalClass = "session_lifetime"
+	// CutTooSlow: the client sent below the minimum data rate.
+	CutTooSlow RefusalClass = "too_slow"
 )
 
-// text is what the 421 tells the client.
+// text is what the 421 tells the client, and the log.
 func (c RefusalClass) text() string {
-	if c == RefusedMaxPerIP {
+	switch c {
+	case RefusedMaxPerIP:
 		return "too many connections from your address"
+	case CutLifetime:
+		return "session lasted too long"
+	case CutTooSlow:
+		return "client sent too slowly"
 	}
 	return "too many connections"
 }
@@ -79,6 +89,34 @@ type Options struct {
 	// Listen opens one smtp.listen address; nil means net.Listen("tcp",
 	// addr).
 	Listen func(addr string) (net.Listener, error)
+	// SessionLifetime bounds a whole session; 0 means 10 × smtp.timeout.
+	SessionLifetime time.Duration
+	// MinDataRate is the least a client must send, in bytes per second
+	// averaged over its session once smtp.timeout has passed; 0 means
+	// DefaultMinDataRate.
+	MinDataRate int
+}
+
+// DefaultMinDataRate is the default Options.MinDataRate: far below any
+// real client, far above one that drips a byte every few seconds.
+const DefaultMinDataRate = 256
+
+// maxLineLength is the longest line, CRLF included, that the front end
+// reads in a command or a message. RFC 5321 4.5.3.1.6 allows 1000; a
+// letter with longer lines is still taken up to this length (the batch
+// carries it base64-encoded), and refused beyond it.
+const maxLineLength = 2000
+
+// sessionPace is the lifetime and data rate every session must keep.
+func sessionPace(cfg *config.Config, opt Options) pace {
+	p := pace{lifetime: opt.SessionLifetime, grace: cfg.SMTP.Timeout.Duration, minRate: opt.MinDataRate}
+	if p.lifetime <= 0 {
+		p.lifetime = 10 * cfg.SMTP.Timeout.Duration
+	}
+	if p.minRate <= 0 {
+		p.minRate = DefaultMinDataRate
+	}
+	return p
 }
 
 // Server is the SMTP front end.
@@ -144,9 +182,11 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 			s.domains[a[at+1:]] = true
 		}
 	}
-	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, s.refused)
+	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, sessionPace(cfg, opt), s.refused)
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.SMTP.Hostname
+	srv.MaxLineLength = maxLineLength
+	srv.RefusalNote = refusalNote
 	srv.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	srv.MaxRecipients = 20
 	srv.ReadTimeout = cfg.SMTP.Timeout.Duration
@@ -296,22 +336,39 @@ func (s *Server) closeListeners() {
 	s.listeners = nil
 }
 
-func (s *Server) refused(ip string, why RefusalClass) {
+func (s *Server) refused(ip, session string, why RefusalClass) {
 	s.metrics.SessionRefused(why)
-	s.log.Warn("connection refused", "ip", ip, "reason", why.text())
+	if why == CutLifetime || why == CutTooSlow {
+		s.log.Warn("session cut", "session", session, "ip", ip, "reason", why.text())
+		return
+	}
+	s.log.Warn("connection refused", "session", session, "ip", ip, "reason", why.text())
+}
+
+// refusalNote names the session in every refusal go-smtp writes, ours
+// included, so a sender's report of a refusal leads to its log lines.
+func refusalNote(c *smtp.Conn) string {
+	if lc := connOf(c.Conn()); lc != nil {
+		return "(session " + lc.id + ")"
+	}
+	return ""
 }
 
 type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.metrics.Session()
+	id := newSessionID()
+	if lc := connOf(c.Conn()); lc != nil {
+		id = lc.id
+	}
 	if b.s.draining.Load() {
 		// go-smtp would answer the error and keep the connection open
 		// without a session; say 421 and hang up instead.
-		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later\r\n")
+		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later (session "+id+")\r\n")
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
-	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn(), smtpConn: c}
+	ss := &session{s: b.s, id: id, ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn(), smtpConn: c}
 	ss.ctx, ss.cancel = context.WithCancel(b.s.base)
 	b.s.track(ss)
 	return ss, nil

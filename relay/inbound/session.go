@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -75,7 +76,7 @@ func (ss *session) closeIfIdle() bool {
 	if !ss.closed {
 		ss.closed = true
 		_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = ss.conn.Write([]byte("421 4.3.2 " + ss.s.cfg.SMTP.Hostname + " shutting down, try again later\r\n"))
+		_, _ = ss.conn.Write([]byte("421 4.3.2 " + ss.s.cfg.SMTP.Hostname + " shutting down, try again later (session " + ss.id + ")\r\n"))
 		_ = ss.conn.Close()
 	}
 	return true
@@ -150,6 +151,10 @@ func (ss *session) letter(msg []byte) error {
 	if where := crlf.IndexBare(msg); where >= 0 {
 		ss.reject(store.RejectBareLineEnding, ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
 		return ss.reply(replyBareLineEnding)
+	}
+	if n := longestLine(msg); n > maxLineLength {
+		ss.reject(store.RejectLineTooLong, ss.mailFrom, "a line of "+strconv.Itoa(n)+" octets")
+		return ss.reply(replyLineTooLong)
 	}
 	received := ss.s.now()
 	sender, ferr := verify.ParseFrom(msg)
@@ -255,4 +260,19 @@ func (ss *session) reject(class store.RejectClass, from, reason string) {
 	if err := ss.s.store.Reject(ss.ctx, r); err != nil {
 		ss.s.log.Error("recording a rejection failed", "session", ss.id, "ip", ss.ip, "err", err)
 	}
+}
+
+// longestLine is the length of msg's longest line, its line ending
+// included.
+func longestLine(msg []byte) int {
+	longest := 0
+	for len(msg) > 0 {
+		n := bytes.IndexByte(msg, '\n') + 1
+		if n == 0 {
+			n = len(msg)
+		}
+		longest = max(longest, n)
+		msg = msg[n:]
+	}
+	return longest
 }
