@@ -624,6 +624,12 @@ func checkHolds(t *testing.T, st *store.Store, ids []string, want holds) {
 			t.Errorf("letter %s given in a reply: %v", id, err)
 			continue
 		}
+		// Every letter answered with an ID is kept whole, an unverified
+		// repeat under policy relay included: storing it or not must not
+		// tell the sender whether the address was counted (issue 9 point 11).
+		if body, err := st.Body(id); err != nil || len(body) != l.Size {
+			t.Errorf("letter %s (%s) body: %d bytes of %d, %v", id, l.State, len(body), l.Size, err)
+		}
 		if l.State == store.StatePending && l.Unverified() {
 			marked = append(marked, l.From)
 		}

@@ -114,6 +114,7 @@ type Store struct {
 	subsMu    sync.Mutex
 	subs      map[*subscription]struct{}
 	subsDone  bool // the store closed: no new subscription
+	ids       letterIDs
 }
 
 // Open opens (creating if needed) the store in dir. The directory is created

@@ -27,6 +27,7 @@ import (
 
 // Store is what the front end needs of the store.
 type Store interface {
+	ReserveLetterID() (string, error)
 	Accept(ctx context.Context, nl store.NewLetter) (store.Accepted, error)
 	Reject(ctx context.Context, r store.Rejection) error
 }
@@ -174,9 +175,9 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 		s.listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
-	s.bounceAddr = strings.ToLower(cfg.Campaign.From)
+	s.bounceAddr = asciiLower(cfg.Campaign.From)
 	for _, a := range cfg.Campaign.Addresses {
-		a = strings.ToLower(a)
+		a = asciiLower(a)
 		s.addresses[a] = true
 		if at := strings.LastIndexByte(a, '@'); at >= 0 {
 			s.domains[a[at+1:]] = true

@@ -30,10 +30,16 @@ type session struct {
 	cancel     context.CancelFunc
 	ip         string
 	conn       net.Conn
-	smtpConn   *smtp.Conn // for the client's HELO name
+	smtpConn   *smtp.Conn // for the client's HELO name and TLS state
 	mailFrom   string
+	utf8       bool  // MAIL FROM asked for SMTPUTF8
+	size       int64 // MAIL FROM's SIZE, 0 if none
 	rcpts      int
+	rcpt       string // the first recipient, lower-case
 	postmaster bool
+	// buf holds the letter being read, after room for its Received:
+	// field (receivedRoom).
+	buf []byte
 
 	mu     sync.Mutex
 	busy   bool // inside DATA or BDAT: the letter is not yet answered
@@ -41,7 +47,8 @@ type session struct {
 }
 
 func (ss *session) Reset() {
-	ss.mailFrom, ss.rcpts, ss.postmaster = "", 0, false
+	ss.mailFrom, ss.utf8, ss.size, ss.rcpts, ss.rcpt, ss.postmaster = "", false, 0, 0, "", false
+	ss.buf = nil
 	ss.mu.Lock()
 	ss.busy = false
 	ss.mu.Unlock()
@@ -61,6 +68,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return ss.reply(replyTooBig)
 	}
 	ss.mailFrom = from
+	if opts != nil {
+		ss.utf8, ss.size = opts.UTF8, opts.Size
+	}
 	return nil
 }
 
@@ -83,16 +93,8 @@ func (ss *session) closeIfIdle() bool {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	addr := strings.ToLower(to)
-	var postmaster bool
-	switch {
-	case ss.s.addresses[addr]:
-	case ss.isPostmaster(addr), addr == ss.s.bounceAddr:
-		// RFC 5321 4.5.1: postmaster must be accepted; so must bounces of
-		// batches, which come back to campaign.from. Such mail is kept for
-		// an admin and never counted.
-		postmaster = true
-	default:
+	addr, postmaster, ok := ss.s.recipient(to)
+	if !ok {
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
 		return ss.reply(replyNotCampaign)
 	}
@@ -103,16 +105,44 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return ss.reply(replyOneKindOfRecipient)
 	}
 	ss.postmaster = postmaster
+	if ss.rcpts == 0 {
+		ss.rcpt = addr
+	}
 	ss.rcpts++
 	return nil
 }
 
-func (ss *session) isPostmaster(addr string) bool {
-	if addr == "postmaster" {
-		return true
+// recipient says whether the front end takes mail for to (RCPT TO, as
+// go-smtp parsed it), as whom (lower-case), and whether it is mail for an
+// admin rather than a letter: postmaster (RFC 5321 4.5.1 requires it, with
+// or without a campaign domain) and campaign.from, where bounces of
+// batches come back, are kept for an admin and never counted. Case is
+// folded for ASCII letters only, so no other character can stand in for
+// one of an address.
+func (s *Server) recipient(to string) (addr string, postmaster, ok bool) {
+	addr = asciiLower(to)
+	switch {
+	case s.addresses[addr]:
+		return addr, false, true
+	case addr == "postmaster", addr == s.bounceAddr:
+		return addr, true, true
 	}
-	local, domain, ok := strings.Cut(addr, "@")
-	return ok && local == "postmaster" && ss.s.domains[domain]
+	local, domain, found := strings.Cut(addr, "@")
+	if found && local == "postmaster" && s.domains[domain] {
+		return addr, true, true
+	}
+	return "", false, false
+}
+
+// asciiLower lower-cases the ASCII letters of s and nothing else.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Data reads the whole letter, then decides. Reading to the end first matters
@@ -127,7 +157,9 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.busy = true
 	ss.mu.Unlock()
-	msg, err := io.ReadAll(r)
+	var err error
+	ss.buf, err = readMessage(r, receivedRoom, ss.size, ss.s.cfg.SMTP.MaxMessageBytes)
+	msg := ss.buf[receivedRoom:]
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code == 552 {
@@ -237,7 +269,22 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender)
 	return decision{verdict: v, tempFail: d.TempFail}
 }
 
+// store has the letter stored, with its Received: field on top, and
+// answers for it.
 func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
+	id, err := ss.s.store.ReserveLetterID()
+	if err != nil {
+		ss.s.log.Error("reserving a letter ID failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
+			"sender", nl.From, "err", err)
+		return ss.reply(replyStoreFailed)
+	}
+	_, tls := ss.smtpConn.TLSConnectionState()
+	t := trace{host: ss.s.cfg.SMTP.Hostname, helo: ss.smtpConn.Hostname(), ip: ss.ip, id: id, tls: tls,
+		utf8: ss.utf8, when: nl.Received}
+	if ss.rcpts == 1 {
+		t.rcpt = ss.rcpt
+	}
+	nl.ID, nl.Body = id, withField(ss.buf, receivedRoom, t.receivedField())
 	res, err := ss.s.store.Accept(ctx, nl)
 	if err != nil {
 		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
@@ -275,4 +322,42 @@ func longestLine(msg []byte) int {
 		msg = msg[n:]
 	}
 	return longest
+}
+
+// receivedRoom is the space left before a message as it is read, so its
+// Received: field goes on top without copying the message.
+const receivedRoom = 1024
+
+// readMessage reads a whole message into a buffer after room free bytes;
+// sizeHint (MAIL FROM's SIZE, if any, up to max) sizes it at once.
+func readMessage(r io.Reader, room int, sizeHint, max int64) ([]byte, error) {
+	size := int64(4096)
+	if sizeHint > 0 {
+		size = min(sizeHint, max) + 1 // the reader needs room to see the end
+	}
+	buf := make([]byte, room, room+int(size))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// withField puts field before the message at buf[room:], in the room left
+// for it when it fits.
+func withField(buf []byte, room int, field []byte) []byte {
+	if len(field) <= room {
+		start := room - len(field)
+		copy(buf[start:], field)
+		return buf[start:]
+	}
+	return append(field, buf[room:]...)
 }
