@@ -95,6 +95,13 @@ func envelope(from string) []step {
 	return []step{{send: "MAIL FROM:<" + from + ">", want: "250"}, {send: "RCPT TO:<" + campaignAddr + ">", want: "250"}}
 }
 
+// folded is an unsigned letter from from with a References: field folded
+// over lines lines, one message ID each.
+func folded(from string, lines int) []byte {
+	refs := "References: <first@client.test>\r\n" + strings.Repeat(" <another.message.id@client.test>\r\n", lines)
+	return append([]byte(refs), testenv.Letter(from, campaignAddr, "folded", "text")...)
+}
+
 // sized pads msg with lines of z so that it is exactly size bytes long.
 func sized(msg []byte, size int) []byte {
 	for len(msg) < size {
@@ -435,6 +442,10 @@ func TestInboundDialogues(t *testing.T) {
 			{send: "RCPT TO:<Postmaster>", want: "250"},
 		}, data(letter("abuse@else.test", "report", "a report"), "250 2.0.0 queued as L")),
 			holds: holds{held: map[string]string{"abuse@else.test": "postmaster"}, events: []string{"held abuse@else.test"}}},
+		{name: "header field folded over 20,000 lines", msg: folded("fold@ed.test", 20000), reply: "554 5.6.0",
+			holds: holds{rejected: 1, events: []string{"rejected bounce@client.test"}}},
+		{name: "header field folded over 300 lines", msg: folded("fold@ed.test", 300), reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"fold@ed.test": "unverified"}, events: []string{"held fold@ed.test"}}},
 		{name: "EHLO reply names smtp.hostname", noHello: true, dialogue: []step{
 			{send: "EHLO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
 		}},

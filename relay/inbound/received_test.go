@@ -106,3 +106,21 @@ func FuzzReceivedField(f *testing.F) {
 		}
 	})
 }
+
+func TestFoldCost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		msg  string
+		want int64
+	}{
+		{"unfolded", "From: a@b\r\nSubject: x\r\n\r\nbody\r\n more\r\n", 0},
+		{"one continuation", "Subject: ab\r\n cd\r\n\r\nbody\r\n", 13},
+		{"two fields", "A: 1\r\n 2\r\n 3\r\nB: 4\r\n 5\r\n\r\n", 6 + 10 + 6},
+		{"no body", "A: 1\r\n 2", 6},
+		{"tab", "A: 1\n\t2\n\n", 5},
+	} {
+		if got := foldCost([]byte(tc.msg)); got != tc.want {
+			t.Errorf("%s: foldCost = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ const (
 	replyShuttingDown
 	replyOneKindOfRecipient
 	replyLineTooLong
+	replyFoldedTooMuch
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -38,6 +39,8 @@ var replies = map[replyKind]smtp.SMTPError{
 	replyShuttingDown:   {Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"},
 	replyLineTooLong: {Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: fmt.Sprintf("a line of the message is longer than %d octets", maxLineLength)},
+	replyFoldedTooMuch: {Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "header fields folded over too many lines"},
 	replyOneKindOfRecipient: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
 		Message: "letters to the campaign and mail to postmaster go in separate transactions; send this one again"},
 }

@@ -97,6 +97,10 @@ func parseAddressList(value string) ([]*mail.Address, error) {
 // at the first empty line, or at the end of msg.
 func headerFields(msg []byte) []string {
 	var fields []string
+	// The field being read; a continuation line is appended to it in
+	// amortised constant time (a string += per line would copy the whole
+	// field each time: a megabyte folded over 45,000 lines took 40 s).
+	var field strings.Builder
 	for len(msg) > 0 {
 		line := msg
 		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
@@ -108,11 +112,19 @@ func headerFields(msg []byte) []string {
 		if len(line) == 0 {
 			break
 		}
-		if len(fields) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			fields[len(fields)-1] += "\r\n" + string(line)
+		if field.Len() > 0 && (line[0] == ' ' || line[0] == '\t') {
+			field.WriteString("\r\n")
+			field.Write(line)
 			continue
 		}
-		fields = append(fields, string(line))
+		if field.Len() > 0 {
+			fields = append(fields, field.String())
+			field = strings.Builder{}
+		}
+		field.Write(line)
+	}
+	if field.Len() > 0 {
+		fields = append(fields, field.String())
 	}
 	return fields
 }
