@@ -24,6 +24,8 @@ import (
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/relay"
+	"github.com/petitiond/petitiond/relay/inbound"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -144,6 +146,8 @@ type inboundCase struct {
 	// config sets the policy under test; nil keeps the defaults
 	// (verify.unverified = "quarantine").
 	config func(*config.Config)
+	// limits tune the front end's defences (zero: the defaults).
+	limits inbound.Limits
 	// before are letters sent first, each in its own session and each
 	// queued: a sender counted already, for instance.
 	before [][]byte
@@ -446,6 +450,12 @@ func TestInboundDialogues(t *testing.T) {
 			holds: holds{rejected: 1, events: []string{"rejected bounce@client.test"}}},
 		{name: "header field folded over 300 lines", msg: folded("fold@ed.test", 300), reply: "250 2.0.0 queued as L",
 			holds: holds{held: map[string]string{"fold@ed.test": "unverified"}, events: []string{"held fold@ed.test"}}},
+		{name: "free disk below store.min_free_bytes at MAIL FROM", config: func(c *config.Config) { c.Store.MinFreeBytes = 1 << 62 },
+			dialogue: []step{{send: "MAIL FROM:<x@client.test>", want: "452 4.3.1"}}},
+		{name: "free disk below store.min_free_bytes after the letter", config: func(c *config.Config) { c.Store.MinFreeBytes = 1 << 30 },
+			limits: inbound.Limits{FreeBytes: func() (uint64, error) { return 1<<30 + 10000, nil }},
+			msg:    letter("lena@ed.test", "big", strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 300)),
+			reply:  "452 4.3.1"},
 		{name: "EHLO reply names smtp.hostname", noHello: true, dialogue: []step{
 			{send: "EHLO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
 		}},
@@ -485,7 +495,7 @@ func TestInboundDialogues(t *testing.T) {
 
 // runInbound runs one case on a daemon of its own.
 func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
-	e := testenv.PrepareWith(t, testenv.Options{DNS: dns, Configure: func(c *config.Config) {
+	e := testenv.PrepareWith(t, testenv.Options{DNS: dns, Daemon: relay.Options{SMTPLimits: tc.limits}, Configure: func(c *config.Config) {
 		testenv.UseCampaign(c)
 		if tc.config != nil {
 			tc.config(c)

@@ -124,3 +124,39 @@ func TestFoldCost(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLineChecks: the line length and folding cost the front end checks
+// every message for agree with plain reference computations.
+func FuzzLineChecks(f *testing.F) {
+	f.Add([]byte("From: a@b\r\nSubject: x\r\n y\r\n\tz\r\n\r\nbody\r\n"))
+	f.Add([]byte("A: 1\n 2\n\n"))
+	f.Add([]byte(" leading\r\nB: x\r\n"))
+	f.Add([]byte("no line ending"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		lines := strings.SplitAfter(string(msg), "\n")
+		longest := 0
+		for _, l := range lines {
+			longest = max(longest, len(l))
+		}
+		if got := longestLine(msg); got != longest {
+			t.Fatalf("longestLine = %d, want %d", got, longest)
+		}
+		// The cost of building each field by concatenating its lines.
+		var cost int64
+		field := ""
+		for _, l := range lines {
+			if strings.TrimRight(l, "\r\n") == "" {
+				break
+			}
+			if l[0] == ' ' || l[0] == '\t' {
+				cost += int64(len(field))
+				field += l
+			} else {
+				field = l
+			}
+		}
+		if got := foldCost(msg); got != cost {
+			t.Fatalf("foldCost = %d, want %d", got, cost)
+		}
+	})
+}

@@ -24,6 +24,9 @@ const (
 	replyOneKindOfRecipient
 	replyLineTooLong
 	replyFoldedTooMuch
+	replyNoSpace
+	replyBusy
+	replyUnverifiedCap
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -41,6 +44,11 @@ var replies = map[replyKind]smtp.SMTPError{
 		Message: fmt.Sprintf("a line of the message is longer than %d octets", maxLineLength)},
 	replyFoldedTooMuch: {Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "header fields folded over too many lines"},
+	replyNoSpace: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "insufficient system storage; try again later"},
+	replyBusy: {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "too many letters arriving at once; try again later"},
+	replyUnverifiedCap: {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1},
+		Message: "too much unverified mail from your network or domain this hour; try again later"},
 	replyOneKindOfRecipient: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
 		Message: "letters to the campaign and mail to postmaster go in separate transactions; send this one again"},
 }

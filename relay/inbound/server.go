@@ -90,35 +90,14 @@ type Options struct {
 	// Listen opens one smtp.listen address; nil means net.Listen("tcp",
 	// addr).
 	Listen func(addr string) (net.Listener, error)
-	// SessionLifetime bounds a whole session; 0 means 10 × smtp.timeout.
-	SessionLifetime time.Duration
-	// MinDataRate is the least a client must send, in bytes per second
-	// averaged over its session once smtp.timeout has passed; 0 means
-	// DefaultMinDataRate.
-	MinDataRate int
+	Limits Limits
 }
-
-// DefaultMinDataRate is the default Options.MinDataRate: far below any
-// real client, far above one that drips a byte every few seconds.
-const DefaultMinDataRate = 256
 
 // maxLineLength is the longest line, CRLF included, that the front end
 // reads in a command or a message. RFC 5321 4.5.3.1.6 allows 1000; a
 // letter with longer lines is still taken up to this length (the batch
 // carries it base64-encoded), and refused beyond it.
 const maxLineLength = 2000
-
-// sessionPace is the lifetime and data rate every session must keep.
-func sessionPace(cfg *config.Config, opt Options) pace {
-	p := pace{lifetime: opt.SessionLifetime, grace: cfg.SMTP.Timeout.Duration, minRate: opt.MinDataRate}
-	if p.lifetime <= 0 {
-		p.lifetime = 10 * cfg.SMTP.Timeout.Duration
-	}
-	if p.minRate <= 0 {
-		p.minRate = DefaultMinDataRate
-	}
-	return p
-}
 
 // Server is the SMTP front end.
 type Server struct {
@@ -137,6 +116,11 @@ type Server struct {
 	domains   map[string]bool
 	// bounceAddr is campaign.from, lower-cased: where batches' bounces go.
 	bounceAddr string
+
+	inFlight     *budget // bytes of letters in memory
+	inFlightWait time.Duration
+	unverified   *unverifiedCap
+	freeBytes    func() (uint64, error)
 
 	// draining is read by sessions while they hold their own lock, so it
 	// is atomic rather than under mu (which Shutdown holds while taking
@@ -183,7 +167,26 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 			s.domains[a[at+1:]] = true
 		}
 	}
-	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, sessionPace(cfg, opt), s.refused)
+	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, sessionPace(cfg, opt.Limits), s.refused)
+	l := opt.Limits
+	if l.InFlightBytes <= 0 {
+		l.InFlightBytes = DefaultInFlightLetters * cfg.SMTP.MaxMessageBytes
+	}
+	// Room for at least one letter of the largest size, with its
+	// Received: field and the byte that shows the end.
+	s.inFlight = newBudget(max(l.InFlightBytes, cfg.SMTP.MaxMessageBytes+receivedRoom+1))
+	s.inFlightWait = l.InFlightWait
+	if s.inFlightWait <= 0 {
+		s.inFlightWait = DefaultInFlightWait
+	}
+	if l.UnverifiedBytesPerHour <= 0 {
+		l.UnverifiedBytesPerHour = DefaultUnverifiedBytesPerHour
+	}
+	s.unverified = newUnverifiedCap(l.UnverifiedBytesPerHour)
+	s.freeBytes = l.FreeBytes
+	if s.freeBytes == nil {
+		s.freeBytes = statfsFree(cfg.Store.Dir)
+	}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.SMTP.Hostname
 	srv.MaxLineLength = maxLineLength
@@ -344,6 +347,22 @@ func (s *Server) refused(ip, session string, why RefusalClass) {
 		return
 	}
 	s.log.Warn("connection refused", "session", session, "ip", ip, "reason", why.text())
+}
+
+// diskHasRoom reports whether the store's file system keeps
+// store.min_free_bytes free after n more bytes. When the free space cannot
+// be read, mail goes on (a full disk still shows as store errors).
+func (s *Server) diskHasRoom(n int64) bool {
+	min := s.cfg.Store.MinFreeBytes
+	if min <= 0 {
+		return true
+	}
+	free, err := s.freeBytes()
+	if err != nil {
+		s.log.Warn("cannot read the store's free disk space", "err", err)
+		return true
+	}
+	return free >= uint64(min)+uint64(n)
 }
 
 // refusalNote names the session in every refusal go-smtp writes, ours

@@ -38,8 +38,10 @@ type session struct {
 	rcpt       string // the first recipient, lower-case
 	postmaster bool
 	// buf holds the letter being read, after room for its Received:
-	// field (receivedRoom).
-	buf []byte
+	// field (receivedRoom); held is what it took from the in-flight
+	// budget.
+	buf  []byte
+	held int64
 
 	mu     sync.Mutex
 	busy   bool // inside DATA or BDAT: the letter is not yet answered
@@ -66,6 +68,10 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if opts != nil && opts.Size > ss.s.cfg.SMTP.MaxMessageBytes {
 		return ss.reply(replyTooBig)
+	}
+	if !ss.s.diskHasRoom(0) {
+		ss.s.log.Warn("free disk space below store.min_free_bytes; sender asked to retry", "session", ss.id, "ip", ss.ip)
+		return ss.reply(replyNoSpace)
 	}
 	ss.mailFrom = from
 	if opts != nil {
@@ -157,9 +163,19 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.busy = true
 	ss.mu.Unlock()
+	// The letter's bytes stay taken from the budget until it is stored
+	// and answered.
+	defer func() {
+		ss.s.inFlight.give(ss.held)
+		ss.held, ss.buf = 0, nil
+	}()
 	var err error
-	ss.buf, err = readMessage(r, receivedRoom, ss.size, ss.s.cfg.SMTP.MaxMessageBytes)
+	ss.buf, err = readMessage(r, receivedRoom, ss.size, ss.s.cfg.SMTP.MaxMessageBytes, ss.take)
 	msg := ss.buf[receivedRoom:]
+	if errors.Is(err, errBusy) {
+		ss.s.log.Warn("letters in flight over their memory budget; sender asked to retry", "session", ss.id, "ip", ss.ip)
+		return ss.reply(replyBusy)
+	}
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code == 552 {
@@ -276,6 +292,23 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender)
 // store has the letter stored, with its Received: field on top, and
 // answers for it.
 func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
+	size := int64(len(ss.buf))
+	if !ss.s.diskHasRoom(size) {
+		ss.s.log.Warn("free disk space below store.min_free_bytes; sender asked to retry", "session", ss.id, "ip", ss.ip,
+			"sender", nl.From)
+		return ss.reply(replyNoSpace)
+	}
+	// Letters that prove nothing are what a flood is made of: each sender
+	// domain and client network may have only so many stored per hour.
+	unverified := !nl.Verdict.Verified()
+	domain := senderDomain(nl.From)
+	if unverified {
+		if over := ss.s.unverified.over(domain, ss.ip, size, ss.s.now()); over != "" {
+			ss.s.log.Warn("unverified mail over its hourly cap; sender asked to retry", "session", ss.id, "ip", ss.ip,
+				"sender", nl.From, "over", over)
+			return ss.reply(replyUnverifiedCap)
+		}
+	}
 	id, err := ss.s.store.ReserveLetterID()
 	if err != nil {
 		ss.s.log.Error("reserving a letter ID failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
@@ -294,6 +327,9 @@ func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
 		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", nl.From, "err", err)
 		return ss.reply(replyStoreFailed)
+	}
+	if unverified {
+		ss.s.unverified.add(domain, ss.ip, size, ss.s.now())
 	}
 	if res.Duplicate {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
@@ -332,17 +368,45 @@ func longestLine(msg []byte) int {
 // Received: field goes on top without copying the message.
 const receivedRoom = 1024
 
+// errBusy is readMessage's error when the in-flight budget had no room.
+var errBusy = errors.New("inbound: letters in flight over their budget")
+
+// take takes n more bytes for this session's letter from the in-flight
+// budget, waiting briefly if it is used up.
+func (ss *session) take(n int64) bool {
+	if !ss.s.inFlight.take(ss.ctx, n, ss.s.inFlightWait) {
+		return false
+	}
+	ss.held += n
+	return true
+}
+
 // readMessage reads a whole message into a buffer after room free bytes;
-// sizeHint (MAIL FROM's SIZE, if any, up to max) sizes it at once.
-func readMessage(r io.Reader, room int, sizeHint, max int64) ([]byte, error) {
+// sizeHint (MAIL FROM's SIZE, if any, up to max) sizes it at once. Every
+// byte of the buffer's capacity is first taken with take; when take
+// refuses, reading stops with errBusy (go-smtp then reads the rest of the
+// message to its end, without keeping it).
+func readMessage(r io.Reader, room int, sizeHint, max int64, take func(int64) bool) ([]byte, error) {
 	size := int64(4096)
 	if sizeHint > 0 {
 		size = min(sizeHint, max) + 1 // the reader needs room to see the end
 	}
+	if !take(int64(room) + size) {
+		return make([]byte, room), errBusy
+	}
 	buf := make([]byte, room, room+int(size))
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			// Double, so a letter without SIZE costs about twice its size
+			// in copies while read, and take the bytes first.
+			grown := min(int64(cap(buf))*2, int64(room)+max+1)
+			if grown <= int64(cap(buf)) {
+				grown = int64(cap(buf)) + 4096
+			}
+			if !take(grown - int64(cap(buf))) {
+				return buf, errBusy
+			}
+			buf = append(make([]byte, 0, grown), buf...)
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -396,4 +460,14 @@ func foldCost(msg []byte) int64 {
 		field += int64(len(line))
 	}
 	return cost
+}
+
+// senderDomain is the lower-case domain of addr, the key of the cap on
+// unverified mail; "<>" for an address without one.
+func senderDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || at == len(addr)-1 {
+		return "<>"
+	}
+	return asciiLower(addr[at+1:])
 }
