@@ -275,8 +275,10 @@ func (s *Store) sweepLeftovers() error {
 			if err := json.Unmarshal(v, &b); err != nil {
 				return fmt.Errorf("decode batch: %w", err)
 			}
-			if b.File != "" && !b.Purged {
-				keep[b.File] = true
+			if !b.Purged {
+				for _, f := range b.Files() {
+					keep[f] = true
+				}
 			}
 			return nil
 		})
