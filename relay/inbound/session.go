@@ -26,34 +26,44 @@ type session struct {
 	id string
 	// ctx ends with the session (Logout) or when a shutdown gives up on
 	// it: DNS lookups and the store write of its letters run under it.
-	ctx        context.Context
-	cancel     context.CancelFunc
-	ip         string
-	conn       net.Conn
-	smtpConn   *smtp.Conn // for the client's HELO name and TLS state
+	ctx      context.Context
+	cancel   context.CancelFunc
+	ip       string
+	conn     net.Conn
+	smtpConn *smtp.Conn // for the client's HELO name and TLS state
+
+	mu  sync.Mutex
+	env envelope
+	// busy is set inside DATA or BDAT: the letter is not yet answered.
+	busy   bool
+	closed bool
+}
+
+// envelope is what the commands of a transaction said. go-smtp reads a
+// BDAT message in a goroutine of its own, which may still run when RSET
+// resets the envelope: Data works on a copy taken under mu.
+type envelope struct {
 	mailFrom   string
 	utf8       bool  // MAIL FROM asked for SMTPUTF8
 	size       int64 // MAIL FROM's SIZE, 0 if none
 	rcpts      int
 	rcpt       string // the first recipient, lower-case
-	postmaster bool
-	// buf holds the letter being read, after room for its Received:
-	// field (receivedRoom); held is what it took from the in-flight
-	// budget.
+	postmaster bool   // the recipients are postmaster or campaign.from
+}
+
+// inFlight is one letter being read, checked and stored.
+type inFlight struct {
+	envelope
+	// buf holds the letter after room for its Received: field
+	// (receivedRoom); held is what it took from the in-flight budget.
 	buf  []byte
 	held int64
-
-	mu     sync.Mutex
-	busy   bool // inside DATA or BDAT: the letter is not yet answered
-	closed bool
 }
 
 func (ss *session) Reset() {
-	ss.mailFrom, ss.utf8, ss.size, ss.rcpts, ss.rcpt, ss.postmaster = "", false, 0, 0, "", false
-	ss.buf = nil
 	ss.mu.Lock()
-	ss.busy = false
-	ss.mu.Unlock()
+	defer ss.mu.Unlock()
+	ss.env, ss.busy = envelope{}, false
 }
 
 func (ss *session) Logout() error {
@@ -73,9 +83,11 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		ss.s.log.Warn("free disk space below store.min_free_bytes; sender asked to retry", "session", ss.id, "ip", ss.ip)
 		return ss.reply(replyNoSpace)
 	}
-	ss.mailFrom = from
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.env.mailFrom = from
 	if opts != nil {
-		ss.utf8, ss.size = opts.UTF8, opts.Size
+		ss.env.utf8, ss.env.size = opts.UTF8, opts.Size
 	}
 	return nil
 }
@@ -104,17 +116,20 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
 		return ss.reply(replyNotCampaign)
 	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	env := &ss.env
 	// A letter is either counted or kept for an admin, never both: the
 	// other kind of recipient waits for its own transaction (the sending
 	// server retries a 452).
-	if ss.rcpts > 0 && postmaster != ss.postmaster {
+	if env.rcpts > 0 && postmaster != env.postmaster {
 		return ss.reply(replyOneKindOfRecipient)
 	}
-	ss.postmaster = postmaster
-	if ss.rcpts == 0 {
-		ss.rcpt = addr
+	env.postmaster = postmaster
+	if env.rcpts == 0 {
+		env.rcpt = addr
 	}
-	ss.rcpts++
+	env.rcpts++
 	return nil
 }
 
@@ -162,16 +177,20 @@ func (ss *session) Data(r io.Reader) error {
 		return ss.reply(replyShuttingDown)
 	}
 	ss.busy = true
+	l := &inFlight{envelope: ss.env}
 	ss.mu.Unlock()
 	// The letter's bytes stay taken from the budget until it is stored
 	// and answered.
-	defer func() {
-		ss.s.inFlight.give(ss.held)
-		ss.held, ss.buf = 0, nil
-	}()
+	defer func() { ss.s.inFlight.give(l.held) }()
+	take := func(n int64) bool {
+		if !ss.s.inFlight.take(ss.ctx, n, ss.s.inFlightWait) {
+			return false
+		}
+		l.held += n
+		return true
+	}
 	var err error
-	ss.buf, err = readMessage(r, receivedRoom, ss.size, ss.s.cfg.SMTP.MaxMessageBytes, ss.take)
-	msg := ss.buf[receivedRoom:]
+	l.buf, err = readMessage(r, receivedRoom, l.size, ss.s.cfg.SMTP.MaxMessageBytes, take)
 	if errors.Is(err, errBusy) {
 		ss.s.log.Warn("letters in flight over their memory budget; sender asked to retry", "session", ss.id, "ip", ss.ip)
 		return ss.reply(replyBusy)
@@ -179,7 +198,7 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code == 552 {
-			ss.reject(store.RejectSize, ss.mailFrom, "message over smtp.max_message_bytes")
+			ss.reject(store.RejectSize, l.mailFrom, "message over smtp.max_message_bytes")
 			return ss.reply(replyTooBig)
 		}
 		var ne net.Error
@@ -190,44 +209,44 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Warn("reading the message failed", "session", ss.id, "ip", ss.ip, "err", err)
 		return ss.reply(replyReadFailed)
 	}
-	return ss.letter(msg)
+	return ss.letter(l)
 }
 
 // letter takes a complete message through the checks of SPEC 4 in order.
-func (ss *session) letter(msg []byte) error {
-	ctx := ss.ctx
+func (ss *session) letter(l *inFlight) error {
+	ctx, msg := ss.ctx, l.buf[receivedRoom:]
 	if where := crlf.IndexBare(msg); where >= 0 {
-		ss.reject(store.RejectBareLineEnding, ss.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
+		ss.reject(store.RejectBareLineEnding, l.mailFrom, "bare CR or LF at byte "+strconv.Itoa(where)+" (SMTP smuggling?)")
 		return ss.reply(replyBareLineEnding)
 	}
 	if n := longestLine(msg); n > maxLineLength {
-		ss.reject(store.RejectLineTooLong, ss.mailFrom, "a line of "+strconv.Itoa(n)+" octets")
+		ss.reject(store.RejectLineTooLong, l.mailFrom, "a line of "+strconv.Itoa(n)+" octets")
 		return ss.reply(replyLineTooLong)
 	}
 	if c := foldCost(msg); c > maxFoldCost {
-		ss.reject(store.RejectLineTooLong, ss.mailFrom, "header fields folded over too many lines (cost "+strconv.FormatInt(c, 10)+")")
+		ss.reject(store.RejectLineTooLong, l.mailFrom, "header fields folded over too many lines (cost "+strconv.FormatInt(c, 10)+")")
 		return ss.reply(replyFoldedTooMuch)
 	}
 	received := ss.s.now()
 	sender, ferr := verify.ParseFrom(msg)
-	if ss.postmaster {
+	if l.postmaster {
 		// Postmaster mail is kept even with a broken From:, since bounces
 		// and complaints are exactly what may arrive there.
 		from := sender.Address
 		if ferr != nil {
-			from = ss.mailFrom
+			from = l.mailFrom
 		}
-		return ss.store(ctx, store.NewLetter{Received: received, From: from, Name: sender.Name,
+		return ss.store(ctx, l, store.NewLetter{Received: received, From: from, Name: sender.Name,
 			RemoteIP: ss.ip, Session: ss.id, Hold: store.HeldPostmaster, Body: msg})
 	}
 	if ferr != nil {
-		ss.reject(store.RejectFrom, ss.mailFrom, ferr.Error())
+		ss.reject(store.RejectFrom, l.mailFrom, ferr.Error())
 		return ss.reply(replyBadFrom)
 	}
-	dec := ss.verify(ctx, msg, sender)
+	dec := ss.verify(ctx, msg, sender, l.mailFrom)
 	if dec.tempFail {
 		ss.s.log.Warn("a DNS lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
-			"sender", sender.Address, "mail_from", ss.mailFrom, "reason", dec.verdict.Reason)
+			"sender", sender.Address, "mail_from", l.mailFrom, "reason", dec.verdict.Reason)
 		return ss.reply(replyDNSTemporary)
 	}
 	dedup, err := verify.NormalizeAddress(sender.Address, ss.s.fold)
@@ -251,7 +270,7 @@ func (ss *session) letter(msg []byte) error {
 			// Counted, marked unverified in its verdict.
 		}
 	}
-	return ss.store(ctx, nl)
+	return ss.store(ctx, l, nl)
 }
 
 // decision is a letter's verdict as the store keeps it, and whether a
@@ -264,7 +283,7 @@ type decision struct {
 // verify checks the letter's DKIM signatures and, when none passes aligned
 // and verify.spf is on, the SPF record of its envelope sender from the
 // connecting IP (SPEC 5).
-func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender) decision {
+func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender, mailFrom string) decision {
 	dkim := ss.s.verifier.Verify(ctx, msg, sender)
 	switch {
 	case dkim.Pass:
@@ -276,7 +295,7 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender)
 	}
 	var spf verify.SPFResult // zero: not checked
 	if !dkim.Pass && ss.s.cfg.Verify.SPF {
-		spf = ss.s.verifier.CheckSPF(ctx, net.ParseIP(ss.ip), ss.smtpConn.Hostname(), ss.mailFrom)
+		spf = ss.s.verifier.CheckSPF(ctx, net.ParseIP(ss.ip), ss.smtpConn.Hostname(), mailFrom)
 	}
 	d := verify.Decide(dkim, spf, sender.Domain)
 	v := store.Verdict{Kind: store.VerdictUnverified, Domain: dkim.Domain, Selector: dkim.Selector, Reason: d.Reason}
@@ -291,8 +310,8 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender)
 
 // store has the letter stored, with its Received: field on top, and
 // answers for it.
-func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
-	size := int64(len(ss.buf))
+func (ss *session) store(ctx context.Context, l *inFlight, nl store.NewLetter) error {
+	size := int64(len(l.buf) - receivedRoom)
 	if !ss.s.diskHasRoom(size) {
 		ss.s.log.Warn("free disk space below store.min_free_bytes; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", nl.From)
@@ -317,11 +336,11 @@ func (ss *session) store(ctx context.Context, nl store.NewLetter) error {
 	}
 	_, tls := ss.smtpConn.TLSConnectionState()
 	t := trace{host: ss.s.cfg.SMTP.Hostname, helo: ss.smtpConn.Hostname(), ip: ss.ip, id: id, tls: tls,
-		utf8: ss.utf8, when: nl.Received}
-	if ss.rcpts == 1 {
-		t.rcpt = ss.rcpt
+		utf8: l.utf8, when: nl.Received}
+	if l.rcpts == 1 {
+		t.rcpt = l.rcpt
 	}
-	nl.ID, nl.Body = id, withField(ss.buf, receivedRoom, t.receivedField())
+	nl.ID, nl.Body = id, withField(l.buf, receivedRoom, t.receivedField())
 	res, err := ss.s.store.Accept(ctx, nl)
 	if err != nil {
 		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
@@ -370,16 +389,6 @@ const receivedRoom = 1024
 
 // errBusy is readMessage's error when the in-flight budget had no room.
 var errBusy = errors.New("inbound: letters in flight over their budget")
-
-// take takes n more bytes for this session's letter from the in-flight
-// budget, waiting briefly if it is used up.
-func (ss *session) take(n int64) bool {
-	if !ss.s.inFlight.take(ss.ctx, n, ss.s.inFlightWait) {
-		return false
-	}
-	ss.held += n
-	return true
-}
 
 // readMessage reads a whole message into a buffer after room free bytes;
 // sizeHint (MAIL FROM's SIZE, if any, up to max) sizes it at once. Every
