@@ -456,6 +456,11 @@ func TestInboundDialogues(t *testing.T) {
 			limits: inbound.Limits{FreeBytes: func() (uint64, error) { return 1<<30 + 10000, nil }},
 			msg:    letter("lena@ed.test", "big", strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 300)),
 			reply:  "452 4.3.1"},
+		{name: "RSET in the middle of BDAT", dialogue: slices.Concat(envelope("x@client.test"), []step{
+			{raw: []byte("BDAT 21\r\nFrom: x@ed.test\r\nSubj"), want: "250"},
+			{send: "RSET", want: "250"},
+		}, envelope("y@client.test"), data(letter("rosa@ed.test", "hi", "after RSET"), "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"rosa@ed.test": "unverified"}, events: []string{"held rosa@ed.test"}}},
 		{name: "EHLO reply names smtp.hostname", noHello: true, dialogue: []step{
 			{send: "EHLO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
 		}},
