@@ -31,6 +31,10 @@ type NewLetter struct {
 	// (HeldUnverified or HeldPostmaster).
 	Hold HeldReason
 	Body []byte
+	// TraceLen is how many bytes at the start of Body are the front end's
+	// own Received: field: what differs between two copies of one letter
+	// (its ID, the time), so a comparison of letters skips it.
+	TraceLen int
 }
 
 // Accepted is what Accept did with a letter.

@@ -340,7 +340,8 @@ func (ss *session) store(ctx context.Context, l *inFlight, nl store.NewLetter) e
 	if l.rcpts == 1 {
 		t.rcpt = l.rcpt
 	}
-	nl.ID, nl.Body = id, withField(l.buf, receivedRoom, t.receivedField())
+	field := t.receivedField()
+	nl.ID, nl.Body, nl.TraceLen = id, withField(l.buf, receivedRoom, field), len(field)
 	res, err := ss.s.store.Accept(ctx, nl)
 	if err != nil {
 		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
