@@ -46,6 +46,10 @@ type Options struct {
 	// Listen opens one smtp.listen address; nil means a TCP listener on
 	// it. Sockets handed over by a service manager come in here.
 	Listen func(addr string) (net.Listener, error)
+	// SMTPLimits tunes the SMTP front end's defences (session lifetime,
+	// data rate, memory for letters in flight, unverified mail per hour,
+	// free disk); the zero value takes the defaults.
+	SMTPLimits inbound.Limits
 }
 
 // The admin listener's metrics are what the SMTP front end reports to.
@@ -133,8 +137,9 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		metrics = d.admin.Metrics()
 	}
 	v := verify.New(verify.Options{Resolver: cfg.Verify.DNSResolver, Timeout: cfg.Verify.DNSTimeout.Duration,
-		KeyCache: dkimKeyCache})
-	if d.smtp, err = inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics, Listen: opt.Listen}); err != nil {
+		KeyCache: dkimKeyCache, SPF: cfg.Verify.SPF})
+	if d.smtp, err = inbound.New(cfg, st, v, inbound.Options{Logger: log, Now: opt.Now, Metrics: metrics, Listen: opt.Listen,
+		Limits: opt.SMTPLimits}); err != nil {
 		return nil, err
 	}
 	tr, err := newTransport(cfg, opt)

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,8 @@ import (
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
+	"github.com/petitiond/petitiond/relay"
+	"github.com/petitiond/petitiond/relay/inbound"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -57,6 +60,8 @@ type step struct {
 	send string // a command line; CRLF is added
 	raw  []byte // bytes written as they are (a dot-stuffed message, a BDAT chunk), instead of send
 	want string // the reply, as for expectReply; "" reads none
+	// first, when set, is the reply's whole first line after the code.
+	first string
 }
 
 func (s step) String() string {
@@ -87,6 +92,36 @@ func bdat(msg []byte, chunks int, want string) []step {
 	return steps
 }
 
+// envelope is MAIL FROM from and RCPT TO the campaign address, accepted.
+func envelope(from string) []step {
+	return []step{{send: "MAIL FROM:<" + from + ">", want: "250"}, {send: "RCPT TO:<" + campaignAddr + ">", want: "250"}}
+}
+
+// folded is an unsigned letter from from with a References: field folded
+// over lines lines, one message ID each.
+func folded(from string, lines int) []byte {
+	refs := "References: <first@client.test>\r\n" + strings.Repeat(" <another.message.id@client.test>\r\n", lines)
+	return append([]byte(refs), testenv.Letter(from, campaignAddr, "folded", "text")...)
+}
+
+// sized pads msg with lines of z so that it is exactly size bytes long.
+func sized(msg []byte, size int) []byte {
+	for len(msg) < size {
+		line := min(size-len(msg), 78)
+		if size-len(msg)-line == 1 {
+			line-- // not leave one byte for a line of its own
+		}
+		if line < 2 {
+			panic("sized: one byte short of a line")
+		}
+		msg = append(append(msg, bytes.Repeat([]byte("z"), line-2)...), "\r\n"...)
+	}
+	if len(msg) != size {
+		panic("sized: message already longer than the size")
+	}
+	return msg
+}
+
 // holds is what the store must hold after a case: nothing more.
 type holds struct {
 	// The tally: letters counted (all pending, as no batch closes),
@@ -99,6 +134,9 @@ type holds struct {
 	marked []string
 	// events is the whole journal, oldest first, as "kind sender".
 	events []string
+	// verdicts, when set, are how the letters given an ID verified, by
+	// sender: "spf spf.test" (kind and domain).
+	verdicts map[string]string
 }
 
 // inboundCase is one hostile (or merely unusual) input: what the store
@@ -108,13 +146,18 @@ type inboundCase struct {
 	// config sets the policy under test; nil keeps the defaults
 	// (verify.unverified = "quarantine").
 	config func(*config.Config)
+	// limits tune the front end's defences (zero: the defaults).
+	limits inbound.Limits
 	// before are letters sent first, each in its own session and each
 	// queued: a sender counted already, for instance.
 	before [][]byte
 	// msg is sent in a session of its own to rcpt (default the campaign
 	// address) and gets reply; or, instead, dialogue runs after EHLO.
-	msg      []byte
-	rcpt     string
+	msg  []byte
+	rcpt string
+	// noHello leaves the dialogue to say EHLO or HELO itself, if at all.
+	noHello  bool
+	mailFrom string // MAIL FROM of msg; default bounce@client.test, "<>" the null sender
 	reply    string
 	dialogue []step
 	holds    holds
@@ -141,6 +184,24 @@ func TestInboundDialogues(t *testing.T) {
 	dns.SetKey(published)
 	dns.SetServFail("sel._domainkey.servfail.test")
 	dns.SetTimeout("sel._domainkey.slow.test")
+	// SPF records of envelope senders; the daemon sees clients at 127.0.0.1.
+	dns.SetTXT("spf.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("rsa.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("mail.spf.test", "v=spf1 ip4:127.0.0.0/8 -all")
+	dns.SetTXT("spfsoft.test", "v=spf1 ip4:192.0.2.1 ~all")
+	dns.SetTXT("spffail.test", "v=spf1 ip4:192.0.2.1 -all")
+	dns.SetTXT("spfperm.test", "v=spf1 ip4:127.0.0.1/33 -all")
+	dns.SetServFail("spftemp.test")
+	// Eleven includes: the first ten do not match, the eleventh would
+	// pass, but RFC 7208 4.6.4 allows ten DNS-querying terms.
+	var includes []string
+	for i := 1; i <= 11; i++ {
+		name := fmt.Sprintf("i%d.spfinc.test", i)
+		includes = append(includes, "include:"+name)
+		dns.SetTXT(name, "v=spf1 -all")
+	}
+	dns.SetTXT("i11.spfinc.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.SetTXT("spfinc.test", "v=spf1 "+strings.Join(includes, " ")+" -all")
 	unpublished := map[string]*keyserver.Key{}
 	for _, k := range []struct{ domain, algo string }{{"wrongkey.test", "rsa"}, {"servfail.test", "ed25519"}, {"slow.test", "ed25519"}} {
 		if unpublished[k.domain], err = keyserver.NewKey(k.domain, "sel", k.algo); err != nil {
@@ -306,6 +367,129 @@ func TestInboundDialogues(t *testing.T) {
 			holds: holds{counted: 1, duplicates: 1, marked: []string{"dan@rsa.test"}, events: []string{"accepted dan@rsa.test", "duplicate dan@rsa.test"}}},
 	}
 
+	// SPF (SPEC 5): a letter without an aligned DKIM pass verifies when
+	// SPF passes for MAIL FROM from the client's IP and MAIL FROM's domain
+	// aligns with From's; nothing else SPF says verifies it.
+	cases = append(cases, []inboundCase{
+		{name: "SPF pass aligned", msg: letter("Sol <sol@spf.test>", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted sol@spf.test"}, verdicts: map[string]string{"sol@spf.test": "spf spf.test"}}},
+		{name: "SPF pass for a subdomain of the From domain", msg: letter("tita@spf.test", "hi", "unsigned"), mailFrom: "bounce@mail.spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted tita@spf.test"}, verdicts: map[string]string{"tita@spf.test": "spf mail.spf.test"}}},
+		{name: "SPF pass under policy reject", config: rejectPolicy, msg: letter("sol@spf.test", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted sol@spf.test"}, verdicts: map[string]string{"sol@spf.test": "spf spf.test"}}},
+		{name: "SPF pass from a counted sender", config: rejectPolicy, before: [][]byte{signed("rsa.test", "ana@rsa.test")},
+			msg: letter("Ana+x@rsa.test", "hi", "unsigned"), mailFrom: "bounce@rsa.test", reply: "250 2.0.0 already counted",
+			holds: holds{counted: 1, duplicates: 1, events: []string{"accepted ana@rsa.test", "duplicate Ana+x@rsa.test"}}},
+		{name: "SPF pass not aligned with From", msg: letter("vera@ed.test", "hi", "unsigned"), mailFrom: "bounce@spf.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"vera@ed.test": "unverified"}, events: []string{"held vera@ed.test"}}},
+		{name: "SPF softfail", msg: letter("sara@spfsoft.test", "hi", "unsigned"), mailFrom: "bounce@spfsoft.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"sara@spfsoft.test": "unverified"}, events: []string{"held sara@spfsoft.test"}}},
+		{name: "SPF fail", msg: letter("fina@spffail.test", "hi", "unsigned"), mailFrom: "bounce@spffail.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"fina@spffail.test": "unverified"}, events: []string{"held fina@spffail.test"}}},
+		{name: "SPF permerror", msg: letter("pepa@spfperm.test", "hi", "unsigned"), mailFrom: "bounce@spfperm.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"pepa@spfperm.test": "unverified"}, events: []string{"held pepa@spfperm.test"}}},
+		{name: "SPF record with 11 includes", msg: letter("ines@spfinc.test", "hi", "unsigned"), mailFrom: "bounce@spfinc.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"ines@spfinc.test": "unverified"}, events: []string{"held ines@spfinc.test"}}},
+		{name: "SPF with a null sender", msg: letter("nula@spf.test", "hi", "unsigned"), mailFrom: "<>",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"nula@spf.test": "unverified"}, events: []string{"held nula@spf.test"}}},
+		{name: "SPF pass with verify.spf off", config: func(c *config.Config) { c.Verify.SPF = false },
+			msg: letter("sol@spf.test", "hi", "unsigned"), mailFrom: "bounce@spf.test", reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"sol@spf.test": "unverified"}, events: []string{"held sol@spf.test"}}},
+		{name: "SPF temporary error", msg: letter("tere@spftemp.test", "hi", "unsigned"), mailFrom: "bounce@spftemp.test",
+			reply: "451 4.7.5"},
+		{name: "SPF temporary error for an unaligned sender", msg: letter("ula@ed.test", "hi", "unsigned"), mailFrom: "bounce@spftemp.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"ula@ed.test": "unverified"}, events: []string{"held ula@ed.test"}}},
+		{name: "SPF temporary error with an aligned DKIM pass", msg: signed("ed.test", "eda@ed.test"), mailFrom: "bounce@spftemp.test",
+			reply: "250 2.0.0 queued as L",
+			holds: holds{counted: 1, events: []string{"accepted eda@ed.test"}, verdicts: map[string]string{"eda@ed.test": "dkim ed.test"}}},
+	}...)
+
+	// SMTP itself: line and size limits, postmaster without a domain, the
+	// greeting and commands out of order (RFC 5321, RFC 2034, RFC 4954).
+	const small = 4096
+	smallLimit := func(c *config.Config) { c.SMTP.MaxMessageBytes = small }
+	exactly := sized(letter("exa@ed.test", "size", ""), small)
+	cases = append(cases, []inboundCase{
+		{name: "DATA line over the line limit", dialogue: slices.Concat(envelope("x@client.test"),
+			data(letter("lara@ed.test", "long", strings.Repeat("x", 1999)), "554 5.6.0"),
+			[]step{{send: "NOOP", want: "250"}}),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "DATA line of a megabyte", dialogue: slices.Concat(envelope("x@client.test"),
+			data(letter("lara@ed.test", "long", strings.Repeat("x", 1<<20-4096)), "554 5.6.0"),
+			[]step{{send: "NOOP", want: "250"}}),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "BDAT line over the line limit", dialogue: slices.Concat(envelope("x@client.test"),
+			bdat(letter("lara@ed.test", "long", strings.Repeat("x", 1999)), 2, "554 5.6.0")),
+			holds: holds{rejected: 1, events: []string{"rejected x@client.test"}}},
+		{name: "DATA line at the line limit", msg: letter("lina@ed.test", "long", strings.Repeat("y", 1998)),
+			reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"lina@ed.test": "unverified"}, events: []string{"held lina@ed.test"}}},
+		{name: "exactly max_message_bytes", config: smallLimit, msg: exactly, reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"exa@ed.test": "unverified"}, events: []string{"held exa@ed.test"}}},
+		{name: "one byte over max_message_bytes", config: smallLimit, msg: sized(letter("exo@ed.test", "size", ""), small+1),
+			reply: "552 5.3.4", holds: holds{rejected: 1, events: []string{"rejected bounce@client.test"}}},
+		{name: "BDAT of exactly max_message_bytes", config: smallLimit, dialogue: slices.Concat(envelope("x@client.test"),
+			bdat(exactly, 3, "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"exa@ed.test": "unverified"}, events: []string{"held exa@ed.test"}}},
+		{name: "RCPT TO:<postmaster> without a domain", dialogue: slices.Concat([]step{
+			{send: "MAIL FROM:<abuse@else.test>", want: "250"},
+			{send: "RCPT TO:<Postmaster>", want: "250"},
+		}, data(letter("abuse@else.test", "report", "a report"), "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"abuse@else.test": "postmaster"}, events: []string{"held abuse@else.test"}}},
+		{name: "header field folded over 20,000 lines", msg: folded("fold@ed.test", 20000), reply: "554 5.6.0",
+			holds: holds{rejected: 1, events: []string{"rejected bounce@client.test"}}},
+		{name: "header field folded over 300 lines", msg: folded("fold@ed.test", 300), reply: "250 2.0.0 queued as L",
+			holds: holds{held: map[string]string{"fold@ed.test": "unverified"}, events: []string{"held fold@ed.test"}}},
+		{name: "free disk below store.min_free_bytes at MAIL FROM", config: func(c *config.Config) { c.Store.MinFreeBytes = 1 << 62 },
+			dialogue: []step{{send: "MAIL FROM:<x@client.test>", want: "452 4.3.1"}}},
+		{name: "free disk below store.min_free_bytes after the letter", config: func(c *config.Config) { c.Store.MinFreeBytes = 1 << 30 },
+			limits: inbound.Limits{FreeBytes: func() (uint64, error) { return 1<<30 + 10000, nil }},
+			msg:    letter("lena@ed.test", "big", strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 300)),
+			reply:  "452 4.3.1"},
+		{name: "RSET in the middle of BDAT", dialogue: slices.Concat(envelope("x@client.test"), []step{
+			{raw: []byte("BDAT 21\r\nFrom: x@ed.test\r\nSubj"), want: "250"},
+			{send: "RSET", want: "250"},
+		}, envelope("y@client.test"), data(letter("rosa@ed.test", "hi", "after RSET"), "250 2.0.0 queued as L")),
+			holds: holds{held: map[string]string{"rosa@ed.test": "unverified"}, events: []string{"held rosa@ed.test"}}},
+		{name: "EHLO reply names smtp.hostname", noHello: true, dialogue: []step{
+			{send: "EHLO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
+		}},
+		{name: "HELO reply names smtp.hostname without an enhanced code", noHello: true, dialogue: []step{
+			{send: "HELO client.test", want: "250", first: "mx.campaign.test Hello client.test"},
+			{send: "MAIL FROM:<x@client.test>", want: "250 2.0.0"},
+		}},
+		{name: "MAIL before HELO", noHello: true, dialogue: []step{
+			{send: "MAIL FROM:<x@client.test>", want: "503 5.5.1"},
+		}},
+		{name: "RCPT before MAIL", dialogue: []step{
+			{send: "RCPT TO:<" + campaignAddr + ">", want: "503 5.5.1"},
+		}},
+		{name: "DATA before RCPT", dialogue: []step{
+			{send: "MAIL FROM:<x@client.test>", want: "250"},
+			{send: "DATA", want: "503 5.5.1"},
+		}},
+		{name: "MAIL inside a transaction", dialogue: slices.Concat(envelope("x@client.test"), []step{
+			{send: "MAIL FROM:<y@client.test>", want: "503 5.5.1"},
+		})},
+		{name: "AUTH when none is offered", dialogue: []step{
+			{send: "AUTH PLAIN AGFuYQBzZWNyZXQ=", want: "503 5.5.1"},
+			{send: "MAIL FROM:<x@client.test>", want: "250"},
+		}},
+		{name: "unknown command", dialogue: []step{
+			{send: "FROB", want: "500"},
+		}},
+	}...)
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -316,14 +500,15 @@ func TestInboundDialogues(t *testing.T) {
 
 // runInbound runs one case on a daemon of its own.
 func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
-	e := testenv.PrepareWith(t, testenv.Options{DNS: dns, Configure: func(c *config.Config) {
+	e := testenv.PrepareWith(t, testenv.Options{DNS: dns, Daemon: relay.Options{SMTPLimits: tc.limits}, Configure: func(c *config.Config) {
 		testenv.UseCampaign(c)
 		if tc.config != nil {
 			tc.config(c)
 		}
 	}})
 	e.Start()
-	var ids []string // of every letter the store was given
+	var ids []string      // of every letter the store was given
+	var sessions []string // named by refusals
 	for _, msg := range tc.before {
 		ids = append(ids, e.Queued(msg))
 	}
@@ -332,26 +517,74 @@ func runInbound(t *testing.T, dns *testenv.DNS, tc inboundCase) {
 		if rcpt == "" {
 			rcpt = campaignAddr
 		}
-		r := e.Send(tc.msg, rcpt)
+		var r smtpclient.Reply
+		if tc.mailFrom == "" {
+			r = e.Send(tc.msg, rcpt)
+		} else {
+			var err error
+			r, err = smtpclient.SendMail(e.SMTPAddr(), "client.test", strings.Trim(tc.mailFrom, "<>"), []string{rcpt}, tc.msg, 10*time.Second)
+			if err != nil {
+				t.Fatalf("send: %v (%v)", err, r)
+			}
+		}
 		expectReply(t, "the letter", r, tc.reply)
 		if id := r.LetterID(); id != "" {
 			ids = append(ids, id)
 		}
+		sessions = append(sessions, refusalSession(t, r))
 	} else {
-		ids = append(ids, runDialogue(t, e, tc.dialogue)...)
+		var s []string
+		ids, s = runDialogue(t, e, tc.dialogue, !tc.noHello)
+		sessions = append(sessions, s...)
 	}
 	checkHolds(t, e.Store(), ids, tc.holds)
+	checkRejectedSessions(t, e.Store(), sessions)
 }
 
-// runDialogue speaks the steps after EHLO and returns the letter IDs given.
-func runDialogue(t *testing.T, e *testenv.Test, steps []step) []string {
+// sessionNote is how every refusal names its session (12 hex digits).
+var sessionNote = regexp.MustCompile(`\(session ([0-9a-f]{12})\)$`)
+
+// refusalSession checks that a refusal names its session at the end of its
+// text, and returns the session ID; "" for a reply that is no refusal.
+func refusalSession(t *testing.T, r smtpclient.Reply) string {
+	t.Helper()
+	if r.Code < 400 {
+		return ""
+	}
+	m := sessionNote.FindStringSubmatch(r.Text)
+	if m == nil {
+		t.Errorf("refusal %q does not name its session", r.String())
+		return ""
+	}
+	return m[1]
+}
+
+// checkRejectedSessions: every rejected letter's event names a session that
+// a refusal named, so the sender's report leads to the journal.
+func checkRejectedSessions(t *testing.T, st *store.Store, sessions []string) {
+	t.Helper()
+	events, err := st.Events(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events {
+		if ev.Event == store.EventRejected && !slices.Contains(sessions, ev.Session) {
+			t.Errorf("rejected event of session %q; the refusals named %q", ev.Session, sessions)
+		}
+	}
+}
+
+// runDialogue speaks the steps, after EHLO if hello is set, and returns
+// the letter IDs given and the sessions refusals named.
+func runDialogue(t *testing.T, e *testenv.Test, steps []step, hello bool) (ids, sessions []string) {
 	t.Helper()
 	c := e.Dial()
 	defer c.Quit()
-	if r, err := c.Hello("client.test"); err != nil || r.Code != 250 {
-		t.Fatalf("EHLO: %v %v", r, err)
+	if hello {
+		if r, err := c.Hello("client.test"); err != nil || r.Code != 250 {
+			t.Fatalf("EHLO: %v %v", r, err)
+		}
 	}
-	var ids []string
 	for i, s := range steps {
 		msg := s.raw
 		if msg == nil {
@@ -370,11 +603,15 @@ func runDialogue(t *testing.T, e *testenv.Test, steps []step) []string {
 		if !replyIs(r, s.want) {
 			t.Fatalf("step %d (%s): got %q, want %s", i+1, s, r.String(), s.want)
 		}
+		if first, _, _ := strings.Cut(r.Text, "\n"); s.first != "" && first != s.first {
+			t.Errorf("step %d (%s): first line %q, want %q", i+1, s, first, s.first)
+		}
 		if id := r.LetterID(); id != "" {
 			ids = append(ids, id)
 		}
+		sessions = append(sessions, refusalSession(t, r))
 	}
-	return ids
+	return ids, sessions
 }
 
 // checkHolds compares the store with want; ids are the letters it was given.
@@ -413,8 +650,25 @@ func checkHolds(t *testing.T, st *store.Store, ids []string, want holds) {
 			t.Errorf("letter %s given in a reply: %v", id, err)
 			continue
 		}
+		// Every letter answered with an ID is kept whole, an unverified
+		// repeat under policy relay included: storing it or not must not
+		// tell the sender whether the address was counted (issue 9 point 11).
+		if body, err := st.Body(id); err != nil || len(body) != l.Size {
+			t.Errorf("letter %s (%s) body: %d bytes of %d, %v", id, l.State, len(body), l.Size, err)
+		}
 		if l.State == store.StatePending && l.Unverified() {
 			marked = append(marked, l.From)
+		}
+	}
+	if want.verdicts != nil {
+		got := map[string]string{}
+		for _, id := range ids {
+			if l, err := st.Letter(id); err == nil {
+				got[l.From] = string(l.Verdict.Kind) + " " + l.Verdict.Domain
+			}
+		}
+		if !maps.Equal(got, want.verdicts) {
+			t.Errorf("verdicts %v, want %v", got, want.verdicts)
 		}
 	}
 	if !slices.Equal(marked, want.marked) {
@@ -445,6 +699,7 @@ func TestSessionLimits(t *testing.T) {
 	}
 	c := e.Dial()
 	expectReply(t, "third session from one IP", c.Banner, "421 4.7.0")
+	refusalSession(t, c.Banner)
 	c.Close()
 	// Another loopback source address is another IP: it gets in, up to the total.
 	c2, err := smtpclient.DialFrom("127.0.0.2", e.SMTPAddr(), 5*time.Second)
@@ -457,6 +712,7 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReply(t, "over the total", c3.Banner, "421 4.7.0")
+	refusalSession(t, c3.Banner)
 	c3.Close()
 	c2.Quit()
 	open[0].Quit()
@@ -504,6 +760,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil || r.Code != 421 {
 		t.Errorf("idle session at shutdown: %v %v, want 421", r, err)
 	}
+	refusalSession(t, r)
 	if err := busy.Raw(data[half:]); err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func receivedParts(t *testing.T, rcpt string, msgs []sinkserver.Message, batchMe
 		}
 		p := part{n: n}
 		for _, l := range b.Letters {
-			p.letters = append(p.letters, l.Raw)
+			p.letters = append(p.letters, asSent(t, l.Raw))
 		}
 		first := slices.IndexFunc(sent, func(s []byte) bool { return bytes.Equal(s, p.letters[0]) }) + 1
 		for _, want := range []string{
@@ -160,6 +160,9 @@ func wholeBatch(t *testing.T, mh *testenv.MailHosts, rcpt string, sent [][]byte)
 	_, _, digest, hdr := digestParts(t, msgs[0].Data)
 	if got, _ := hdr.Subject(); got != fmt.Sprintf("[Libertad a los presos políticos] lote 1: %d cartas", len(sent)) {
 		t.Errorf("%s: subject %q", rcpt, got)
+	}
+	for i := range digest {
+		digest[i] = asSent(t, digest[i])
 	}
 	if !slices.EqualFunc(digest, sent, bytes.Equal) {
 		t.Errorf("%s: the batch does not carry the letters as sent", rcpt)

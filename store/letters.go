@@ -15,6 +15,8 @@ import (
 
 // NewLetter is a letter the SMTP front end wants stored.
 type NewLetter struct {
+	// ID is the letter's ID from ReserveLetterID; "" reserves one here.
+	ID       string
 	Received time.Time
 	From     string // the From: address as written
 	Name     string // display name, decoded
@@ -29,6 +31,10 @@ type NewLetter struct {
 	// (HeldUnverified or HeldPostmaster).
 	Hold HeldReason
 	Body []byte
+	// TraceLen is how many bytes at the start of Body are the front end's
+	// own Received: field: what differs between two copies of one letter
+	// (its ID, the time), so a comparison of letters skips it.
+	TraceLen int
 }
 
 // Accepted is what Accept did with a letter.
@@ -84,8 +90,12 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			}
 			return w.event(ev)
 		}
-		id, err := nextLetterID(meta)
-		if err != nil {
+		if nl.ID == "" {
+			// Kept if this runs again after a failed group commit.
+			nl.ID = s.ids.next(getU64(meta, keyLetterSeq))
+		}
+		id := nl.ID
+		if err := useLetterID(tx, id); err != nil {
 			return err
 		}
 		res.ID = id
@@ -96,9 +106,15 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		ev.Letter = id
 		switch {
 		case counted:
-			// Unverified and already counted: keep only the record.
+			// Unverified and already counted: kept whole like a new
+			// letter, so that storing it costs what counting one does and
+			// its timing does not tell the sender the address signed
+			// before (SPEC 4).
 			l.State = StateDuplicate
 			ev.Event, ev.Reason = EventDuplicate, "already counted (unverified)"
+			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
+				return err
+			}
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
@@ -191,15 +207,6 @@ func pendingKey(since time.Time, id string) []byte {
 // pendingSince reads the time back out of a pendingKey.
 func pendingSince(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
-}
-
-// nextLetterID hands out IDs in arrival order.
-func nextLetterID(meta *bolt.Bucket) (string, error) {
-	n := getU64(meta, keyLetterSeq) + 1
-	if err := meta.Put(keyLetterSeq, u64(n)); err != nil {
-		return "", fmt.Errorf("next letter id: %w", err)
-	}
-	return fmt.Sprintf("L%08X", n), nil
 }
 
 func putLetter(tx *bolt.Tx, l *Letter) error {

@@ -83,7 +83,7 @@ func mustLookup(t *testing.T, s *Store, sp Supporter) *SupporterRecord {
 	return rec
 }
 
-func letterIDs(rec *SupporterRecord) []string {
+func recordIDs(rec *SupporterRecord) []string {
 	var ids []string
 	for _, l := range rec.Letters {
 		ids = append(ids, l.ID)
@@ -111,7 +111,7 @@ func TestLookupFindsASupportersLetters(t *testing.T) {
 
 	rec := mustLookup(t, s, anaSupporter())
 	want := []string{counted, dup, heldID, pmID}
-	if got := letterIDs(rec); !slices.Equal(got, want) {
+	if got := recordIDs(rec); !slices.Equal(got, want) {
 		t.Fatalf("Lookup found %v, want %v", got, want)
 	}
 	states := map[string]LetterState{}
@@ -132,7 +132,7 @@ func TestLookupFindsASupportersLetters(t *testing.T) {
 		t.Errorf("Lookup counted %d events naming the supporter, want 4", rec.Events)
 	}
 	if other := mustLookup(t, s, Supporter{Address: "nobody@privacy.test"}); len(other.Letters) != 0 {
-		t.Errorf("an unknown address found letters: %v", letterIDs(other))
+		t.Errorf("an unknown address found letters: %v", recordIDs(other))
 	}
 }
 
@@ -494,7 +494,7 @@ func TestSenderIndexBuiltAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir, Options{Now: clk.Now})
-	if got := letterIDs(mustLookup(t, s, anaSupporter())); !slices.Equal(got, []string{id}) {
+	if got := recordIDs(mustLookup(t, s, anaSupporter())); !slices.Equal(got, []string{id}) {
 		t.Errorf("lookup after rebuilding the index: %v, want [%s]", got, id)
 	}
 	if n := bucketLen(t, s, bucketSenders); n != 2 {

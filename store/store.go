@@ -116,6 +116,7 @@ type Store struct {
 	subsDone  bool // the store closed: no new subscription
 
 	wipe wipeState // zeroing of free pages (wipe.go)
+	ids  letterIDs
 }
 
 // Open opens (creating if needed) the store in dir. The directory is created

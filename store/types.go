@@ -103,6 +103,7 @@ type RejectClass string
 // Rejection classes.
 const (
 	RejectBareLineEnding RejectClass = "bare_line_ending"
+	RejectLineTooLong    RejectClass = "line_too_long"
 	RejectFrom           RejectClass = "from"
 	RejectSize           RejectClass = "size"
 	RejectUnverified     RejectClass = "unverified"

@@ -27,13 +27,15 @@ import (
 
 // Store is what the front end needs of the store.
 type Store interface {
+	ReserveLetterID() (string, error)
 	Accept(ctx context.Context, nl store.NewLetter) (store.Accepted, error)
 	Reject(ctx context.Context, r store.Rejection) error
 }
 
-// Verifier checks a letter's DKIM signatures.
+// Verifier checks a letter's DKIM signatures and its envelope sender's SPF.
 type Verifier interface {
 	Verify(ctx context.Context, msg []byte, from verify.Sender) verify.Verdict
+	CheckSPF(ctx context.Context, ip net.IP, helo, mailFrom string) verify.SPFResult
 }
 
 // Metrics receives counts of what the front end saw; nil-safe.
@@ -43,19 +45,29 @@ type Metrics interface {
 	Verdict(result DKIMResult)
 }
 
-// RefusalClass says which connection limit refused a connection.
+// RefusalClass says which connection limit refused a connection, or cut
+// one short.
 type RefusalClass string
 
 // Refusal classes.
 const (
 	RefusedMaxConnections RefusalClass = "max_connections"
 	RefusedMaxPerIP       RefusalClass = "max_per_ip"
+	// CutLifetime: the session outlived its lifetime.
+	CutLifetime RefusalClass = "session_lifetime"
+	// CutTooSlow: the client sent below the minimum data rate.
+	CutTooSlow RefusalClass = "too_slow"
 )
 
-// text is what the 421 tells the client.
+// text is what the 421 tells the client, and the log.
 func (c RefusalClass) text() string {
-	if c == RefusedMaxPerIP {
+	switch c {
+	case RefusedMaxPerIP:
 		return "too many connections from your address"
+	case CutLifetime:
+		return "session lasted too long"
+	case CutTooSlow:
+		return "client sent too slowly"
 	}
 	return "too many connections"
 }
@@ -80,7 +92,14 @@ type Options struct {
 	// Listen opens one smtp.listen address; nil means net.Listen("tcp",
 	// addr).
 	Listen func(addr string) (net.Listener, error)
+	Limits Limits
 }
+
+// maxLineLength is the longest line, CRLF included, that the front end
+// reads in a command or a message. RFC 5321 4.5.3.1.6 allows 1000; a
+// letter with longer lines is still taken up to this length (the batch
+// carries it base64-encoded), and refused beyond it.
+const maxLineLength = 2000
 
 // Server is the SMTP front end.
 type Server struct {
@@ -99,6 +118,11 @@ type Server struct {
 	domains   map[string]bool
 	// bounceAddr is campaign.from, lower-cased: where batches' bounces go.
 	bounceAddr string
+
+	inFlight     *budget // bytes of letters in memory
+	inFlightWait time.Duration
+	unverified   *unverifiedCap
+	freeBytes    func() (uint64, error)
 
 	// draining is read by sessions while they hold their own lock, so it
 	// is atomic rather than under mu (which Shutdown holds while taking
@@ -137,17 +161,38 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 		s.listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
-	s.bounceAddr = strings.ToLower(cfg.Campaign.From)
+	s.bounceAddr = asciiLower(cfg.Campaign.From)
 	for _, a := range cfg.Campaign.Addresses {
-		a = strings.ToLower(a)
+		a = asciiLower(a)
 		s.addresses[a] = true
 		if at := strings.LastIndexByte(a, '@'); at >= 0 {
 			s.domains[a[at+1:]] = true
 		}
 	}
-	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, s.refused)
+	s.conns = newConns(cfg.SMTP.Hostname, cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP, sessionPace(cfg, opt.Limits), s.refused)
+	l := opt.Limits
+	if l.InFlightBytes <= 0 {
+		l.InFlightBytes = DefaultInFlightLetters * cfg.SMTP.MaxMessageBytes
+	}
+	// Room for at least one letter of the largest size, with its
+	// Received: field and the byte that shows the end.
+	s.inFlight = newBudget(max(l.InFlightBytes, cfg.SMTP.MaxMessageBytes+receivedRoom+1))
+	s.inFlightWait = l.InFlightWait
+	if s.inFlightWait <= 0 {
+		s.inFlightWait = DefaultInFlightWait
+	}
+	if l.UnverifiedBytesPerHour <= 0 {
+		l.UnverifiedBytesPerHour = DefaultUnverifiedBytesPerHour
+	}
+	s.unverified = newUnverifiedCap(l.UnverifiedBytesPerHour)
+	s.freeBytes = l.FreeBytes
+	if s.freeBytes == nil {
+		s.freeBytes = statfsFree(cfg.Store.Dir)
+	}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.SMTP.Hostname
+	srv.MaxLineLength = maxLineLength
+	srv.RefusalNote = refusalNote
 	srv.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
 	srv.MaxRecipients = 20
 	srv.ReadTimeout = cfg.SMTP.Timeout.Duration
@@ -307,22 +352,55 @@ func (s *Server) closeListeners() {
 	s.listeners = nil
 }
 
-func (s *Server) refused(ip string, why RefusalClass) {
+func (s *Server) refused(ip, session string, why RefusalClass) {
 	s.metrics.SessionRefused(why)
-	s.log.Warn("connection refused", "ip", ip, "reason", why.text())
+	if why == CutLifetime || why == CutTooSlow {
+		s.log.Warn("session cut", "session", session, "ip", ip, "reason", why.text())
+		return
+	}
+	s.log.Warn("connection refused", "session", session, "ip", ip, "reason", why.text())
+}
+
+// diskHasRoom reports whether the store's file system keeps
+// store.min_free_bytes free after n more bytes. When the free space cannot
+// be read, mail goes on (a full disk still shows as store errors).
+func (s *Server) diskHasRoom(n int64) bool {
+	min := s.cfg.Store.MinFreeBytes
+	if min <= 0 {
+		return true
+	}
+	free, err := s.freeBytes()
+	if err != nil {
+		s.log.Warn("cannot read the store's free disk space", "err", err)
+		return true
+	}
+	return free >= uint64(min)+uint64(n)
+}
+
+// refusalNote names the session in every refusal go-smtp writes, ours
+// included, so a sender's report of a refusal leads to its log lines.
+func refusalNote(c *smtp.Conn) string {
+	if lc := connOf(c.Conn()); lc != nil {
+		return "(session " + lc.id + ")"
+	}
+	return ""
 }
 
 type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.metrics.Session()
+	id := newSessionID()
+	if lc := connOf(c.Conn()); lc != nil {
+		id = lc.id
+	}
 	if b.s.draining.Load() {
 		// go-smtp would answer the error and keep the connection open
 		// without a session; say 421 and hang up instead.
-		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later\r\n")
+		refuse(c.Conn(), "421 4.3.2 "+b.s.cfg.SMTP.Hostname+" shutting down, try again later (session "+id+")\r\n")
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down, try again later"}
 	}
-	ss := &session{s: b.s, id: newSessionID(), ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn()}
+	ss := &session{s: b.s, id: id, ip: remoteIP(c.Conn().RemoteAddr()), conn: c.Conn(), smtpConn: c}
 	ss.ctx, ss.cancel = context.WithCancel(b.s.base)
 	b.s.track(ss)
 	return ss, nil

@@ -340,11 +340,8 @@ func coversFrom(keys []string) bool {
 // the selector.
 func signatureSelectors(msg []byte) []string {
 	var sels []string
-	for _, f := range headerFields(msg) {
-		name, value := splitField(f)
-		if !strings.EqualFold(name, "DKIM-Signature") {
-			continue
-		}
+	for _, f := range headerFields(msg, "DKIM-Signature") {
+		_, value := splitField(f)
 		sel := ""
 		for tag := range strings.SplitSeq(unfold(value), ";") {
 			k, val, ok := strings.Cut(tag, "=")
