@@ -8,13 +8,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +31,13 @@ const SchemaVersion = 2
 
 // FileName is the bbolt file inside the store directory.
 const FileName = "petitiond.db"
+
+// initialMmapSize is the address space the file is mapped into at Open.
+// bbolt remaps when the file outgrows its mapping, and a remap waits for
+// every read transaction to end: with room to grow, a long read (a backup)
+// never holds up the writes that answer letters. Only address space: pages
+// are read in as used. 32-bit builds keep bbolt's default.
+const initialMmapSize = (1 << 30) * (strconv.IntSize / 64)
 
 var (
 	bucketMeta     = []byte("meta")
@@ -166,7 +173,12 @@ func Open(dir string, opt Options) (*Store, error) {
 	path := filepath.Join(dir, FileName)
 	mk, err := readMark(dir)
 	if err != nil {
-		return nil, err
+		// A damaged mark vouches for nothing: accepting the file as it is
+		// writes a new one.
+		if !opt.AcceptRollback || !errors.Is(err, errMarkDamaged) {
+			return nil, err
+		}
+		mk = nil
 	}
 	_, statErr := os.Stat(path)
 	fresh := errors.Is(statErr, fs.ErrNotExist)
@@ -176,7 +188,8 @@ func Open(dir string, opt Options) (*Store, error) {
 			"store on purpose, move the whole directory away first", path, filepath.Join(dir, MarkName),
 			mk.pos.LetterID(), dir)
 	}
-	db, err := openBolt(path, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
+	db, err := openBolt(path, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize})
 	if err != nil {
 		return nil, err
 	}
@@ -359,21 +372,18 @@ func migrateV1(tx *bolt.Tx) error {
 // sweepLeftovers removes the message files no open batch names (see
 // sweepMessages).
 func (s *Store) sweepLeftovers() error {
-	keep := map[string]bool{}
+	var files []string
 	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
-			var b Batch
-			if err := json.Unmarshal(v, &b); err != nil {
-				return fmt.Errorf("decode batch: %w", err)
-			}
-			if b.File != "" && !b.Purged {
-				keep[b.File] = true
-			}
-			return nil
-		})
+		var err error
+		files, err = liveMessageFiles(tx)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: read the batches' message files: %w", err)
+	}
+	keep := make(map[string]bool, len(files))
+	for _, f := range files {
+		keep[f] = true
 	}
 	return s.sweepMessages(keep)
 }

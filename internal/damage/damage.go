@@ -106,13 +106,14 @@ func xorAt(path string, off int64, mask ...byte) error {
 // Empty truncates the file to 0 bytes.
 func Empty(path string) error { return os.Truncate(path, 0) }
 
-// Half truncates the file to half its length.
+// Half truncates the file to half the bytes its pages use (bbolt grows
+// the file ahead of use, so half the file could cut nothing).
 func Half(path string) error {
-	fi, err := os.Stat(path)
+	m, err := newest(path)
 	if err != nil {
 		return err
 	}
-	return os.Truncate(path, fi.Size()/2)
+	return os.Truncate(path, int64(m.HWM)*int64(m.PageSize)/2)
 }
 
 // FlipNewestMeta flips a byte of the meta page bbolt would use, so its
