@@ -30,6 +30,8 @@ func commands() []command {
 		{"stats", "stats", "the tally: counted, duplicates, held, rejected, batches, deliveries", runStats},
 		{"batches", "batches [show|export|retry ID]", "list batches; show one; write its .eml; requeue failed copies", runBatches},
 		{"held", "held [release|drop ID]", "letters held for an admin, and what to do with each", runHeld},
+		{"backup", "backup -out FILE", "a consistent copy of the running daemon's store", runBackup},
+		{"restore", "restore [-check] [-in BACKUP]", "put a backup in place (daemon stopped), or accept a restored store", runRestore},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
 		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
 	}

@@ -192,6 +192,7 @@ func (s *Server) handler(pprofOK bool) http.Handler {
 	mux.HandleFunc("POST /api/batches/{id}/retry", s.batchRetry)
 	mux.HandleFunc("GET /api/events", s.events)
 	mux.HandleFunc("GET /api/events/follow", s.follow)
+	mux.HandleFunc("POST /api/backup", s.backup)
 	if pprofOK {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
