@@ -287,4 +287,3 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
-
