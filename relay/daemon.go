@@ -101,7 +101,8 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if err := admin.CheckListen(cfg.Admin.Listen, adminToken); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration})
+	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration,
+		HeldRetention: cfg.Store.HeldRetention.Duration})
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +121,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if cfg.Admin.Listen != "" {
 		d.admin, err = admin.New(st, admin.Options{
 			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err,
+			MinFreeBytes: cfg.Store.MinFreeBytes,
 		})
 		if err != nil {
 			return nil, err

@@ -52,7 +52,8 @@ var (
 	bucketPurge    = []byte("purge")
 	bucketEvents   = []byte("events")
 	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
-		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents}
+		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
+		bucketHeldDedup, bucketHeldSince}
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
@@ -281,9 +282,15 @@ func (s *Store) init(path string, mk *mark, acceptRollback bool) error {
 		} else if hasAnyBucket(tx) {
 			return fmt.Errorf("store: %s is not a petitiond store (no meta bucket): %w", path, ErrSchema)
 		}
+		newHeldQueue := tx.Bucket(bucketHeldSince) == nil
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
+		}
+		if newHeldQueue {
+			if err := indexHeldLetters(tx); err != nil {
+				return fmt.Errorf("store: %s: queue the held letters for expiry: %w", path, err)
 			}
 		}
 		meta = tx.Bucket(bucketMeta)

@@ -41,6 +41,8 @@ type Options struct {
 	// Parts, when set, says whether the daemon's other parts run (nil) or
 	// which one stopped: /healthz then answers 503.
 	Parts func() error
+	// MinFreeBytes is store.min_free_bytes: /healthz answers 503 below it.
+	MinFreeBytes int64
 }
 
 // Server is the admin listener.
@@ -95,7 +97,8 @@ func New(st *store.Store, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("admin: read the journal's end: %w", err)
 	}
 	s.metrics = newMetrics(st, s.now)
-	s.health = &healthCheck{check: st.CheckWritable, now: s.now, reuse: time.Second, timeout: 5 * time.Second}
+	s.health = &healthCheck{check: st.CheckWritable, free: st.FreeBytes, minFree: uint64(max(opt.MinFreeBytes, 0)),
+		now: s.now, reuse: time.Second, timeout: 5 * time.Second}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

@@ -8,19 +8,22 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// Purger removes letter bodies once their batch reached every recipient and
-// store.retention has passed. It reads the store's purge index, so a
-// restart resumes it.
+// Purger removes what the store keeps only for a while: letter bodies once
+// their batch reached every recipient and store.retention has passed, and
+// held letters nobody decided on within store.held_retention. It reads the
+// store's purge index and held queue, so a restart resumes it.
 type Purger struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
 }
 
-// NewPurger makes a purger; now nil means time.Now, log nil discards.
+// NewPurger makes a purger; now nil means the system clock, held back
+// against steps forward (steadyNow), log nil discards.
 func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger {
 	if now == nil {
-		now = time.Now
+		start := time.Now()
+		now = func() time.Time { return steadyNow(start, time.Since(start), time.Now()) }
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -28,22 +31,40 @@ func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger 
 	return &Purger{store: st, log: log, now: now}
 }
 
-// Run purges until ctx ends. It reads the purge index, then waits on the
-// store's feed for a delivery (the last copy of a batch schedules its
-// purge), or for the next purge's time. It returns an error only if it can
-// no longer follow the store.
+// steadyNow is the wall clock for deciding that something is old enough to
+// delete: the earlier of the wall clock and the wall clock at start plus
+// the time elapsed since on the monotonic clock (elapsed). A step of the
+// system clock forward (a wrong NTP answer, an admin's typo) then purges
+// nothing early; the price is that a clock set right forward while running
+// delays purges by that much until the next start.
+func steadyNow(start time.Time, elapsed time.Duration, wall time.Time) time.Time {
+	steady := start.Round(0).Add(elapsed)
+	wall = wall.Round(0)
+	if steady.Before(wall) {
+		return steady
+	}
+	return wall
+}
+
+// Run purges until ctx ends. It reads the purge index and the held queue,
+// then waits on the store's feed for a delivery (the last copy of a batch
+// schedules its purge) or a held letter (it may be the next to expire), or
+// for the next purge's time. It returns an error only if it can no longer
+// follow the store.
 func (p *Purger) Run(ctx context.Context) error {
 	feed, err := p.store.FollowNew()
 	if err != nil {
 		return err
 	}
 	defer feed.Close()
-	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration { return p.purgeDue(ctx) })
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered, store.EventHeld},
+		func() time.Duration { return p.purgeDue(ctx) })
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {
 	const idle = time.Hour
-	due, next, err := p.store.DuePurges(p.now())
+	now := p.now()
+	due, next, err := p.store.DuePurges(now)
 	if err != nil {
 		p.log.Error("reading the purge schedule failed; will retry", "err", err)
 		return time.Minute
@@ -54,6 +75,24 @@ func (p *Purger) purgeDue(ctx context.Context) time.Duration {
 				p.log.Error("purging a batch's letters failed; will retry", "batch", id, "err", err)
 			}
 			return time.Minute
+		}
+	}
+	for {
+		n, heldNext, err := p.store.ExpireHeld(ctx, now)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("purging expired held letters failed; will retry", "err", err)
+			}
+			return time.Minute
+		}
+		if n > 0 {
+			p.log.Info("held letters purged after store.held_retention", "letters", n)
+		}
+		if heldNext.IsZero() || heldNext.After(now) {
+			if !heldNext.IsZero() && (next.IsZero() || heldNext.Before(next)) {
+				next = heldNext
+			}
+			break
 		}
 	}
 	if next.IsZero() {
