@@ -25,7 +25,7 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"Writes a consistent copy of the running daemon's store (letters, dedup secret, batches and their\n"+
 			"messages) to FILE, a tar archive, replacing FILE only once the copy is whole and on disk.\n"+
 			"Check a backup with `petitiond restore -check -in FILE`; README, Backup and restore.", stderr)
-	out := fs.String("out", "", "the backup file to write (required)")
+	out := fs.String("out", "", "the backup `FILE` to write (required)")
 	if _, rest, err := parseAdminArgs(fs, args); err != nil {
 		return err
 	} else if len(rest) > 0 {
@@ -87,7 +87,7 @@ func runRestore(_ context.Context, args []string, stdout, stderr io.Writer) erro
 			"and batch numbers then continue after the highest ever handed out. README, Backup and restore.\n")
 	}
 	cfgPath := fs.String("config", "", "config file, to find store.dir (default ./petitiond.toml if present, else the embedded default)")
-	in := fs.String("in", "", "the backup file (made by `petitiond backup`)")
+	in := fs.String("in", "", "the `BACKUP` file, made by petitiond backup")
 	check := fs.Bool("check", false, "only check the backup given with -in; change nothing")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parseFlags(fs, args); err != nil {
