@@ -334,8 +334,9 @@ type Restored struct {
 // highest ever handed out.
 func Restore(dir, path string) (*Restored, error) {
 	dbPath := filepath.Join(dir, FileName)
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("store: restore into %s: %w", dir, err)
+	// A new machine may have no store directory yet.
+	if _, err := mkdirAll(dir); err != nil {
+		return nil, err
 	}
 	unlock, err := lockStore(dbPath)
 	if err != nil {

@@ -201,3 +201,25 @@ func TestReadBackupRefusesIncomplete(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreOnNewMachine: a backup restored where no store directory is
+// yet makes one, and starts from the backup's numbers.
+func TestRestoreOnNewMachine(t *testing.T) {
+	t.Parallel()
+	dir, last := storeWithLetters(t)
+	s := openStore(t, dir, Options{})
+	path, _ := backupTo(t, s)
+	s.Close()
+	fresh := filepath.Join(t.TempDir(), "new", "data")
+	res, err := Restore(fresh, path)
+	if err != nil {
+		t.Fatalf("Restore into a new directory: %v", err)
+	}
+	if res.Replaced != "" || res.Rollback != nil {
+		t.Errorf("Restore = %+v, want nothing replaced or rolled back", res)
+	}
+	r := openStore(t, fresh, Options{})
+	if _, err := r.Letter(last); err != nil {
+		t.Errorf("letter %s after the restore: %v", last, err)
+	}
+}
