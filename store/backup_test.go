@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/petitiond/petitiond/internal/damage"
 )
 
 // backupTo writes a backup of s into a file in a directory of its own.
@@ -145,12 +147,9 @@ func TestRestoreRefuses(t *testing.T) {
 	}
 
 	// The store file inside the backup, damaged.
-	b, _ := os.ReadFile(path)
-	damagedPath := filepath.Join(t.TempDir(), "damaged.tar")
-	b[512+3*4096+100] ^= 0xff // header block, then pages 0-2 of the store file
-	os.WriteFile(damagedPath, b, 0o600)
-	if _, err := Restore(dir, damagedPath); err == nil {
-		t.Error("Restore of a damaged backup succeeded")
+	damagedPath := rewriteBackup(t, path, damage.FlipRootPage)
+	if _, err := Restore(dir, damagedPath); !errors.Is(err, ErrDamaged) {
+		t.Errorf("Restore of a damaged backup: %v, want ErrDamaged", err)
 	}
 	if fileSum(t, filepath.Join(dir, FileName)) != before {
 		t.Error("a refused restore changed the store file")
@@ -161,6 +160,45 @@ func TestRestoreRefuses(t *testing.T) {
 			t.Errorf("a refused restore left %s behind", e.Name())
 		}
 	}
+}
+
+// rewriteBackup copies the backup at path with its store file changed by
+// breakIt.
+func rewriteBackup(t *testing.T, path string, breakIt func(string) error) string {
+	t.Helper()
+	work := t.TempDir()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		if hdr.Name == FileName {
+			db := filepath.Join(work, FileName)
+			os.WriteFile(db, data, 0o600)
+			if err := breakIt(db); err != nil {
+				t.Fatal(err)
+			}
+			data, _ = os.ReadFile(db)
+		}
+		tw.WriteHeader(hdr)
+		tw.Write(data)
+	}
+	tw.Close()
+	broken := filepath.Join(work, "broken.tar")
+	os.WriteFile(broken, out.Bytes(), 0o600)
+	return broken
 }
 
 // TestReadBackupRefusesIncomplete: a stream cut anywhere, or with an entry
