@@ -70,7 +70,13 @@ func TestOpenRefusesDamagedFile(t *testing.T) {
 		{"half", damage.Half, ErrDamaged, "cut short"},
 		{"flipped meta page", damage.FlipNewestMeta, ErrRollback, "rolled back"},
 		{"flipped data page", damage.FlipRootPage, ErrDamaged, "damaged"},
-		{"random flips", func(p string) error { return damage.FlipRandom(p, 20191018, 64) }, ErrDamaged, "damaged"},
+		// bbolt pages carry no checksums: a flip in a letter's bytes or
+		// in unused space leaves the structure sound and shows nowhere.
+		// 512 flips in a file of about 25 pages hit its structure
+		// whatever the layout (which varies with the dedup secret and
+		// bbolt's choice of free pages), so the outcome is the same at
+		// every run.
+		{"random flips", func(p string) error { return damage.FlipRandom(p, 20191018, 512) }, ErrDamaged, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -212,7 +212,13 @@ func TestServeRefusesDamagedStore(t *testing.T) {
 		{"half", damage.Half, "cut short"},
 		{"flipped meta page", damage.FlipNewestMeta, "rolled back"},
 		{"flipped data page", damage.FlipRootPage, "damaged"},
-		{"random flips", func(p string) error { return damage.FlipRandom(p, 20191018, 64) }, "damaged"},
+		// bbolt pages carry no checksums: a flip in a letter's bytes or
+		// in unused space leaves the structure sound and shows nowhere.
+		// 512 flips in a file of about 25 pages hit its structure
+		// whatever the layout (which varies with the dedup secret and
+		// bbolt's choice of free pages), so the outcome is the same at
+		// every run.
+		{"random flips", func(p string) error { return damage.FlipRandom(p, 20191018, 512) }, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := damagedStore(t, tc.damage)
