@@ -120,13 +120,21 @@ func TestAdminMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
 		t.Errorf("healthz: %d %q", resp.StatusCode, body)
 	}
-	resp, err = http.Get(base + "/debug/pprof/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("pprof on a loopback listener: %d", resp.StatusCode)
+	// pprof on a loopback listener: with the admin token (the one made at
+	// first start), and only with it.
+	for token, want := range map[string]int{"": http.StatusUnauthorized, e.AdminToken(): http.StatusOK} {
+		req, _ := http.NewRequest("GET", base+"/debug/pprof/", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("pprof on a loopback listener with token %q: %d, want %d", token, resp.StatusCode, want)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/monoclock"
 	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/relay/batch"
 	"github.com/petitiond/petitiond/relay/deliver"
@@ -30,7 +31,8 @@ import (
 // Options are the daemon's outside dependencies, passed in so tests drive them.
 type Options struct {
 	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means a monoclock, which system clock steps
+	// do not move.
 	Now func() time.Time
 	// DeliveryPort overrides port 25 for MX delivery (tests run the
 	// recipients' mail hosts on loopback ports).
@@ -93,6 +95,11 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opt.Now == nil {
+		// Batch ages and give-up times are measured on one clock that
+		// system clock steps do not move.
+		opt.Now = monoclock.New(log).Now
+	}
 	adminToken := cfg.Admin.Token
 	if opt.AdminToken != "" {
 		adminToken = opt.AdminToken
@@ -119,11 +126,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	}
 	var metrics inbound.Metrics
 	if cfg.Admin.Listen != "" {
-		d.admin, err = admin.New(st, admin.Options{
-			Listen: cfg.Admin.Listen, Token: adminToken, Logger: log, Now: opt.Now, Parts: d.Err,
-			MinFreeBytes: cfg.Store.MinFreeBytes,
-		})
-		if err != nil {
+		if d.admin, err = newAdmin(cfg, st, adminToken, log, opt, d.Err); err != nil {
 			return nil, err
 		}
 		metrics = d.admin.Metrics()
@@ -149,11 +152,37 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		}
 	}
 	d.closer = batch.NewCloser(batch.CloserConfig{
-		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, CampaignName: cfg.Campaign.Name,
-		From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
+		MaxLetters: cfg.Batch.MaxLetters, MaxWait: cfg.Batch.MaxWait.Duration, MaxBytes: cfg.Batch.MaxBytes,
+		CampaignName: cfg.Campaign.Name, From: cfg.Campaign.From, Recipients: cfg.Campaign.Recipients, Signer: signer,
+		Language: cfg.Campaign.Language, Location: cfg.Campaign.Location(),
 	}, st, log, opt.Now)
 	d.purger = batch.NewPurger(st, log, opt.Now)
 	return d, nil
+}
+
+// newAdmin makes the admin listener. Without a configured token (admin.token
+// or PETITIOND_ADMIN_TOKEN) it uses the one in <store.dir>/admin.token,
+// made at first start, which the admin commands read; /metrics then needs
+// no token (SPEC 10). Only a loopback listener gets here without one
+// (admin.CheckListen).
+func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logger, opt Options, parts func() error) (*admin.Server, error) {
+	configured := token != ""
+	if !configured {
+		var created bool
+		var err error
+		if token, created, err = admin.LoadOrCreateToken(cfg.Store.Dir); err != nil {
+			return nil, err
+		}
+		if created {
+			log.Info("admin token made; the admin commands read it from there", "file", admin.TokenFile(cfg.Store.Dir))
+		}
+	}
+	return admin.New(st, admin.Options{
+		Listen: cfg.Admin.Listen, Token: token, ReaderToken: cfg.Admin.ReaderToken, OpenMetrics: !configured,
+		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
+		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts,
+		MinFreeBytes: cfg.Store.MinFreeBytes,
+	})
 }
 
 // newTransport makes the outbound transport [delivery] asks for.

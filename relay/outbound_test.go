@@ -112,7 +112,8 @@ func TestOutboundEndToEnd(t *testing.T) {
 		t.Errorf("batch DKIM: %+v", vd)
 	}
 	summary, rows, digest, hdr := digestParts(t, first)
-	if got, _ := hdr.Subject(); got != "[Libertad a los presos políticos] batch 1: 5 letters" {
+	// The default campaign.language is Spanish.
+	if got, _ := hdr.Subject(); got != "[Libertad a los presos políticos] lote 1: 5 cartas" {
 		t.Errorf("subject %q", got)
 	}
 	if to, _ := hdr.AddressList("To"); len(to) != 1 || to[0].Address != testenv.Familias {
@@ -147,7 +148,7 @@ func TestOutboundEndToEnd(t *testing.T) {
 	if !strings.Contains(summary, "Carla Pérez") || !strings.Contains(summary, "Ana Díaz") {
 		t.Errorf("summary does not show the decoded names")
 	}
-	if !strings.Contains(summary, "UNVERIFIED") {
+	if !strings.Contains(summary, "SIN VERIFICAR") {
 		t.Errorf("summary does not mark the unverified letter")
 	}
 	if len(rows) != len(letters)+1 || strings.Join(rows[0], ",") != "received,name,address,dkim_domain,letter_id,verified" {

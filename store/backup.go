@@ -108,8 +108,8 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (*BackupSummary, error)
 	return sum, nil
 }
 
-// liveMessageFiles lists the message files of the batches not purged, in
-// batch order.
+// liveMessageFiles lists the message files of the batches not purged (each
+// batch's message, and its parts), in batch order.
 func liveMessageFiles(tx *bolt.Tx) ([]string, error) {
 	var files []string
 	err := tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
@@ -117,8 +117,8 @@ func liveMessageFiles(tx *bolt.Tx) ([]string, error) {
 		if err := json.Unmarshal(v, &b); err != nil {
 			return fmt.Errorf("decode batch: %w", err)
 		}
-		if b.File != "" && !b.Purged {
-			files = append(files, b.File)
+		if !b.Purged {
+			files = append(files, b.Files()...)
 		}
 		return nil
 	})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,16 +38,28 @@ type PendingBatch struct {
 // NextBatch returns up to max of the letters that have waited longest, with
 // copies of their bodies, or nil when none waits. It only reads.
 func (s *Store) NextBatch(max int) (*PendingBatch, error) {
+	return s.NextBatchWithin(max, 0)
+}
+
+// NextBatchWithin is NextBatch taking only as many letters as have
+// maxBytes of bodies between them (the oldest always), since a batch
+// message carries every letter whole: what is over cannot fit a message of
+// maxBytes, and is not read. maxBytes 0 means no bound.
+func (s *Store) NextBatchWithin(max int, maxBytes int64) (*PendingBatch, error) {
 	var pb *PendingBatch
 	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		var letters []BatchLetter
+		var size int64
 		c := tx.Bucket(bucketPending).Cursor()
 		for k, _ := c.First(); k != nil && len(letters) < max; k, _ = c.Next() {
 			id := string(k[8:])
 			l, err := getLetter(tx, id)
 			if err != nil {
 				return err
+			}
+			if size += int64(l.Size); maxBytes > 0 && size > maxBytes && len(letters) > 0 {
+				break
 			}
 			body := tx.Bucket(bucketBodies).Get([]byte(id))
 			if body == nil {
@@ -68,6 +81,35 @@ func (s *Store) NextBatch(max int) (*PendingBatch, error) {
 		return nil, fmt.Errorf("store: read the next batch: %w", err)
 	}
 	return pb, nil
+}
+
+// PendingOver reports whether the bodies of the (up to) max letters that
+// have waited longest come to more than maxBytes: then they cannot all go
+// in one batch message of maxBytes. It reads letter records, not bodies,
+// and stops as soon as it knows.
+func (s *Store) PendingOver(max int, maxBytes int64) (bool, error) {
+	over := false
+	err := s.view(func(tx *bolt.Tx) error {
+		var size int64
+		n := 0
+		c := tx.Bucket(bucketPending).Cursor()
+		for k, _ := c.First(); k != nil && n < max; k, _ = c.Next() {
+			l, err := getLetter(tx, string(k[8:]))
+			if err != nil {
+				return err
+			}
+			n++
+			if size += int64(l.Size); size > maxBytes {
+				over = true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: size of the pending letters: %w", err)
+	}
+	return over, nil
 }
 
 // NewBatch is a batch built from a PendingBatch, ready to commit.
@@ -98,7 +140,7 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 	if created.IsZero() {
 		created = s.now().UTC()
 	}
-	file, err := s.writeMessage(nb.Number, nb.Message)
+	file, err := s.writeMessage(strconv.FormatUint(nb.Number, 10), nb.Message)
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +172,11 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 			}
 		}
 		b := &Batch{ID: nb.Number, Created: created, MessageID: nb.MessageID, Rule: nb.Rule, File: file,
-			LetterIDs: append([]string(nil), nb.LetterIDs...)}
+			LetterIDs: append([]string(nil), nb.LetterIDs...), RunningTotal: nb.RunningTotal}
 		for i, r := range nb.Recipients {
-			b.Recipients = append(b.Recipients, Delivery{Address: r, State: DeliveryQueued, NextAttempt: created, Since: created})
-			if err := tx.Bucket(bucketQueue).Put(queueKey(created, nb.Number, i), nil); err != nil {
+			b.Recipients = append(b.Recipients, Delivery{Address: r,
+				CopyState: CopyState{State: DeliveryQueued, NextAttempt: created, Since: created}})
+			if err := tx.Bucket(bucketQueue).Put(queueKey(created, DeliveryRef{Batch: nb.Number, Index: i}), nil); err != nil {
 				return err
 			}
 		}
@@ -166,12 +209,31 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 	return out, nil
 }
 
-func queueKey(at time.Time, batch uint64, idx int) []byte {
-	k := make([]byte, 18)
+// queueKey orders the delivery queue by next attempt. A part's key is two
+// bytes longer than a whole copy's, which keeps the keys stores already
+// hold valid.
+func queueKey(at time.Time, ref DeliveryRef) []byte {
+	n := 18
+	if ref.Part > 0 {
+		n = 20
+	}
+	k := make([]byte, n)
 	binary.BigEndian.PutUint64(k[0:], uint64(at.UnixNano()))
-	binary.BigEndian.PutUint64(k[8:], batch)
-	binary.BigEndian.PutUint16(k[16:], uint16(idx))
+	binary.BigEndian.PutUint64(k[8:], ref.Batch)
+	binary.BigEndian.PutUint16(k[16:], uint16(ref.Index))
+	if ref.Part > 0 {
+		binary.BigEndian.PutUint16(k[18:], uint16(ref.Part))
+	}
 	return k
+}
+
+// queueRef reads the copy back out of a queueKey.
+func queueRef(k []byte) DeliveryRef {
+	ref := DeliveryRef{Batch: binary.BigEndian.Uint64(k[8:16]), Index: int(binary.BigEndian.Uint16(k[16:18]))}
+	if len(k) >= 20 {
+		ref.Part = int(binary.BigEndian.Uint16(k[18:20]))
+	}
+	return ref
 }
 
 func putBatch(tx *bolt.Tx, b *Batch) error {
@@ -261,10 +323,12 @@ func (s *Store) BatchMessage(id uint64) ([]byte, error) {
 	return msg, nil
 }
 
-// DeliveryRef names one recipient's copy of a batch.
+// DeliveryRef names one message to one recipient: the recipient's copy of
+// a batch (Part 0), or one part of it (Part N: Parts[N-1]).
 type DeliveryRef struct {
 	Batch uint64
 	Index int
+	Part  int
 }
 
 // Due returns up to limit deliveries whose next attempt is at or before now,
@@ -278,7 +342,7 @@ func (s *Store) Due(now time.Time, limit int) (due []DeliveryRef, next time.Time
 				next = at
 				return nil
 			}
-			due = append(due, DeliveryRef{Batch: binary.BigEndian.Uint64(k[8:16]), Index: int(binary.BigEndian.Uint16(k[16:18]))})
+			due = append(due, queueRef(k))
 		}
 		return nil
 	})
@@ -288,47 +352,118 @@ func (s *Store) Due(now time.Time, limit int) (due []DeliveryRef, next time.Time
 	return due, next, nil
 }
 
-// open reports whether a copy still waits for delivery; only open copies
-// may change state, so a late outcome cannot undo a delivery.
-func open(d *Delivery) error {
-	if d.State != DeliveryQueued && d.State != DeliveryDeferred {
-		return fmt.Errorf("copy to %s is already %s: %w", d.Address, d.State, ErrState)
+// Copy is one message to one recipient, as the delivery scheduler needs it.
+type Copy struct {
+	Address string
+	CopyState
+	// Part is the part, nil for the whole batch.
+	Part *Part
+	// LetterIDs are the letters the message carries.
+	LetterIDs []string
+}
+
+// Copy returns the message ref names.
+func (b *Batch) Copy(ref DeliveryRef) (Copy, error) {
+	d, p, c, letters, err := b.target(ref)
+	if err != nil {
+		return Copy{}, err
+	}
+	out := Copy{Address: d.Address, CopyState: *c, LetterIDs: letters}
+	if p != nil {
+		pc := *p
+		out.Part = &pc
+	}
+	return out, nil
+}
+
+// target finds the message ref names: the recipient's delivery, the part
+// (nil for the whole copy), the message's state and the letters it
+// carries.
+func (b *Batch) target(ref DeliveryRef) (*Delivery, *Part, *CopyState, []string, error) {
+	if ref.Index < 0 || ref.Index >= len(b.Recipients) {
+		return nil, nil, nil, nil, fmt.Errorf("batch %d has no recipient %d: %w", b.ID, ref.Index, ErrNotFound)
+	}
+	d := &b.Recipients[ref.Index]
+	if ref.Part == 0 {
+		return d, nil, &d.CopyState, b.LetterIDs, nil
+	}
+	if ref.Part < 0 || ref.Part > len(d.Parts) {
+		return nil, nil, nil, nil, fmt.Errorf("batch %d to %s has no part %d: %w", b.ID, d.Address, ref.Part, ErrNotFound)
+	}
+	p := &d.Parts[ref.Part-1]
+	return d, p, &p.CopyState, p.LetterIDs, nil
+}
+
+// Files names every message file of the batch: its message and its parts'.
+func (b *Batch) Files() []string {
+	var out []string
+	if b.File != "" {
+		out = append(out, b.File)
+	}
+	for _, d := range b.Recipients {
+		for _, p := range d.Parts {
+			if p.File != "" {
+				out = append(out, p.File)
+			}
+		}
+	}
+	return out
+}
+
+// open reports whether a message still waits for delivery; only those may
+// change state, so a late outcome cannot undo a delivery, and a message set
+// aside to be split is never sent whole.
+func open(addr string, c *CopyState) error {
+	if !c.waiting() {
+		what := string(c.State)
+		if c.TooBig != nil {
+			what = "set aside to be split"
+		}
+		return fmt.Errorf("copy to %s is already %s: %w", addr, what, ErrState)
 	}
 	return nil
 }
 
-// updateDelivery loads a delivery, lets fn change it, moves its queue entry to
-// match, and saves the batch, all in one transaction.
-func (s *Store) updateDelivery(ctx context.Context, ref DeliveryRef, fn func(b *Batch, d *Delivery, w *writer) error) (*Batch, error) {
+// copyEvent is an event about one message to one recipient; a part's
+// reason says which part.
+func copyEvent(kind EventKind, b *Batch, d *Delivery, p *Part, reason string) Event {
+	if p != nil {
+		reason = fmt.Sprintf("part %d of %d: %s", p.N, p.Of, reason)
+	}
+	return Event{Event: kind, Batch: b.ID, Recipient: d.Address, Reason: reason}
+}
+
+// updateDelivery loads the message ref names, lets fn change it, moves its
+// queue entry to match, sums a split copy's state up again, and saves the
+// batch, all in one transaction.
+func (s *Store) updateDelivery(ctx context.Context, ref DeliveryRef, fn func(b *Batch, d *Delivery, p *Part, c *CopyState, w *writer) error) (*Batch, error) {
 	var out *Batch
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		b, err := getBatch(tx, ref.Batch)
 		if err != nil {
 			return err
 		}
-		if ref.Index < 0 || ref.Index >= len(b.Recipients) {
-			return fmt.Errorf("batch %d has no recipient %d: %w", ref.Batch, ref.Index, ErrNotFound)
-		}
-		d := &b.Recipients[ref.Index]
-		q := tx.Bucket(bucketQueue)
-		if d.State == DeliveryQueued || d.State == DeliveryDeferred {
-			if err := q.Delete(queueKey(d.NextAttempt, ref.Batch, ref.Index)); err != nil {
-				return err
-			}
-		}
-		if err := fn(b, d, w); err != nil {
+		d, p, c, _, err := b.target(ref)
+		if err != nil {
 			return err
 		}
-		if d.State == DeliveryQueued || d.State == DeliveryDeferred {
-			if err := q.Put(queueKey(d.NextAttempt, ref.Batch, ref.Index), nil); err != nil {
+		q := tx.Bucket(bucketQueue)
+		if c.waiting() {
+			if err := q.Delete(queueKey(c.NextAttempt, ref)); err != nil {
 				return err
 			}
 		}
-		if b.Complete() && !b.Purged && b.PurgeAt.IsZero() {
-			b.PurgeAt = s.now().UTC().Add(s.retention)
-			if err := tx.Bucket(bucketPurge).Put(purgeKey(b.PurgeAt, b.ID), nil); err != nil {
+		if err := fn(b, d, p, c, w); err != nil {
+			return err
+		}
+		if c.waiting() {
+			if err := q.Put(queueKey(c.NextAttempt, ref), nil); err != nil {
 				return err
 			}
+		}
+		d.settle(s.now().UTC())
+		if err := s.schedulePurge(tx, b); err != nil {
+			return err
 		}
 		out = b
 		return putBatch(tx, b)
@@ -336,16 +471,26 @@ func (s *Store) updateDelivery(ctx context.Context, ref DeliveryRef, fn func(b *
 	return out, err
 }
 
+// schedulePurge sets when a batch's bodies go, once every copy is
+// delivered.
+func (s *Store) schedulePurge(tx *bolt.Tx, b *Batch) error {
+	if !b.Complete() || b.Purged || !b.PurgeAt.IsZero() {
+		return nil
+	}
+	b.PurgeAt = s.now().UTC().Add(s.retention)
+	return tx.Bucket(bucketPurge).Put(purgeKey(b.PurgeAt, b.ID), nil)
+}
+
 // StartAttempt records an attempt before dialing: attempts+1 and the next
 // attempt moved to retryAt(attempts), so a crash mid-delivery retries after
 // a backoff instead of storming. It returns the batch as it now is.
 func (s *Store) StartAttempt(ctx context.Context, ref DeliveryRef, retryAt func(attempts int) time.Time) (*Batch, error) {
-	b, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
-		if err := open(d); err != nil {
+	b, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, p *Part, c *CopyState, w *writer) error {
+		if err := open(d.Address, c); err != nil {
 			return err
 		}
-		d.Attempts++
-		d.NextAttempt = retryAt(d.Attempts).UTC()
+		c.Attempts++
+		c.NextAttempt = retryAt(c.Attempts).UTC()
 		return nil
 	})
 	if err != nil {
@@ -354,14 +499,15 @@ func (s *Store) StartAttempt(ctx context.Context, ref DeliveryRef, retryAt func(
 	return b, nil
 }
 
-// MarkDelivered records that the recipient's host accepted the copy.
+// MarkDelivered records that the recipient's host accepted the message;
+// detail (its reply, or the file written) goes in the event.
 func (s *Store) MarkDelivered(ctx context.Context, ref DeliveryRef, detail string) error {
-	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
-		if err := open(d); err != nil {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, p *Part, c *CopyState, w *writer) error {
+		if err := open(d.Address, c); err != nil {
 			return err
 		}
-		d.State, d.LastError, d.Done, d.NextAttempt = DeliveryDelivered, "", s.now().UTC(), time.Time{}
-		return w.event(Event{Event: EventDelivered, Batch: b.ID, Recipient: d.Address, Reason: detail})
+		c.State, c.LastError, c.ErrorKind, c.Done, c.NextAttempt = DeliveryDelivered, "", FailureOther, s.now().UTC(), time.Time{}
+		return w.event(copyEvent(EventDelivered, b, d, p, detail))
 	})
 	if err != nil {
 		return fmt.Errorf("store: mark delivered: %w", err)
@@ -371,13 +517,18 @@ func (s *Store) MarkDelivered(ctx context.Context, ref DeliveryRef, detail strin
 
 // Defer records a temporary failure and when to try next.
 func (s *Store) Defer(ctx context.Context, ref DeliveryRef, next time.Time, reason string) error {
-	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
-		if err := open(d); err != nil {
+	return s.DeferAs(ctx, ref, next, FailureOther, reason)
+}
+
+// DeferAs is Defer for a failure of a known kind.
+func (s *Store) DeferAs(ctx context.Context, ref DeliveryRef, next time.Time, kind FailureKind, reason string) error {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, p *Part, c *CopyState, w *writer) error {
+		if err := open(d.Address, c); err != nil {
 			return err
 		}
-		d.State, d.LastError, d.NextAttempt = DeliveryDeferred, reason, next.UTC()
-		return w.event(Event{Event: EventDeferred, Batch: b.ID, Recipient: d.Address,
-			Reason: fmt.Sprintf("attempt %d: %s; next try %s", d.Attempts, reason, d.NextAttempt.Format(time.RFC3339))})
+		c.State, c.LastError, c.ErrorKind, c.NextAttempt = DeliveryDeferred, reason, kind, next.UTC()
+		return w.event(copyEvent(EventDeferred, b, d, p,
+			fmt.Sprintf("attempt %d: %s; next try %s", c.Attempts, reason, c.NextAttempt.Format(time.RFC3339))))
 	})
 	if err != nil {
 		return fmt.Errorf("store: defer delivery: %w", err)
@@ -387,12 +538,17 @@ func (s *Store) Defer(ctx context.Context, ref DeliveryRef, next time.Time, reas
 
 // Fail records a permanent failure; only an admin's Retry brings it back.
 func (s *Store) Fail(ctx context.Context, ref DeliveryRef, reason string) error {
-	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, w *writer) error {
-		if err := open(d); err != nil {
+	return s.FailAs(ctx, ref, FailureOther, reason)
+}
+
+// FailAs is Fail for a failure of a known kind.
+func (s *Store) FailAs(ctx context.Context, ref DeliveryRef, kind FailureKind, reason string) error {
+	_, err := s.updateDelivery(ctx, ref, func(b *Batch, d *Delivery, p *Part, c *CopyState, w *writer) error {
+		if err := open(d.Address, c); err != nil {
 			return err
 		}
-		d.State, d.LastError, d.Done, d.NextAttempt = DeliveryFailed, reason, s.now().UTC(), time.Time{}
-		return w.event(Event{Event: EventFailed, Batch: b.ID, Recipient: d.Address, Reason: reason})
+		c.State, c.LastError, c.ErrorKind, c.Done, c.NextAttempt = DeliveryFailed, reason, kind, s.now().UTC(), time.Time{}
+		return w.event(copyEvent(EventFailed, b, d, p, reason))
 	})
 	if err != nil {
 		return fmt.Errorf("store: fail delivery: %w", err)
@@ -401,7 +557,8 @@ func (s *Store) Fail(ctx context.Context, ref DeliveryRef, reason string) error 
 }
 
 // Retry puts a batch's failed copies back in the queue, now, with a fresh
-// give-up clock. It returns how many copies it requeued.
+// give-up clock: a whole copy, or the failed parts of a split one. It
+// returns how many recipients' copies it requeued.
 func (s *Store) Retry(ctx context.Context, batch uint64) (int, error) {
 	var n int
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
@@ -414,21 +571,42 @@ func (s *Store) Retry(ctx context.Context, batch uint64) (int, error) {
 			return fmt.Errorf("batch %d was purged after retention: %w", batch, ErrState)
 		}
 		now := s.now().UTC()
+		requeue := func(d *Delivery, p *Part, c *CopyState, ref DeliveryRef) error {
+			reason := "after: " + c.LastError
+			// A fresh start: attempts and the give-up clock from zero.
+			c.State, c.NextAttempt, c.Since, c.Done, c.Attempts = DeliveryQueued, now, now, time.Time{}, 0
+			if err := tx.Bucket(bucketQueue).Put(queueKey(now, ref), nil); err != nil {
+				return err
+			}
+			return w.event(copyEvent(EventRequeued, b, d, p, reason))
+		}
 		for i := range b.Recipients {
 			d := &b.Recipients[i]
 			if d.State != DeliveryFailed {
 				continue
 			}
-			// A fresh start: attempts and the give-up clock from zero.
-			d.State, d.NextAttempt, d.Since, d.Done, d.Attempts = DeliveryQueued, now, now, time.Time{}, 0
-			if err := tx.Bucket(bucketQueue).Put(queueKey(now, batch, i), nil); err != nil {
-				return err
+			if d.TooBig == nil {
+				if err := requeue(d, nil, &d.CopyState, DeliveryRef{Batch: batch, Index: i}); err != nil {
+					return err
+				}
+				n++
+				continue
 			}
-			if err := w.event(Event{Event: EventRequeued, Batch: batch, Recipient: d.Address,
-				Reason: "after: " + d.LastError}); err != nil {
-				return err
+			requeued := false
+			for j := range d.Parts {
+				p := &d.Parts[j]
+				if p.State != DeliveryFailed {
+					continue
+				}
+				if err := requeue(d, p, &p.CopyState, DeliveryRef{Batch: batch, Index: i, Part: j + 1}); err != nil {
+					return err
+				}
+				requeued = true
 			}
-			n++
+			if requeued {
+				n++
+				d.settle(now)
+			}
 		}
 		if n == 0 {
 			return fmt.Errorf("batch %d has no failed copy: %w", batch, ErrState)
@@ -469,17 +647,20 @@ func (s *Store) DuePurges(now time.Time) (due []uint64, next time.Time, err erro
 	return due, next, nil
 }
 
-// Purge removes a delivered batch's letter bodies and message; the batch
-// record, letter records, counts and dedup keys stay. The message's file
-// goes first, so no crash can leave it past its retention.
+// Purge removes a delivered batch's letter bodies and messages (its own
+// and its parts'); the batch record, letter records, counts and dedup keys
+// stay. The messages' files go first, so no crash can leave one past its
+// retention.
 func (s *Store) Purge(ctx context.Context, batch uint64) error {
 	b, err := s.Batch(batch)
 	if err != nil {
 		return fmt.Errorf("store: purge batch %d: %w", batch, err)
 	}
-	if b.File != "" && !b.Purged && b.Complete() {
-		if err := s.removeMessage(b.File); err != nil {
-			return fmt.Errorf("store: purge batch %d: %w", batch, err)
+	if !b.Purged && b.Complete() {
+		for _, f := range b.Files() {
+			if err := s.removeMessage(f); err != nil {
+				return fmt.Errorf("store: purge batch %d: %w", batch, err)
+			}
 		}
 	}
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {

@@ -145,7 +145,7 @@ func TestCloseBatch(t *testing.T) {
 	if err != nil || len(due) != 4 {
 		t.Fatalf("Due = %v, %v; want 4 copies", due, err)
 	}
-	want := []DeliveryRef{{1, 0}, {1, 1}, {2, 0}, {2, 1}}
+	want := []DeliveryRef{{Batch: 1, Index: 0}, {Batch: 1, Index: 1}, {Batch: 2, Index: 0}, {Batch: 2, Index: 1}}
 	for i := range want {
 		if due[i] != want[i] {
 			t.Errorf("Due = %v, want %v", due, want)
@@ -401,7 +401,7 @@ func TestDeliveryLifecycle(t *testing.T) {
 	ctx := context.Background()
 	b := closeOne(t, s, clk, "ana@example.org", recipients)
 	t0 := b.Created
-	r0, r1 := DeliveryRef{b.ID, 0}, DeliveryRef{b.ID, 1}
+	r0, r1 := DeliveryRef{Batch: b.ID, Index: 0}, DeliveryRef{Batch: b.ID, Index: 1}
 
 	due, next, err := s.Due(t0.Add(-time.Second), 10)
 	if err != nil || len(due) != 0 || !next.Equal(t0) {
@@ -498,10 +498,10 @@ func TestDeliveryLifecycle(t *testing.T) {
 	if _, err := s.StartAttempt(ctx, r0, at(doneAt)); !errors.Is(err, ErrState) {
 		t.Errorf("StartAttempt on a delivered copy: %v, want ErrState", err)
 	}
-	if _, err := s.StartAttempt(ctx, DeliveryRef{b.ID, 2}, at(doneAt)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.StartAttempt(ctx, DeliveryRef{Batch: b.ID, Index: 2}, at(doneAt)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("StartAttempt on a missing recipient: %v, want ErrNotFound", err)
 	}
-	if _, err := s.StartAttempt(ctx, DeliveryRef{99, 0}, at(doneAt)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.StartAttempt(ctx, DeliveryRef{Batch: 99, Index: 0}, at(doneAt)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("StartAttempt on a missing batch: %v, want ErrNotFound", err)
 	}
 	if _, err := s.Retry(ctx, b.ID); !errors.Is(err, ErrState) {
@@ -515,7 +515,7 @@ func TestDeliveryFailAndRetry(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now})
 	ctx := context.Background()
 	b := closeOne(t, s, clk, "ana@example.org", recipients)
-	r0, r1 := DeliveryRef{b.ID, 0}, DeliveryRef{b.ID, 1}
+	r0, r1 := DeliveryRef{Batch: b.ID, Index: 0}, DeliveryRef{Batch: b.ID, Index: 1}
 
 	if _, err := s.Retry(ctx, b.ID); !errors.Is(err, ErrState) {
 		t.Errorf("Retry with nothing failed: %v, want ErrState", err)
@@ -584,7 +584,7 @@ func TestDeliveredCopyStaysDelivered(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{Now: clk.Now, Retention: time.Hour})
 	ctx := context.Background()
 	b := closeOne(t, s, clk, "ana@example.org", recipients[:1])
-	ref := DeliveryRef{b.ID, 0}
+	ref := DeliveryRef{Batch: b.ID, Index: 0}
 	if err := s.MarkDelivered(ctx, ref, "250 ok"); err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +617,7 @@ func TestPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range recipients {
-		if err := s.MarkDelivered(ctx, DeliveryRef{b.ID, i}, "250 ok"); err != nil {
+		if err := s.MarkDelivered(ctx, DeliveryRef{Batch: b.ID, Index: i}, "250 ok"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -700,7 +700,7 @@ func TestPurgeSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := closeOne(t, s, clk, "ana@example.org", recipients[:1])
-	if err := s.MarkDelivered(context.Background(), DeliveryRef{b.ID, 0}, "250 ok"); err != nil {
+	if err := s.MarkDelivered(context.Background(), DeliveryRef{Batch: b.ID, Index: 0}, "250 ok"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,7 +106,7 @@ func BenchmarkCloseBatch1000(b *testing.B) {
 		read += time.Since(t0)
 		nb := simpleBatch(pb, []string{"familias@ofapp.example", "copias@sr.example"}, time.Now())
 		t1 := time.Now()
-		file, err := s.writeMessage(nb.Number, nb.Message)
+		file, err := s.writeMessage(strconv.FormatUint(nb.Number, 10), nb.Message)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -25,15 +25,17 @@ const messageDir = "batches"
 // messageExt ends the name of a batch message's file.
 const messageExt = ".eml"
 
-// writeMessage stores a batch message durably under a name of its own (two
-// attempts to close batch N never share a file) and returns that name. A
-// file cut short by a crash is named by no batch, so Open sweeps it.
-func (s *Store) writeMessage(number uint64, msg []byte) (string, error) {
+// writeMessage stores a batch message durably under a name of its own,
+// label and a random part (two attempts to close batch N never share a
+// file), and returns that name. A file cut short by a crash is named by no
+// batch, so Open sweeps it. label is the batch number, or for a part
+// "N-rI-pK" (batch N, recipient I, part K).
+func (s *Store) writeMessage(label string, msg []byte) (string, error) {
 	var r [8]byte
 	if _, err := rand.Read(r[:]); err != nil {
-		return "", fmt.Errorf("store: name the message of batch %d: %w", number, err)
+		return "", fmt.Errorf("store: name the message of batch %s: %w", label, err)
 	}
-	name := fmt.Sprintf("%d-%s%s", number, hex.EncodeToString(r[:]), messageExt)
+	name := fmt.Sprintf("%s-%s%s", label, hex.EncodeToString(r[:]), messageExt)
 	path := filepath.Join(s.msgDir, name)
 	err := safeio.WriteNew(path, msg, 0o600)
 	if err == nil {
@@ -42,7 +44,7 @@ func (s *Store) writeMessage(number uint64, msg []byte) (string, error) {
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("store: write the message of batch %d: %w", number, err)
+		return "", fmt.Errorf("store: write the message of batch %s: %w", label, err)
 	}
 	return name, nil
 }

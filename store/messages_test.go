@@ -85,7 +85,7 @@ func TestBatchMessageFile(t *testing.T) {
 	}
 
 	// Purged: the file goes.
-	if err := s.MarkDelivered(ctx, DeliveryRef{b.ID, 0}, "250 ok"); err != nil {
+	if err := s.MarkDelivered(ctx, DeliveryRef{Batch: b.ID, Index: 0}, "250 ok"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Purge(ctx, b.ID); err != nil {
@@ -127,7 +127,7 @@ func TestBatchMessageInVersion1Bucket(t *testing.T) {
 		t.Fatalf("BatchMessage of a version 1 batch = %q, %v", msg, err)
 	}
 	ctx := context.Background()
-	if err := s.MarkDelivered(ctx, DeliveryRef{b.ID, 0}, "250 ok"); err != nil {
+	if err := s.MarkDelivered(ctx, DeliveryRef{Batch: b.ID, Index: 0}, "250 ok"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Purge(ctx, b.ID); err != nil {

@@ -42,6 +42,25 @@ const (
 	DeliveryDeferred  DeliveryState = "deferred"
 	DeliveryDelivered DeliveryState = "delivered"
 	DeliveryFailed    DeliveryState = "failed"
+	// DeliverySplit is a part whose letters went into smaller parts after
+	// the recipient's server refused it as too big; only parts have it.
+	DeliverySplit DeliveryState = "split"
+)
+
+// FailureKind names a delivery failure that needs more than a plain
+// retry, so pages and scripts can say what happened without reading the
+// error's text. Empty for any other failure.
+type FailureKind string
+
+// Failure kinds (the words relay/deliver's Kind prints).
+const (
+	FailureOther FailureKind = ""
+	// FailureNo8BitMIME: the recipient's server does not offer 8BITMIME
+	// and the batch has 8-bit letters (RFC 6152); the copy waits.
+	FailureNo8BitMIME FailureKind = "no-8bitmime"
+	// FailureTooBig: the recipient's server refused the message as too
+	// big; its letters go in smaller messages (parts).
+	FailureTooBig FailureKind = "too-big"
 )
 
 // EventKind is what an event records: the words of SPEC 8.
@@ -63,6 +82,9 @@ const (
 	// EventRequeued is an admin putting failed copies back in the queue:
 	// not a delivery attempt.
 	EventRequeued EventKind = "requeued"
+	// EventSplit is a recipient's copy (or part) refused as too big put
+	// into smaller messages, now queued.
+	EventSplit EventKind = "split"
 	// The kinds of the later sections of SPEC 8 (confirmations, receipts,
 	// the secondary, pause, erasure), so consumers switch on one set.
 	EventConfirmSent EventKind = "confirm_sent"
@@ -164,17 +186,70 @@ type Letter struct {
 // sender proving the address (policy "relay", quarantine, an admin release).
 func (l *Letter) Unverified() bool { return !l.Verdict.Verified() }
 
-// Delivery is one recipient's copy of a batch.
+// Delivery is one recipient's copy of a batch. Once the recipient's
+// server refused the whole message as too big (TooBig set), the copy's
+// letters travel in Parts, and its state sums up theirs: queued or
+// deferred while a part waits (or the parts are being made), failed when
+// every part is settled and one failed, delivered when every part is.
 type Delivery struct {
-	Address     string        `json:"address"`
+	Address string `json:"address"`
+	CopyState
+	// Parts are the smaller messages the copy's letters went in, in the
+	// order they were made; a part refused as too big in turn is marked
+	// split and its letters go in parts added at the end.
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// CopyState is where one message to one recipient is: a whole batch's
+// copy or one part of it.
+type CopyState struct {
 	State       DeliveryState `json:"state"`
 	Attempts    int           `json:"attempts"`
 	NextAttempt time.Time     `json:"next_attempt,omitzero"`
 	LastError   string        `json:"last_error,omitempty"`
-	Done        time.Time     `json:"done,omitzero"`
+	// ErrorKind names the last error when it needs more than a retry.
+	ErrorKind FailureKind `json:"error_kind,omitempty"`
+	Done      time.Time   `json:"done,omitzero"`
 	// Since starts the give-up clock: when the copy was queued, or requeued
 	// by an admin.
 	Since time.Time `json:"since"`
+	// TooBig is set once the recipient's server refused this message as
+	// too big: it is not sent again; its letters go in parts.
+	TooBig *TooBig `json:"too_big,omitempty"`
+}
+
+// TooBig is what a recipient's server said about a message it refused as
+// too big.
+type TooBig struct {
+	// Size is the refused message's size in bytes.
+	Size int64 `json:"size"`
+	// Limit is the largest message the server said it accepts (its EHLO
+	// SIZE); 0 when it named none.
+	Limit int64 `json:"limit,omitempty"`
+	// Reason is the refusal, as the error said it.
+	Reason string `json:"reason"`
+}
+
+// waiting reports whether the message waits in the delivery queue: open,
+// and not set aside to be split.
+func (c *CopyState) waiting() bool {
+	return (c.State == DeliveryQueued || c.State == DeliveryDeferred) && c.TooBig == nil
+}
+
+// Part is one of the smaller messages a copy's letters went in: a batch
+// message of its own, for this recipient only, with its own Message-ID.
+type Part struct {
+	// N is the part's number, 1 first; Of is how many parts the copy had
+	// when this one was made, as its subject says ("part N of Of").
+	N  int `json:"n"`
+	Of int `json:"of"`
+	// MessageID is the part's own Message-ID, the same on every retry.
+	MessageID string   `json:"message_id"`
+	LetterIDs []string `json:"letter_ids"`
+	// File names the part's message below the store directory.
+	File string `json:"file"`
+	Size int64  `json:"size"`
+	CopyState
 }
 
 // CloseRule is why a batch closed (SPEC 7).
@@ -186,6 +261,9 @@ const (
 	CloseFull CloseRule = "max_letters"
 	// CloseWait: the oldest letter waited batch.max_wait.
 	CloseWait CloseRule = "max_wait"
+	// CloseSize: more letters waited than fit in a message of
+	// batch.max_bytes.
+	CloseSize CloseRule = "max_bytes"
 )
 
 // Batch is a closed batch: its letters, its message and its deliveries.
@@ -200,6 +278,9 @@ type Batch struct {
 	// a batch closed by schema version 1, whose message is in the bbolt
 	// file.
 	File string `json:"file,omitempty"`
+	// RunningTotal is how many letters had been batched with this one,
+	// as its summary says (0 for batches closed before it was kept).
+	RunningTotal uint64 `json:"running_total,omitempty"`
 	// Purged is set once the letters' bodies and the message were removed
 	// after the retention time.
 	Purged bool `json:"purged,omitempty"`

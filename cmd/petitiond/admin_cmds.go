@@ -21,9 +21,6 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// adminTokenEnv overrides admin.token, for the daemon and the admin commands.
-const adminTokenEnv = "PETITIOND_ADMIN_TOKEN"
-
 // adminFlags are the flags every admin command takes.
 type adminFlags struct {
 	config string
@@ -39,7 +36,7 @@ func newAdminFlags(name, usage, help string, stderr io.Writer) (*flag.FlagSet, *
 	base := fs.Usage
 	fs.Usage = func() {
 		base()
-		fmt.Fprintf(stderr, "\n%s\n\nThe token comes from %s, else admin.token in the config.\n", help, adminTokenEnv)
+		fmt.Fprintf(stderr, "\n%s\n\n%s\n", help, adminTokenHelp)
 	}
 	af := &adminFlags{}
 	fs.StringVar(&af.config, "config", "", "config file, to find admin.listen and admin.token (default ./petitiond.toml if present, else the embedded default)")
@@ -93,8 +90,8 @@ func usageError(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) err
 }
 
 // client finds the daemon: -admin, else admin.listen from the config; the
-// token from the environment, else the config. The config is read only when
-// something is still missing or -config names it.
+// token as findAdminToken says. The config is read only when something is
+// still missing or -config names it.
 func (af *adminFlags) client() (*admin.Client, error) {
 	token := os.Getenv(adminTokenEnv)
 	base := af.url
@@ -103,8 +100,8 @@ func (af *adminFlags) client() (*admin.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		if token == "" {
-			token = cfg.Admin.Token
+		if token, err = findAdminToken(cfg); err != nil {
+			return nil, err
 		}
 		if base == "" {
 			if cfg.Admin.Listen == "" {

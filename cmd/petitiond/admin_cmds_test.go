@@ -35,10 +35,14 @@ func admConfig(mutate func(*config.Config)) func(*config.Config) {
 	}
 }
 
-// startAdm starts a daemon for the admin commands to talk to.
+// startAdm starts a daemon for the admin commands to talk to, and gives
+// the commands its admin token through the environment, as an admin would
+// who runs them with -admin URL and no config.
 func startAdm(t *testing.T, mutate func(*config.Config)) *testenv.Test {
 	t.Helper()
-	return testenv.Start(t, admConfig(mutate))
+	e := testenv.Start(t, admConfig(mutate))
+	t.Setenv(adminTokenEnv, e.AdminToken())
+	return e
 }
 
 // unsigned is a letter from addr without a signature: held, by default.
@@ -293,6 +297,7 @@ func TestAdminRetry(t *testing.T) {
 	sink := e.Smarthost()
 	sink.FailRcpt(&sinkserver.Fault{Code: 550, Enhanced: [3]int{5, 1, 1}, Msg: "no such user"})
 	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
 	e.Queued(e.Signed("ed.test", "ana@ed.test"))
 
 	batch := func() admin.Batch {

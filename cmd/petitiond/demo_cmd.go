@@ -20,6 +20,7 @@ import (
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/internal/wait"
+	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -437,13 +438,15 @@ func (t *demo) summary(batches []store.Batch) error {
 		"The daemon's log (%s) shows every event.\n",
 		host, port, t.campaignAddr(), t.env.Config.Verify.Unverified, filepath.Join(t.dir, "petitiond.log"))
 	if url := t.env.AdminURL(); url != "" && len(held) > 0 {
-		fmt.Fprintf(out, "\nAnd look at it as an admin would, from another terminal:\n"+
+		fmt.Fprintf(out, "\nAnd look at it as an admin would, from another terminal (the daemon made its\n"+
+			"admin token at first start; the organisers' pages at %[1]s/ take it too):\n"+
+			"  export %[3]s=$(cat %[4]s)\n"+
 			"  petitiond stats -admin %[1]s\n"+
 			"  petitiond tail -f -admin %[1]s\n"+
 			"  petitiond batches -admin %[1]s\n"+
 			"  petitiond held -admin %[1]s\n"+
 			"  petitiond held release -admin %[1]s %[2]s   (counts it; or: held drop)\n",
-			url, held[0].ID)
+			url, held[0].ID, adminTokenEnv, admin.TokenFile(t.env.Config.Store.Dir))
 	}
 	return nil
 }

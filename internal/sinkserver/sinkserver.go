@@ -74,6 +74,11 @@ type Options struct {
 	// after the data. 0 means 32 MiB. go-smtp refuses a message of exactly
 	// this size too (it needs one more byte to see the end of the data).
 	MaxMessageBytes int64
+	// RefuseOver makes the server a host that does not say its limit: its
+	// EHLO names a bare SIZE, and a message of more than RefuseOver bytes
+	// is refused after its data with 552 5.3.4 (and not stored). It
+	// overrides MaxMessageBytes.
+	RefuseOver int64
 }
 
 // ioTimeout bounds every read and write of a session so a client that goes
@@ -136,6 +141,9 @@ func Start(opt Options) (*Server, error) {
 	srv.MaxMessageBytes = 32 << 20
 	if opt.MaxMessageBytes > 0 {
 		srv.MaxMessageBytes = opt.MaxMessageBytes
+	}
+	if opt.RefuseOver > 0 {
+		srv.MaxMessageBytes = 0 // a bare SIZE: no limit said
 	}
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv = srv
@@ -391,6 +399,10 @@ func (ss *session) Data(r io.Reader) error {
 			return se // e.g. message too large: keep its code
 		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "read error"}
+	}
+
+	if limit := ss.s.opt.RefuseOver; limit > 0 && int64(len(data)) > limit {
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "message too big"}
 	}
 
 	s := ss.s

@@ -367,6 +367,27 @@ func TestMaxMessageBytes(t *testing.T) {
 	}
 }
 
+// RefuseOver: no limit said (a bare SIZE), a larger message refused after
+// its data, a smaller one taken.
+func TestRefuseOver(t *testing.T) {
+	s := startSink(t, Options{RefuseOver: int64(len(testMsg)) - 1})
+	c := dial(t, s)
+	if ok, param := c.Extension("SIZE"); !ok || param != "" {
+		t.Fatalf("SIZE %v %q; want a bare SIZE", ok, param)
+	}
+	err := send(t, c, "a@example.org", "b@example.net", testMsg)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 552 || se.EnhancedCode != (smtp.EnhancedCode{5, 3, 4}) {
+		t.Fatalf("oversized data: %v, want 552 5.3.4", err)
+	}
+	if err := send(t, c, "a@example.org", "b@example.net", "Subject: x\r\n\r\nx\r\n"); err != nil {
+		t.Fatalf("small message: %v", err)
+	}
+	if n := len(s.Messages()); n != 1 {
+		t.Errorf("stored %d messages, want the small one", n)
+	}
+}
+
 func TestFailMail(t *testing.T) {
 	s := startSink(t, Options{})
 	c := dial(t, s)

@@ -61,6 +61,9 @@ type Recipient struct {
 	Attempts    int                 `json:"attempts"`
 	NextAttempt *time.Time          `json:"next_attempt"`
 	LastError   string              `json:"last_error"`
+	// ErrorKind and Parts: see parts.go.
+	ErrorKind store.FailureKind `json:"error_kind,omitempty"`
+	Parts     []Part            `json:"parts,omitempty"`
 }
 
 // Event is one journal event as the store keeps it; Seq orders them and is
@@ -115,11 +118,8 @@ func apiBatch(b store.Batch, withLetters bool) Batch {
 	out := Batch{ID: b.ID, Letters: len(b.LetterIDs), Created: b.Created, MessageID: b.MessageID,
 		Recipients: make([]Recipient, 0, len(b.Recipients)), Purged: b.Purged}
 	for _, d := range b.Recipients {
-		r := Recipient{Address: d.Address, State: d.State, Attempts: d.Attempts, LastError: d.LastError}
-		if (d.State == store.DeliveryQueued || d.State == store.DeliveryDeferred) && !d.NextAttempt.IsZero() {
-			t := d.NextAttempt
-			r.NextAttempt = &t
-		}
+		r := Recipient{Address: d.Address, State: d.State, Attempts: d.Attempts, LastError: d.LastError,
+			NextAttempt: nextAttempt(d.CopyState), ErrorKind: d.ErrorKind, Parts: apiParts(d.Parts, withLetters)}
 		out.Recipients = append(out.Recipients, r)
 	}
 	if withLetters {

@@ -1,20 +1,20 @@
 // Package admin is petitiond's admin HTTP listener ([admin]): the JSON API
 // the admin commands use (stats, held letters, batches, events and a live
-// event stream), /healthz, /metrics in the Prometheus text format and, on a
-// loopback listener only, /debug/pprof/. It reads the store and changes
-// state only through store calls, which record their own events.
+// event stream), the organisers' pages (page.go), /healthz, /metrics in the
+// Prometheus text format and, on a loopback listener only, /debug/pprof/.
+// access.go says who may use which. It reads the store and changes state
+// only through store calls, which record their own events.
 package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -29,10 +29,28 @@ import (
 type Options struct {
 	// Listen is [admin].listen, "host:port".
 	Listen string
-	// Token is the bearer token every request must carry; "" means none,
-	// which New allows only on a loopback listener.
-	Token  string
-	Logger *slog.Logger
+	// Token is the admin token: the API, its actions and pprof need it as a
+	// Bearer header. Required: admin.token, PETITIOND_ADMIN_TOKEN, or the
+	// one made at first start (LoadOrCreateToken).
+	Token string
+	// ReaderToken is admin.reader_token: it opens the organisers' pages
+	// and nothing else; "" means only the admin token opens them.
+	ReaderToken string
+	// OpenMetrics serves /metrics without a token. SPEC 10: so it is when
+	// admin.token is not configured (the token was made at first start,
+	// and a scraper on this machine cannot be expected to read it).
+	OpenMetrics bool
+	// Hosts are the names, besides localhost and the listener's own
+	// address, that a request's Host header may carry: the names this
+	// machine is reached by (the daemon passes smtp.hostname).
+	Hosts []string
+	// Campaign is campaign.name, shown on the pages.
+	Campaign string
+	// Language is campaign.language, the pages' language ("es", "en"; ""
+	// means "en"); Location is campaign.timezone (nil means UTC).
+	Language string
+	Location *time.Location
+	Logger   *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Heartbeat is how often an idle event stream sends an empty line, so
@@ -47,14 +65,22 @@ type Options struct {
 
 // Server is the admin listener.
 type Server struct {
-	st        *store.Store
-	opt       Options
-	log       *slog.Logger
-	now       func() time.Time
-	tokenHash [sha256.Size]byte
-	metrics   *Metrics
-	health    *healthCheck
-	startSeq  uint64 // the journal's end when New ran: metrics count from there
+	st       *store.Store
+	opt      Options
+	log      *slog.Logger
+	now      func() time.Time
+	tokens   tokens
+	hosts    []string   // lower case, no final dot
+	listenIP netip.Addr // the bound IP, once Listen ran
+	pages    *pages
+	search   chan struct{} // one search at a time: each is a bounded scan
+	// searchScan is how many letters a search reads at most:
+	// searchMaxScan, less in tests.
+	searchScan int
+	metrics    *Metrics
+	prom       http.Handler // /metrics
+	health     *healthCheck
+	startSeq   uint64 // the journal's end when New ran: metrics count from there
 
 	ctx    context.Context // ends at Shutdown: streams and the metrics feed stop
 	cancel context.CancelFunc
@@ -63,8 +89,9 @@ type Server struct {
 }
 
 // CheckListen refuses an admin listener that others could reach without a
-// token: whoever reaches it can release letters and read who signed. Call it
-// before anything listens.
+// configured token: whoever reaches it can release letters and read who
+// signed, and a token made at first start sits in a file only this
+// machine's admin reads. Call it before anything listens.
 func CheckListen(listen, token string) error {
 	if listen == "" || token != "" || loopback.HostPort(listen) {
 		return nil
@@ -74,12 +101,20 @@ func CheckListen(listen, token string) error {
 }
 
 // New makes the admin server for st; nothing listens until Start. It fails
-// when CheckListen does.
+// when CheckListen does, without a token, or for a language with no
+// catalogue.
 func New(st *store.Store, opt Options) (*Server, error) {
 	if err := CheckListen(opt.Listen, opt.Token); err != nil {
 		return nil, err
 	}
-	s := &Server{st: st, opt: opt, log: opt.Logger, now: opt.Now}
+	if opt.Token == "" {
+		return nil, errors.New("admin: the admin listener needs an admin token (admin.token, PETITIOND_ADMIN_TOKEN, or the file " + TokenFileName + " in store.dir)")
+	}
+	if opt.ReaderToken == opt.Token {
+		return nil, errors.New("admin: admin.reader_token must differ from the admin token")
+	}
+	s := &Server{st: st, opt: opt, log: opt.Logger, now: opt.Now, tokens: newTokens(opt.Token, opt.ReaderToken),
+		search: make(chan struct{}, 1), searchScan: searchMaxScan}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,18 +124,40 @@ func New(st *store.Store, opt Options) (*Server, error) {
 	if s.opt.Heartbeat <= 0 {
 		s.opt.Heartbeat = 15 * time.Second
 	}
-	if opt.Token != "" {
-		s.tokenHash = sha256.Sum256([]byte(opt.Token))
-	}
+	s.hosts = allowedNames(opt.Listen, opt.Hosts)
 	var err error
+	if s.pages, err = newPages(opt.Language, opt.Location); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
 	if s.startSeq, err = st.LastSeq(); err != nil {
 		return nil, fmt.Errorf("admin: read the journal's end: %w", err)
 	}
 	s.metrics = newMetrics(st, s.now)
+	s.prom = promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
 	s.health = &healthCheck{check: st.CheckWritable, free: st.FreeBytes, minFree: uint64(max(opt.MinFreeBytes, 0)),
 		now: s.now, reuse: time.Second, timeout: 5 * time.Second}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// allowedNames are the Host names a request may carry besides localhost
+// and IPs: the listen address's host when it is a name, and hosts.
+func allowedNames(listen string, hosts []string) []string {
+	var names []string
+	if h, _, err := net.SplitHostPort(listen); err == nil {
+		hosts = append([]string{h}, hosts...)
+	}
+	for _, h := range hosts {
+		h = strings.TrimSuffix(strings.ToLower(h), ".")
+		if _, err := netip.ParseAddr(h); h == "" || err == nil {
+			continue
+		}
+		names = append(names, h)
+	}
+	return names
 }
 
 // Metrics is what the SMTP front end reports to (it implements
@@ -120,6 +177,10 @@ func (s *Server) Listen() error {
 		pprofOK = false
 	}
 	s.ln = ln
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.listenIP, _ = netip.AddrFromSlice(ta.IP)
+		s.listenIP = s.listenIP.Unmap()
+	}
 	s.srv = &http.Server{
 		Handler:           s.handler(pprofOK),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -128,7 +189,8 @@ func (s *Server) Listen() error {
 		// deadline per write instead.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("admin listener", "addr", ln.Addr().String(), "token", s.opt.Token != "", "pprof", pprofOK)
+	s.log.Info("admin listener", "addr", ln.Addr().String(), "reader_token", s.opt.ReaderToken != "",
+		"open_metrics", s.opt.OpenMetrics, "pprof", pprofOK)
 	return nil
 }
 
@@ -172,59 +234,84 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	_ = s.ln.Close()
 	if err != nil {
 		_ = s.srv.Close()
+		if ctx.Err() != nil {
+			// A browser on the pages keeps connections it opened ahead
+			// of need, which Shutdown leaves for 5s; a request cut at
+			// the end of the grace is the client's loss, not a fault
+			// of the daemon's.
+			s.log.Info("admin listener closed with connections still open", "err", err)
+			return nil
+		}
 		return fmt.Errorf("admin: shutdown: %w", err)
 	}
 	return nil
 }
 
+// route is one entry of the router: a ServeMux pattern, who may use it,
+// and its handler.
+type route struct {
+	pattern string
+	access  access
+	handler http.HandlerFunc
+}
+
+// routes is every path the listener answers, one line each.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /healthz", public, s.healthz},
+		{"GET /metrics", metricsAccess, s.prom.ServeHTTP},
+		{"GET /login", public, s.loginForm},
+		{"POST /login", public, s.login},
+		{"POST /logout", public, s.logout},
+
+		// The organisers' pages (page.go).
+		{"GET /{$}", pageAccess, s.home},
+		{"GET /batches/{id}", pageAccess, s.batchPage},
+		{"GET /batches/{id}/csv", pageAccess, s.batchCSV},
+		{"GET /batches/{id}/eml", pageAccess, s.batchEML},
+		{"GET /search", pageAccess, s.searchPage},
+		{"GET /signers.csv", pageAccess, s.signersCSV},
+
+		// The API the admin commands use.
+		{"GET /api/stats", adminAccess, s.stats},
+		{"GET /api/held", adminAccess, s.heldList},
+		{"POST /api/held/{id}/release", adminAccess, s.heldRelease},
+		{"POST /api/held/{id}/drop", adminAccess, s.heldDrop},
+		{"GET /api/batches", adminAccess, s.batchList},
+		{"GET /api/batches/{id}", adminAccess, s.batchShow},
+		{"GET /api/batches/{id}/message", adminAccess, s.batchMessage},
+		{"POST /api/batches/{id}/retry", adminAccess, s.batchRetry},
+		{"GET /api/events", adminAccess, s.events},
+		{"GET /api/events/follow", adminAccess, s.follow},
+		{"POST /api/backup", adminAccess, s.backup},
+	}
+}
+
+// pprofRoutes show memory and goroutines, letters included: admin only,
+// and only on a loopback listener.
+func pprofRoutes() []route {
+	return []route{
+		{"/debug/pprof/", adminAccess, pprof.Index},
+		{"/debug/pprof/cmdline", adminAccess, pprof.Cmdline},
+		{"/debug/pprof/profile", adminAccess, pprof.Profile},
+		{"/debug/pprof/symbol", adminAccess, pprof.Symbol},
+		{"/debug/pprof/trace", adminAccess, pprof.Trace},
+	}
+}
+
+// handler is the whole listener: the Host check, the cross-origin check,
+// then each route behind its access level.
 func (s *Server) handler(pprofOK bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.page)
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
-	mux.HandleFunc("GET /api/stats", s.stats)
-	mux.HandleFunc("GET /api/held", s.heldList)
-	mux.HandleFunc("POST /api/held/{id}/release", s.heldRelease)
-	mux.HandleFunc("POST /api/held/{id}/drop", s.heldDrop)
-	mux.HandleFunc("GET /api/batches", s.batchList)
-	mux.HandleFunc("GET /api/batches/{id}", s.batchShow)
-	mux.HandleFunc("GET /api/batches/{id}/message", s.batchMessage)
-	mux.HandleFunc("POST /api/batches/{id}/retry", s.batchRetry)
-	mux.HandleFunc("GET /api/events", s.events)
-	mux.HandleFunc("GET /api/events/follow", s.follow)
-	mux.HandleFunc("POST /api/backup", s.backup)
+	rs := s.routes()
 	if pprofOK {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		rs = append(rs, pprofRoutes()...)
+	}
+	for _, rt := range rs {
+		mux.HandleFunc(rt.pattern, s.guard(rt.access, rt.handler))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
-	return s.auth(mux)
-}
-
-// auth requires the bearer token on every request when one is set. Both
-// sides are hashed first so the comparison takes the same time whatever the
-// token's length and content.
-func (s *Server) auth(next http.Handler) http.Handler {
-	if s.opt.Token == "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) != 1 {
-			s.log.Warn("admin request with a missing or wrong token", "remote", r.RemoteAddr, "path", r.URL.Path)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="petitiond"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return s.checkHost(s.crossOrigin(mux))
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,12 +112,11 @@ func TestUnbatchableLetterIsHeld(t *testing.T) {
 				t.Fatalf("waiting for the batch at the recipients: %v", err)
 			}
 			for _, m := range msgs {
-				b, err := batchmime.Read(m.Data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(b.Letters) != 3 || bytes.Contains(m.Data, []byte("Carta de s1.")) {
-					t.Errorf("copy to %v has %d letters, want the 3 others without %s", m.To, len(b.Letters), poison)
+				// Each letter's bytes are in the digest as received.
+				for i, want := range []bool{true, false, true, true} {
+					if got := bytes.Contains(m.Data, fmt.Appendf(nil, "Carta de s%d.\r\n", i)); got != want {
+						t.Errorf("copy to %v carries the letter of s%d: %v, want %v", m.To, i, got, want)
+					}
 				}
 			}
 			held, err := st.Held()
@@ -148,7 +148,7 @@ func TestBuildFailureNotOfALetter(t *testing.T) {
 	acceptLetters(t, st, 3)
 	c := testCloser(st, 3)
 	c.build = func(Spec) ([]byte, error) { return nil, errors.New("bad campaign.from") }
-	if err := c.closeOne(context.Background(), store.CloseFull); err == nil {
+	if err := c.closeOne(context.Background(), store.CloseFull, 3); err == nil {
 		t.Fatal("closeOne succeeded with a builder that always fails")
 	}
 	if held, _ := st.Held(); len(held) != 0 {
@@ -187,6 +187,221 @@ func TestCloseRule(t *testing.T) {
 		rule, sleep := closeRule(c.p, c.now, 10, wait)
 		if rule != c.rule || (rule == "" && sleep != c.sleepFor) {
 			t.Errorf("%s: closeRule = %q, %v; want %q, %v", c.name, rule, sleep, c.rule, c.sleepFor)
+		}
+	}
+}
+
+// stepClock is a clock a test moves by hand.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *stepClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// acceptSized stores n counted letters with texts of about size bytes
+// each, a second apart, and returns their IDs.
+func acceptSized(t *testing.T, st *store.Store, clk *stepClock, n, size int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		from := fmt.Sprintf("s%d@ed.test", i)
+		body := fmt.Sprintf("From: <%s>\r\nSubject: Libertad\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+			from, strings.Repeat(fmt.Sprintf("Carta de s%d. ", i), size/14))
+		res, err := st.Accept(context.Background(), store.NewLetter{Received: clk.Now(), From: from, DedupAddress: from,
+			Verdict: store.Verdict{Kind: store.VerdictDKIM, Domain: "ed.test"}, Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.ID)
+		clk.Advance(time.Second)
+	}
+	return ids
+}
+
+// TestMaxBytes: batch.max_bytes closes a batch as soon as the waiting
+// letters cannot fit one message (without waiting for max_letters or
+// max_wait), and a batch takes only the letters that fit; every message
+// stays within it, every letter goes once and in order, and the letters
+// left over go when their time comes.
+func TestMaxBytes(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const maxBytes = 20000
+	ids := acceptSized(t, st, clk, 6, 5000)
+	c := NewCloser(CloserConfig{MaxLetters: 100, MaxWait: time.Hour, MaxBytes: maxBytes, CampaignName: "Libertad",
+		From: "relay@campaign.test", Recipients: testRecipients}, st, slog.New(slog.DiscardHandler), clk.Now)
+
+	c.closeDue(context.Background())
+	sizeClosed, err := st.Batches()
+	if err != nil || len(sizeClosed) == 0 {
+		t.Fatalf("no batch closed for max_bytes with the letters' bytes over it: %v", err)
+	}
+	for _, b := range sizeClosed {
+		if b.Rule != store.CloseSize {
+			t.Errorf("batch %d closed by %q, want %q", b.ID, b.Rule, store.CloseSize)
+		}
+	}
+	if p, _ := st.Pending(); p.Letters == 0 {
+		t.Errorf("every letter went before max_wait, though the rest fit one message's bytes")
+	}
+	clk.Advance(time.Hour)
+	c.closeDue(context.Background())
+	all, err := st.Batches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batched []string
+	for _, b := range all {
+		msg, err := st.BatchMessage(b.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msg) > maxBytes {
+			t.Errorf("batch %d is %d bytes, over max_bytes %d", b.ID, len(msg), maxBytes)
+		}
+		if !bytes.Contains(msg, fmt.Appendf(nil, "batch %d: %d letter", b.ID, len(b.LetterIDs))) {
+			t.Errorf("batch %d's subject does not count its %d letters", b.ID, len(b.LetterIDs))
+		}
+		batched = append(batched, b.LetterIDs...)
+	}
+	if strings.Join(batched, ",") != strings.Join(ids, ",") {
+		t.Errorf("batched %v, want every letter once, in order: %v", batched, ids)
+	}
+	if len(all) < 3 {
+		t.Errorf("%d batches for 6 letters of which about 2 fit max_bytes", len(all))
+	}
+	if p, _ := st.Pending(); p.Letters != 0 {
+		t.Errorf("%d letters still wait after max_wait", p.Letters)
+	}
+}
+
+// A letter too big for max_bytes even alone still goes, alone.
+func TestMaxBytesLetterAlone(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ids := acceptSized(t, st, clk, 2, 30000)
+	c := NewCloser(CloserConfig{MaxLetters: 100, MaxWait: time.Hour, MaxBytes: 20000, CampaignName: "Libertad",
+		From: "relay@campaign.test", Recipients: testRecipients}, st, slog.New(slog.DiscardHandler), clk.Now)
+	c.closeDue(context.Background())
+	clk.Advance(time.Hour)
+	c.closeDue(context.Background())
+	all, _ := st.Batches()
+	if len(all) != 2 || len(all[0].LetterIDs) != 1 || all[0].LetterIDs[0] != ids[0] || all[1].LetterIDs[0] != ids[1] {
+		t.Errorf("batches %+v, want each letter alone", all)
+	}
+}
+
+// largestFit finds the most letters that fit, by building: a message's
+// size here is 1000 plus twice its letters' bytes.
+func TestLargestFit(t *testing.T) {
+	letters := make([]Letter, 10)
+	for i := range letters {
+		letters[i].Raw = make([]byte, 100*(i+1)) // 100, 200, ... 1000
+	}
+	builds := 0
+	build := func(ls []Letter) ([]byte, error) {
+		builds++
+		n := 1000
+		for _, l := range ls {
+			n += 2 * len(l.Raw)
+		}
+		return make([]byte, n), nil
+	}
+	for _, c := range []struct {
+		limit int64
+		want  int
+	}{
+		{1e6, 10},         // all
+		{1000 + 2*600, 3}, // 100+200+300 exactly
+		{1000 + 2*600 - 1, 2},
+		{1100, 1}, // not even the first alone: it goes alone
+		{1, 1},
+	} {
+		builds = 0
+		n, msg, err := largestFit(letters, c.limit, build)
+		if err != nil || n != c.want {
+			t.Errorf("limit %d: %d letters, %v; want %d", c.limit, n, err, c.want)
+		}
+		if want, _ := build(letters[:n]); len(msg) != len(want) {
+			t.Errorf("limit %d: the message of %d letters is %d bytes, want %d", c.limit, n, len(msg), len(want))
+		}
+		if builds > 6 {
+			t.Errorf("limit %d: %d builds for 10 letters", c.limit, builds)
+		}
+	}
+	if _, _, err := largestFit(letters, 1500, func([]Letter) ([]byte, error) { return nil, errors.New("no") }); err == nil {
+		t.Errorf("a builder's error is lost")
+	}
+}
+
+// The closer writes the batch in campaign.language with times in
+// campaign.timezone, and gives the builder each letter's verdict.
+func TestCloserLanguageAndZone(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, v := range []store.Verdict{{Kind: store.VerdictSPF, Domain: "spf.test"}, {Kind: store.VerdictAdmin}} {
+		from := "a" + string(v.Kind) + "@ed.test"
+		if _, err := st.Accept(context.Background(), store.NewLetter{From: from, DedupAddress: from, Verdict: v,
+			Body: []byte("From: <" + from + ">\r\nSubject: x\r\n\r\nLibertad.\r\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	santiago, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lang, want := range map[string][]string{
+		"es": {"lote 1: 2 cartas", "15-01-2026 09:00 (UTC-03:00)", "SPF de spf.test", "liberada por un administrador"},
+		"en": {"batch 1: 2 letters", "15 Jan 2026 09:00 (UTC-03:00)", "SPF of spf.test", "released by an admin"},
+	} {
+		c := NewCloser(CloserConfig{MaxLetters: 2, MaxWait: time.Hour, CampaignName: "Libertad", From: "relay@campaign.test",
+			Recipients: testRecipients, Language: lang, Location: santiago}, st, slog.New(slog.DiscardHandler), clk.Now)
+		pb, err := st.NextBatch(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := c.buildSigned(c.spec(pb, clk.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := batchmime.Read(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := b.Header.Get("Subject") + "\n" + b.Summary
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s batch lacks %q:\n%s", lang, w, text)
+			}
+		}
+		if rows, err := b.Rows(); err != nil || len(rows) != 2 || rows[0].Verified != "spf" || rows[1].Verified != "admin" {
+			t.Errorf("%s CSV rows %+v, %v", lang, rows, err)
+		}
+		if d := b.Header.Get("Date"); !strings.HasSuffix(d, "-0300") {
+			t.Errorf("%s Date %q, want Santiago's offset", lang, d)
 		}
 	}
 }

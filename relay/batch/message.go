@@ -61,6 +61,19 @@ type Spec struct {
 	// Location is campaign.timezone: every time in the message is shown in
 	// it; nil means UTC.
 	Location *time.Location
+	// Part is set when the message is one part of a batch that a
+	// recipient's server refused as one message (too big); Letters are
+	// then the part's letters only.
+	Part *Part
+}
+
+// Part says which part of a batch a message is. Its subject and summary
+// say "part N of Of", and number each letter by its place in the batch.
+type Part struct {
+	N, Of int
+	// First is the place (0-based) of the part's first letter in the
+	// batch, whose letters number BatchLetters.
+	First, BatchLetters int
 }
 
 // NewMessageID returns the Message-ID of batch number, "<batch-N.UNIXNANO@domain>".
@@ -68,6 +81,13 @@ type Spec struct {
 // both recipients see the same ID.
 func NewMessageID(number uint64, fromAddress string, created time.Time) string {
 	return fmt.Sprintf("<batch-%d.%d@%s>", number, created.UnixNano(), messageIDDomain(fromAddress))
+}
+
+// NewPartMessageID returns the Message-ID of part n of batch number for
+// the recipient at index rcpt, "<batch-N.rI.part-K.UNIXNANO@domain>": made
+// once, when the part is made, and stored like the batch's.
+func NewPartMessageID(number uint64, rcpt, n int, fromAddress string, created time.Time) string {
+	return fmt.Sprintf("<batch-%d.r%d.part-%d.%d@%s>", number, rcpt, n, created.UnixNano(), messageIDDomain(fromAddress))
 }
 
 // messageIDDomain is the domain of the campaign's From address in the ASCII
@@ -245,6 +265,10 @@ func catalogOf(s Spec) (*catalog.Catalog, error) {
 func validate(s Spec) error {
 	if len(s.Letters) == 0 {
 		return fmt.Errorf("batch %d: no letters", s.Number)
+	}
+	if p := s.Part; p != nil && (p.N < 1 || p.N > p.Of || p.First < 0 || p.First+len(s.Letters) > p.BatchLetters) {
+		return fmt.Errorf("batch %d: part %d of %d with letters %d to %d of %d", s.Number, p.N, p.Of,
+			p.First+1, p.First+len(s.Letters), p.BatchLetters)
 	}
 	if s.Date.IsZero() {
 		return fmt.Errorf("batch %d: no date", s.Number)

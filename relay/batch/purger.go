@@ -18,32 +18,15 @@ type Purger struct {
 	now   func() time.Time
 }
 
-// NewPurger makes a purger; now nil means the system clock, held back
-// against steps forward (steadyNow), log nil discards.
+// NewPurger makes a purger; now nil means time.Now, log nil discards.
 func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger {
 	if now == nil {
-		start := time.Now()
-		now = func() time.Time { return steadyNow(start, time.Since(start), time.Now()) }
+		now = time.Now
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Purger{store: st, log: log, now: now}
-}
-
-// steadyNow is the wall clock for deciding that something is old enough to
-// delete: the earlier of the wall clock and the wall clock at start plus
-// the time elapsed since on the monotonic clock (elapsed). A step of the
-// system clock forward (a wrong NTP answer, an admin's typo) then purges
-// nothing early; the price is that a clock set right forward while running
-// delays purges by that much until the next start.
-func steadyNow(start time.Time, elapsed time.Duration, wall time.Time) time.Time {
-	steady := start.Round(0).Add(elapsed)
-	wall = wall.Round(0)
-	if steady.Before(wall) {
-		return steady
-	}
-	return wall
 }
 
 // Run purges until ctx ends. It reads the purge index and the held queue,

@@ -54,28 +54,3 @@ func TestPurgerExpiresHeld(t *testing.T) {
 		t.Errorf("the recent held letter %s went too: %v", recent, err)
 	}
 }
-
-// TestSteadyNow: a step of the wall clock forward does not move the purge
-// clock past the time elapsed since start; a step back holds it back.
-func TestSteadyNow(t *testing.T) {
-	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	for _, c := range []struct {
-		name    string
-		elapsed time.Duration
-		wall    time.Time
-		want    time.Time
-	}{
-		{"no step", time.Hour, start.Add(time.Hour), start.Add(time.Hour)},
-		{"stepped forward a year", time.Hour, start.AddDate(1, 0, 0), start.Add(time.Hour)},
-		{"stepped back", time.Hour, start.Add(-time.Hour), start.Add(-time.Hour)},
-	} {
-		if got := steadyNow(start, c.elapsed, c.wall); !got.Equal(c.want) {
-			t.Errorf("%s: steadyNow = %v, want %v", c.name, got, c.want)
-		}
-	}
-	// With the real clocks, it is now.
-	s := time.Now()
-	if got := steadyNow(s, time.Since(s), time.Now()); time.Since(got) > time.Minute || got.After(time.Now()) {
-		t.Errorf("steadyNow with no step = %v, now %v", got, time.Now())
-	}
-}

@@ -11,6 +11,7 @@ package batch
 import (
 	"bytes"
 	"encoding/csv"
+	"io"
 	"strings"
 	"time"
 	"unicode"
@@ -54,15 +55,8 @@ type preparedLetter struct {
 }
 
 func prepareLetter(l *Letter) preparedLetter {
-	p := preparedLetter{
-		id:       oneline.Clean(l.ID),
-		name:     oneline.Clean(l.Name),
-		address:  oneline.Clean(l.Address),
-		received: l.Received,
-		raw:      l.Raw,
-	}
-	p.verified, p.domain = verdictOf(l)
-	p.domain = oneline.Clean(p.domain)
+	p := prepareFields(l)
+	p.raw = l.Raw
 	// Inbound rejects bare CR and LF (SMTP smuggling), so this is a guard:
 	// the batch must stay well-formed MIME and safe to send whatever is in
 	// the store, even if the letter's own signature then no longer verifies.
@@ -72,6 +66,20 @@ func prepareLetter(l *Letter) preparedLetter {
 	}
 	p.carry = carriageOf(p.raw)
 	p.text = readLetter(p.raw)
+	return p
+}
+
+// prepareFields is a letter's fields made safe to print, without its
+// text: what a CSV row needs.
+func prepareFields(l *Letter) preparedLetter {
+	p := preparedLetter{
+		id:       oneline.Clean(l.ID),
+		name:     oneline.Clean(l.Name),
+		address:  oneline.Clean(l.Address),
+		received: l.Received,
+	}
+	p.verified, p.domain = verdictOf(l)
+	p.domain = oneline.Clean(p.domain)
 	return p
 }
 
@@ -126,6 +134,12 @@ func batchData(s Spec, letters []preparedLetter) catalog.Batch {
 		Last:         letters[0].received,
 		QuoteMark:    QuoteMark,
 		Letters:      make([]catalog.BatchLetter, len(letters)),
+		BatchCount:   len(letters),
+	}
+	first := 0
+	if p := s.Part; p != nil {
+		d.Part, d.Parts, d.BatchCount, first = p.N, p.Of, p.BatchLetters, p.First
+		d.FirstN, d.LastN = first+1, first+len(letters)
 	}
 	for i := range letters {
 		p := &letters[i]
@@ -138,7 +152,7 @@ func batchData(s Spec, letters []preparedLetter) catalog.Batch {
 			d.Verified++
 		}
 		bl := catalog.BatchLetter{
-			N: i + 1, ID: p.id, Who: p.who(), Received: p.received,
+			N: first + i + 1, ID: p.id, Who: p.who(), Received: p.received,
 			Verdict: catalog.Verdict{Kind: p.verified, Domain: p.domain},
 			Subject: collapseBlanks(p.text.subject, 1),
 			Quoted:  quote(p.text.text),
@@ -256,31 +270,79 @@ const utf8BOM = "\ufeff"
 func csvList(letters []preparedLetter, loc *time.Location) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(len(utf8BOM) + 64 + 128*len(letters))
-	buf.WriteString(utf8BOM)
-	w := csv.NewWriter(&buf)
-	w.UseCRLF = true // RFC 4180
-	if err := w.Write(CSVHeader); err != nil {
-		return nil, err
-	}
+	cw := NewCSVWriter(&buf, loc)
 	for i := range letters {
-		p := &letters[i]
-		dkim := ""
-		if p.verified == VerifiedDKIM {
-			dkim = p.domain
-		}
-		row := []string{p.received.In(loc).Format(time.RFC3339), p.name, p.address, dkim, p.id, p.verified}
-		for j := range row {
-			row[j] = csvSafe(row[j])
-		}
-		if err := w.Write(row); err != nil {
+		if err := cw.row(&letters[i]); err != nil {
 			return nil, err
 		}
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := cw.Flush(); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// CSVWriter writes letters in the format of a batch's CSV list (SPEC 7):
+// a byte order mark and CSVHeader first, then one row a letter, every cell
+// safe from spreadsheets' formulas, times RFC 3339 in the campaign's zone.
+// The batch message and the organisers' /signers.csv both use it.
+type CSVWriter struct {
+	w       *csv.Writer
+	out     io.Writer
+	loc     *time.Location
+	started bool
+}
+
+// NewCSVWriter writes to w, with times in loc (nil means UTC).
+func NewCSVWriter(w io.Writer, loc *time.Location) *CSVWriter {
+	if loc == nil {
+		loc = time.UTC
+	}
+	cw := &CSVWriter{w: csv.NewWriter(w), out: w, loc: loc}
+	cw.w.UseCRLF = true // RFC 4180
+	return cw
+}
+
+// Write adds l's row; only its fields are read, never its text.
+func (c *CSVWriter) Write(l *Letter) error {
+	p := prepareFields(l)
+	return c.row(&p)
+}
+
+// Flush writes the header even when no row was written, and whatever is
+// buffered; it returns the first error of any write.
+func (c *CSVWriter) Flush() error {
+	if err := c.start(); err != nil {
+		return err
+	}
+	c.w.Flush()
+	return c.w.Error()
+}
+
+func (c *CSVWriter) start() error {
+	if c.started {
+		return nil
+	}
+	c.started = true
+	if _, err := io.WriteString(c.out, utf8BOM); err != nil {
+		return err
+	}
+	return c.w.Write(CSVHeader)
+}
+
+func (c *CSVWriter) row(p *preparedLetter) error {
+	if err := c.start(); err != nil {
+		return err
+	}
+	dkim := ""
+	if p.verified == VerifiedDKIM {
+		dkim = p.domain
+	}
+	row := []string{p.received.In(c.loc).Format(time.RFC3339), p.name, p.address, dkim, p.id, p.verified}
+	for j := range row {
+		row[j] = csvSafe(row[j])
+	}
+	return c.w.Write(row)
 }
 
 // csvSafe keeps a spreadsheet from running a cell as a formula (CSV

@@ -1,6 +1,6 @@
 // Package catalog holds every text petitiond writes for people to read (the
-// batch's subject and summary now; the organisers' pages and the mail to
-// supporters as they come), one catalogue per language (campaign.language).
+// batch's subject and summary, the organisers' pages; the mail to
+// supporters as it comes), one catalogue per language (campaign.language).
 //
 // A catalogue is a directory of Go text/template files embedded in the
 // binary, es/ and en/; each {{define "key"}} is one message. Code asks for a

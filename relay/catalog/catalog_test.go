@@ -41,7 +41,61 @@ var samples = map[string]any{
 	"batch.digest_description": sampleBatch(),
 	"batch.note":               Note{Kind: "unreadable", Detail: "EOF"},
 	"batch.summary":            sampleBatch(),
+
+	"page.title.home":         samplePage,
+	"page.title.batch":        samplePage,
+	"page.title.search":       samplePage,
+	"page.title.login":        samplePage,
+	"page.nav.home":           nil,
+	"page.nav.search":         nil,
+	"page.nav.signers":        nil,
+	"page.nav.logout":         nil,
+	"page.tally.counted":      sampleTally,
+	"page.tally.pending":      sampleTally,
+	"page.tally.batches":      sampleTally,
+	"page.tally.others":       sampleTally,
+	"page.batches.heading":    nil,
+	"page.batch.line":         BatchLine{Number: 3, Count: 2, Created: time.Date(2024, 5, 6, 10, 0, 0, 0, time.UTC)},
+	"page.delivery":           Delivery{State: "deferred", Next: time.Date(2024, 5, 6, 10, 0, 0, 0, time.UTC), Error: "451 4.3.0 later"},
+	"page.batch.heading":      sampleBatch(),
+	"page.batch.facts":        sampleBatch(),
+	"page.batch.span":         sampleBatch(),
+	"page.batch.copies":       nil,
+	"page.batch.downloads":    nil,
+	"page.batch.csv_link":     sampleBatch(),
+	"page.batch.eml_link":     nil,
+	"page.batch.eml_filename": sampleBatch(),
+	"page.batch.signers":      nil,
+	"page.batch.texts":        nil,
+	"page.batch.texts_help":   sampleBatch(),
+	"page.batch.letter":       sampleBatch().Letters[0],
+	"page.batch.purged":       nil,
+	"page.label.from":         nil,
+	"page.label.received":     nil,
+	"page.label.verified":     nil,
+	"page.label.subject":      nil,
+	"page.letter.gone":        nil,
+	"page.letter.state":       LetterState{Batch: 3},
+	"page.search.heading":     nil,
+	"page.search.label":       nil,
+	"page.search.button":      nil,
+	"page.search.help":        nil,
+	"page.search.results":     Search{Query: "maria", Found: 120, Shown: 100, Scanned: 20000, Cut: true},
+	"page.search.cut":         Search{Query: "maria", Found: 120, Shown: 100, Scanned: 20000, Cut: true},
+	"page.login.heading":      nil,
+	"page.login.intro":        samplePage,
+	"page.login.label":        nil,
+	"page.login.button":       nil,
+	"page.login.wrong":        nil,
+	"page.signers_filename":   nil,
+	"page.error.not_found":    samplePage,
+	"page.error.busy":         nil,
+	"page.error.internal":     nil,
 }
+
+var samplePage = Page{Campaign: "Libertad a los presos políticos", Batch: 3}
+
+var sampleTally = Tally{Counted: 1234, Pending: 12, Batches: 13, Duplicates: 40, Held: 2}
 
 func TestLanguages(t *testing.T) {
 	if got := Languages(); !slices.Equal(got, []string{"en", "es"}) {
@@ -222,5 +276,54 @@ func TestMissingDataFails(t *testing.T) {
 	}
 	if _, err := c.Text("no.such.key", nil); err == nil {
 		t.Errorf("an unknown key gave no error")
+	}
+}
+
+// A part of a split batch says so in its subject, its file name and its
+// summary, in each language, and numbers its letters in the whole batch.
+func TestBatchPart(t *testing.T) {
+	part := sampleBatch()
+	part.Part, part.Parts, part.BatchCount, part.FirstN, part.LastN = 2, 3, 20, 9, 13
+	for i := range part.Letters {
+		part.Letters[i].N = 9 + i
+	}
+	one := part
+	one.LastN = 9
+	for _, c := range []struct {
+		lang                          string
+		data                          Batch
+		subject, csv, intro, numbered string
+	}{
+		{"es", part, "[Libertad a los presos políticos] lote 7, parte 2 de 3: 2 cartas", "lote-7-parte-2.csv",
+			"Este lote tiene 20 cartas. Su servidor de correo no lo aceptó en un solo mensaje, por su tamaño, así que sus cartas llegan en 3 mensajes más pequeños. Este trae las cartas 9 a 13.\n",
+			"Carta 13 de 20 · "},
+		{"es", one, "", "", "Este trae la carta 9.\n", "Carta 9 de 20 · "},
+		{"en", part, "[Libertad a los presos políticos] batch 7, part 2 of 3: 2 letters", "batch-7-part-2.csv",
+			"This batch has 20 letters. Your mail server did not accept it as one message, as it was too large, so its letters come in 3 smaller messages. This one carries letters 9 to 13.\n",
+			"Letter 13 of 20 · "},
+		{"en", one, "", "", "This one carries letter 9.\n", "Letter 9 of 20 · "},
+	} {
+		cat, err := New(c.lang, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, want := range map[string]string{"batch.subject": c.subject, "batch.csv_filename": c.csv} {
+			if got, err := cat.Text(key, c.data); want != "" && (err != nil || got != want) {
+				t.Errorf("%s %s = %q, %v; want %q", c.lang, key, got, err, want)
+			}
+		}
+		summary, err := cat.Text("batch.summary", c.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _, _ := strings.Cut(summary, "\n\n")
+		if !strings.HasSuffix(head, ", "+map[string]string{"es": "parte", "en": "part"}[c.lang]+" 2 "+map[string]string{"es": "de", "en": "of"}[c.lang]+" 3: 2 "+map[string]string{"es": "cartas", "en": "letters"}[c.lang]) {
+			t.Errorf("%s summary starts %q", c.lang, head)
+		}
+		for _, want := range []string{c.intro, c.numbered} {
+			if !strings.Contains(summary, want) {
+				t.Errorf("%s summary lacks %q:\n%s", c.lang, want, summary)
+			}
+		}
 	}
 }

@@ -45,11 +45,19 @@ type Batch struct {
 	CSVName      string        // the attached list's file name
 	QuoteMark    string        // what every line of a letter's own text starts with
 	Letters      []BatchLetter // in received order
+	// Part and Parts are set when the message is part Part of Parts of a
+	// batch whose recipient's server refused it as one message (too big):
+	// it then carries letters FirstN to LastN of the batch's BatchCount,
+	// and each letter's N is its place in the whole batch. All 0 for a
+	// whole batch.
+	Part, Parts   int
+	BatchCount    int
+	FirstN, LastN int
 }
 
 // BatchLetter is one letter of a batch.
 type BatchLetter struct {
-	N        int // 1-based position in the batch
+	N        int // 1-based position in the batch (the whole batch, for a part)
 	ID       string
 	Who      string // "Name <address>", or the address alone
 	Received time.Time
@@ -60,4 +68,60 @@ type BatchLetter struct {
 	// Quoted is the letter's text with every line starting with QuoteMark;
 	// "" when there is no text to show (the notes say why).
 	Quoted string
+}
+
+// Page is the data of the organisers' pages' titles and of the messages
+// that name the campaign or a batch by number (page.title.*,
+// page.login.intro, page.error.*).
+type Page struct {
+	Campaign string // campaign.name, on one line
+	Batch    uint64 // the batch a page is about; 0 for none
+}
+
+// Tally is the data of page.tally.*: the counts of the organisers' home
+// page.
+type Tally struct {
+	Counted    uint64 // letters counted so far
+	Pending    uint64 // of them, waiting for the next batch
+	Batches    uint64 // batches closed
+	Duplicates uint64 // letters from a sender already counted
+	Held       uint64 // letters waiting for an admin's decision
+}
+
+// BatchLine is one batch in the home page's list: page.batch.line.
+type BatchLine struct {
+	Number  uint64
+	Count   int // letters in it
+	Created time.Time
+}
+
+// Delivery is where one recipient's copy of a batch is, for
+// page.delivery.
+type Delivery struct {
+	// State is queued, deferred, delivered or failed.
+	State string
+	// Next is the next try of a queued or deferred copy; zero when it is
+	// due now.
+	Next time.Time
+	// Done is when a copy was delivered or failed.
+	Done time.Time
+	// Error is the last error, as the receiving server or the connection
+	// gave it (a Detail: not in the catalogue's language).
+	Error string
+}
+
+// LetterState says where a counted letter is, for page.letter.state.
+type LetterState struct {
+	Batch uint64 // the batch that carried it; 0 while it waits for one
+}
+
+// Search is the data of page.search.results and page.search.cut.
+type Search struct {
+	Query   string // what was asked, on one line
+	Found   int    // letters that contain every word
+	Shown   int    // of them, listed
+	Scanned int    // letters read
+	// Cut is set when the search stopped before reaching the oldest
+	// letter, at its bound.
+	Cut bool
 }

@@ -3,8 +3,10 @@ package deliver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,7 +14,8 @@ import (
 )
 
 // Policy is the retry policy (RFC 5321 4.5.4.1): the first retry after Min,
-// doubling up to Max, and failed once GiveUpAfter has passed.
+// doubling up to Max, and failed once GiveUpAfter has passed and the
+// attempts that many retries make were made (MinAttempts).
 type Policy struct {
 	Min, Max, GiveUpAfter time.Duration
 }
@@ -20,13 +23,43 @@ type Policy struct {
 // Backoff is the wait after the n-th attempt (n >= 1), with ±10% jitter so
 // copies deferred together do not retry in lockstep.
 func (p Policy) Backoff(n int) time.Duration {
+	d := p.wait(n)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return d + jitter
+}
+
+// wait is the wait after the n-th attempt before jitter.
+func (p Policy) wait(n int) time.Duration {
 	d := p.Min
 	for i := 1; i < n && d < p.Max; i++ {
 		d *= 2
 	}
-	d = min(d, p.Max)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-	return d + jitter
+	return min(d, p.Max)
+}
+
+// MinAttempts is how many attempts the policy makes before GiveUpAfter has
+// passed, every wait at its longest (+10%): the attempt that first finds
+// GiveUpAfter gone. A copy is never given up before it had them, so a
+// clock that jumps forward cannot fail it early. On a steady clock they
+// are there by then, unless the attempts themselves took long (a host
+// that never answers): the give-up then comes later by about that time.
+func (p Policy) MinAttempts() int {
+	if p.Min <= 0 || p.Max <= 0 {
+		return 1
+	}
+	longest := func(d time.Duration) time.Duration { return d + d/10 }
+	n, at := 1, time.Duration(0) // attempt n starts at
+	for at < p.GiveUpAfter {
+		w := p.wait(n)
+		if w >= p.Max {
+			// Every wait from here is Max: count them at once.
+			step := longest(w)
+			return n + int((p.GiveUpAfter-at+step-1)/step)
+		}
+		at += longest(w)
+		n++
+	}
+	return n
 }
 
 // Scheduler is the one delivery scheduler: it reads due copies from the
@@ -35,13 +68,14 @@ func (p Policy) Backoff(n int) time.Duration {
 // the next copy's time. Every attempt is recorded before dialing, so a crash
 // cannot cause a retry storm and a restart resumes from the store.
 type Scheduler struct {
-	store     *store.Store
-	transport Transport
-	from      string
-	policy    Policy
-	workers   int
-	log       *slog.Logger
-	now       func() time.Time
+	store       *store.Store
+	transport   Transport
+	from        string
+	policy      Policy
+	minAttempts int // policy.MinAttempts()
+	workers     int
+	log         *slog.Logger
+	now         func() time.Time
 
 	mu       sync.Mutex
 	inflight map[store.DeliveryRef]bool
@@ -53,14 +87,16 @@ type SchedulerOptions struct {
 	Policy  Policy
 	Workers int // default 4
 	Logger  *slog.Logger
-	Now     func() time.Time
+	// Now is the clock every retry time and age is measured with; the
+	// daemon passes one that system clock steps do not move (monoclock).
+	Now func() time.Time
 }
 
 // NewScheduler makes a scheduler; zero options mean 4 workers, time.Now
 // and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
-	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, workers: opt.Workers,
-		log: opt.Logger, now: opt.Now, inflight: map[store.DeliveryRef]bool{}}
+	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, minAttempts: opt.Policy.MinAttempts(),
+		workers: opt.Workers, log: opt.Logger, now: opt.Now, inflight: map[store.DeliveryRef]bool{}}
 	if s.workers <= 0 {
 		s.workers = 4
 	}
@@ -86,9 +122,9 @@ func (s *Scheduler) Run(ctx, abort context.Context) error {
 	}
 	defer feed.Close()
 	sem := make(chan struct{}, s.workers)
-	// New copies in the queue: a batch closed, or an admin put failed
-	// copies back.
-	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventRequeued},
+	// New copies in the queue: a batch closed, a copy too big for its
+	// recipient went in parts, or an admin put failed copies back.
+	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventSplit, store.EventRequeued},
 		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
 }
 
@@ -137,7 +173,8 @@ func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.
 	return min(max(next.Sub(s.now()), time.Millisecond), idle)
 }
 
-// attempt makes one delivery attempt of one copy.
+// attempt makes one delivery attempt of one copy (a whole batch's, or a
+// part's).
 func (s *Scheduler) attempt(ctx context.Context, ref store.DeliveryRef) {
 	// Record the attempt before dialing (the retry time if we crash now).
 	b, err := s.store.StartAttempt(ctx, ref, func(attempts int) time.Time {
@@ -149,39 +186,69 @@ func (s *Scheduler) attempt(ctx context.Context, ref store.DeliveryRef) {
 		}
 		return
 	}
-	d := b.Recipients[ref.Index]
-	msg, err := s.store.BatchMessage(b.ID)
+	c, err := b.Copy(ref)
 	if err != nil {
-		s.finish(ref, d, &Error{Permanent: true, Msg: "batch message missing: " + err.Error()})
+		s.log.Error("reading a delivery attempt failed", "batch", ref.Batch, "err", err)
 		return
 	}
-	_, err = s.transport.Deliver(ctx, s.from, d.Address, msg)
+	msg, err := s.store.DeliveryMessage(ref)
+	if err != nil {
+		s.finish(ref, c, 0, Receipt{}, &Error{Permanent: true, Msg: "batch message missing: " + err.Error()})
+		return
+	}
+	rc, err := s.transport.Deliver(ctx, s.from, c.Address, msg)
 	if err != nil && ctx.Err() != nil {
 		// Shutting down: leave the copy queued; it is retried at start.
-		s.log.Info("delivery abandoned at shutdown; will retry", "batch", b.ID, "recipient", d.Address)
+		s.log.Info("delivery abandoned at shutdown; will retry", "batch", b.ID, "recipient", c.Address)
 		return
 	}
-	s.finish(ref, d, err)
+	s.finish(ref, c, int64(len(msg)), rc, err)
 }
 
-// finish records the attempt's outcome. The store writes use a fresh
-// context: the outcome must be recorded even while shutting down.
-func (s *Scheduler) finish(ref store.DeliveryRef, d store.Delivery, err error) {
+// finish records the attempt's outcome: the receipt of a delivery; a
+// message too big for the recipient set aside to be split (or, with one
+// letter, failed); a permanent failure; a temporary one deferred, or given
+// up once give_up_after has passed and the attempts it implies were made.
+// The store writes use a fresh context: the outcome must be recorded even
+// while shutting down.
+func (s *Scheduler) finish(ref store.DeliveryRef, c store.Copy, size int64, rc Receipt, err error) {
 	ctx := context.Background()
 	now := s.now()
+	kind := failureKind(KindOf(err))
 	var werr error
 	switch {
 	case err == nil:
-		werr = s.store.MarkDelivered(ctx, ref, "accepted by the recipient's mail host")
+		werr = s.store.MarkDelivered(ctx, ref, rc.String())
+	case kind == store.FailureTooBig && len(c.LetterIDs) > 1:
+		tb := store.TooBig{Size: size, Reason: err.Error()}
+		var de *Error
+		if errors.As(err, &de) {
+			tb.Limit = de.SizeLimit
+		}
+		werr = s.store.SplitTooBig(ctx, ref, tb)
+	case kind == store.FailureTooBig:
+		werr = s.store.FailAs(ctx, ref, kind, fmt.Sprintf(
+			"letter %s alone makes a message of %d bytes, larger than the recipient's server accepts: %v", strings.Join(c.LetterIDs, ""), size, err))
 	case IsPermanent(err):
-		werr = s.store.Fail(ctx, ref, err.Error())
-	case now.Sub(d.Since) >= s.policy.GiveUpAfter:
-		werr = s.store.Fail(ctx, ref, "gave up after "+s.policy.GiveUpAfter.String()+": "+err.Error())
+		werr = s.store.FailAs(ctx, ref, kind, err.Error())
+	case c.Attempts >= s.minAttempts && now.Sub(c.Since) >= s.policy.GiveUpAfter:
+		werr = s.store.FailAs(ctx, ref, kind, fmt.Sprintf("gave up after %s and %d attempts: %v", s.policy.GiveUpAfter, c.Attempts, err))
 	default:
-		werr = s.store.Defer(ctx, ref, now.Add(s.policy.Backoff(d.Attempts)), err.Error())
+		werr = s.store.DeferAs(ctx, ref, now.Add(s.policy.Backoff(c.Attempts)), kind, err.Error())
 	}
 	if werr != nil {
 		s.log.Error("recording a delivery outcome failed; the copy will be retried", "batch", ref.Batch,
-			"recipient", d.Address, "err", werr)
+			"recipient", c.Address, "err", werr)
 	}
+}
+
+// failureKind is the store's word for a Kind.
+func failureKind(k Kind) store.FailureKind {
+	switch k {
+	case KindNo8BitMIME:
+		return store.FailureNo8BitMIME
+	case KindTooBig:
+		return store.FailureTooBig
+	}
+	return store.FailureOther
 }
