@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -155,6 +156,20 @@ func TestUnitExecStartRuns(t *testing.T) {
 	if len(argv) < 2 || filepath.Base(argv[0]) != "petitiond" || !filepath.IsAbs(argv[0]) {
 		t.Fatalf("ExecStart %q: want an absolute path to petitiond and a subcommand", argv)
 	}
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, append(argv[1:], "-h")...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%q -h: %v\n%s", argv[1:], err, out)
+	}
+	if !strings.Contains(string(out), "usage: petitiond "+argv[1]) {
+		t.Errorf("%q -h printed no usage for %q:\n%s", argv[1:], argv[1], out)
+	}
+}
+
+// buildBinary builds petitiond into the test's temp dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "petitiond")
 	// go test puts its own go command first on PATH.
 	gocmd, err := exec.LookPath("go")
@@ -164,14 +179,7 @@ func TestUnitExecStartRuns(t *testing.T) {
 	if out, err := exec.Command(gocmd, "build", "-o", bin, "github.com/petitiond/petitiond/cmd/petitiond").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, append(argv[1:], "-h")...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%q -h: %v\n%s", argv[1:], err, out)
-	}
-	if !strings.Contains(string(out), "usage: petitiond "+argv[1]) {
-		t.Errorf("%q -h printed no usage for %q:\n%s", argv[1:], argv[1], out)
-	}
+	return bin
 }
 
 // The Containerfile's few promises: a static build, a non-root user, the
@@ -206,9 +214,175 @@ func TestContainerfile(t *testing.T) {
 	if len(users) == 0 || users[len(users)-1] == "root" || strings.HasPrefix(users[len(users)-1], "0") {
 		t.Errorf("USER %q: want a non-root user last", users)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "EXPOSE 25 8025", `VOLUME ["/var/lib/petitiond"]`, `"serve"`} {
+	for _, want := range []string{"CGO_ENABLED=0", "EXPOSE 25 8025", `VOLUME ["/var/lib/petitiond"]`, `"serve"`,
+		`HEALTHCHECK`, `CMD ["/usr/local/bin/petitiond", "health", "-config", "/etc/petitiond/petitiond.toml"]`} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Containerfile lacks %q", want)
 		}
 	}
+	for _, label := range []string{"title", "description", "source", "version", "revision"} {
+		if !strings.Contains(all, "org.opencontainers.image."+label+"=") {
+			t.Errorf("Containerfile lacks the OCI label org.opencontainers.image.%s", label)
+		}
+	}
+}
+
+// ignoreRule is one line of a .containerignore: a pattern, or with Keep a
+// "!pattern" that takes a path back in.
+type ignoreRule struct {
+	re   *regexp.Regexp
+	keep bool
+}
+
+// parseIgnore reads .containerignore as podman and docker do: one pattern a
+// line, "#" comments, "**" any number of directories, "*" and "?" within
+// one, "!" to take back; a pattern that matches a directory excludes what
+// is below it; the last rule that matches decides.
+func parseIgnore(t *testing.T, path string) []ignoreRule {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []ignoreRule
+	for line := range strings.SplitSeq(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		r := ignoreRule{}
+		if r.keep = strings.HasPrefix(line, "!"); r.keep {
+			line = line[1:]
+		}
+		var re strings.Builder
+		re.WriteString("^")
+		for i := 0; i < len(line); i++ {
+			switch c := line[i]; {
+			case strings.HasPrefix(line[i:], "**/"):
+				re.WriteString("(.*/)?")
+				i += 2
+			case strings.HasPrefix(line[i:], "**"):
+				re.WriteString(".*")
+				i++
+			case c == '*':
+				re.WriteString("[^/]*")
+			case c == '?':
+				re.WriteString("[^/]")
+			default:
+				re.WriteString(regexp.QuoteMeta(string(c)))
+			}
+		}
+		re.WriteString("(/.*)?$")
+		r.re = regexp.MustCompile(re.String())
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func ignored(rules []ignoreRule, path string) bool {
+	out := false
+	for _, r := range rules {
+		if r.re.MatchString(path) {
+			out = !r.keep
+		}
+	}
+	return out
+}
+
+// The build context keeps stores, keys and tokens out wherever they lie,
+// and keeps everything the build needs: every Go file, go.mod, go.sum, the
+// embedded default config, the example config.
+func TestContainerignore(t *testing.T) {
+	rules := parseIgnore(t, filepath.Join("..", ".containerignore"))
+	for _, path := range []string{"petitiond-data/petitiond.db", "petitiond-data/outbox/familias@ofapp.example/new/1",
+		"cmd/petitiond/petitiond-data/petitiond.db", "elsewhere/store.db", "data/batches/000001.eml", "outbox/x",
+		"petitiond-data/admin.token", "dkim.key", "tls/key.pem", "petitiond.toml", "petitiond"} {
+		if !ignored(rules, path) {
+			t.Errorf(".containerignore lets %s into the image build", path)
+		}
+	}
+	if link, err := os.Readlink(filepath.Join("..", ".dockerignore")); err != nil || link != ".containerignore" {
+		t.Errorf(".dockerignore is not a link to .containerignore (%q, %v): docker would send the stores", link, err)
+	}
+	kept := 0
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel("..", path)
+		if d.IsDir() {
+			if d.Name() == ".git" || strings.HasPrefix(d.Name(), "petitiond-data") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		needed := strings.HasSuffix(rel, ".go") || rel == "go.mod" || rel == "go.sum" ||
+			rel == filepath.Join("config", "default.toml") || rel == filepath.Join("deploy", "petitiond.toml")
+		if needed {
+			kept++
+			if ignored(rules, filepath.ToSlash(rel)) {
+				t.Errorf(".containerignore leaves %s out of the build", rel)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept < 50 {
+		t.Errorf("only %d files the build needs were seen: the walk is wrong", kept)
+	}
+}
+
+// The HEALTHCHECK runs a subcommand the binary has, with flags it accepts.
+func TestHealthcheckRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "health", "-config", "/etc/petitiond/petitiond.toml", "-h").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "usage: petitiond health") {
+		t.Errorf("health -h: %v\n%s", err, out)
+	}
+}
+
+// The man page renders without a warning from groff (-ww), the renderer
+// man(1) uses.
+func TestManPageRenders(t *testing.T) {
+	groff, err := exec.LookPath("groff")
+	if err != nil {
+		if os.Getenv("PETITIOND_CI") != "" {
+			t.Fatal("groff is needed to check the man page (Debian groff-base)")
+		}
+		t.Skip("no groff")
+	}
+	cmd := exec.Command(groff, "-mandoc", "-Tutf8", "-ww", "-z", "petitiond.8")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("groff -ww on petitiond.8: %v\n%s", err, out)
+	}
+	text, err := exec.Command(groff, "-mandoc", "-Tutf8", "petitiond.8").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NAME", "SYNOPSIS", "COMMANDS", "petitiond held show", "EXIT STATUS"} {
+		if !strings.Contains(stripOverstrike(string(text)), want) {
+			t.Errorf("rendered page lacks %q", want)
+		}
+	}
+}
+
+// stripOverstrike removes the backspace bold and underline of groff's tty
+// output.
+func stripOverstrike(s string) string {
+	var b strings.Builder
+	r := []rune(s)
+	for i := 0; i < len(r); i++ {
+		if i+1 < len(r) && r[i+1] == '\b' {
+			i++ // drop the overstruck character, keep the next
+			continue
+		}
+		b.WriteRune(r[i])
+	}
+	return b.String()
 }

@@ -83,8 +83,13 @@ func TestAdminMetrics(t *testing.T) {
 		`petitiond_smtp_sessions_total`:                              6,
 		`petitiond_smtp_sessions_refused_total{reason="max_per_ip"}`: float64(refused),
 		`petitiond_dkim_results_total{result="pass"}`:                3,
-		`petitiond_dkim_results_total{result="fail"}`:                1,
+		`petitiond_dkim_results_total{result="fail"}`:                0,
+		`petitiond_dkim_results_total{result="none"}`:                1,
 		`petitiond_dkim_results_total{result="temperror"}`:           0,
+		`petitiond_letters_held{reason="unverified"}`:                1,
+		`petitiond_letters_held{reason="postmaster"}`:                0,
+		`petitiond_letters_pending`:                                  0,
+		`petitiond_paused`:                                           0,
 		`petitiond_batches_total`:                                    1,
 		`petitiond_deliveries{state="delivered"}`:                    2,
 		`petitiond_deliveries{state="queued"}`:                       0,
@@ -110,6 +115,15 @@ func TestAdminMetrics(t *testing.T) {
 	if commits < 1 || writes < commits {
 		t.Errorf("store commits %v, writes %v", commits, writes)
 	}
+	builds := 0
+	for k, v := range got {
+		if strings.HasPrefix(k, "petitiond_build_info{") && v == 1 && strings.Contains(k, `goversion="go`) {
+			builds++
+		}
+	}
+	if builds != 1 {
+		t.Errorf("%d petitiond_build_info series with a Go version, want 1", builds)
+	}
 
 	resp, err := http.Get(base + "/healthz")
 	if err != nil {
@@ -117,7 +131,7 @@ func TestAdminMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"status":"ok"`) || !strings.Contains(string(body), `"smtp":"ok"`) {
 		t.Errorf("healthz: %d %q", resp.StatusCode, body)
 	}
 	// pprof on a loopback listener: with the admin token (the one made at

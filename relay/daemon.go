@@ -77,6 +77,7 @@ type Daemon struct {
 
 	started  bool
 	stopping atomic.Bool
+	smtpDown atomic.Bool        // the SMTP listeners stopped serving
 	cancel   context.CancelFunc // stops the schedulers
 	abort    context.CancelFunc // abandons deliveries in flight
 	workers  sync.WaitGroup     // closer, purger, scheduler
@@ -104,8 +105,9 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if opt.AdminToken != "" {
 		adminToken = opt.AdminToken
 	}
-	// Refuse an open admin listener before touching the store or any port.
-	if err := admin.CheckListen(cfg.Admin.Listen, adminToken); err != nil {
+	// Refuse an open admin listener, an unreadable key and the rest before
+	// touching the store or any port (check-config runs the same Check).
+	if _, err := Check(cfg, opt); err != nil {
 		return nil, err
 	}
 	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration,
@@ -126,7 +128,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	}
 	var metrics inbound.Metrics
 	if cfg.Admin.Listen != "" {
-		if d.admin, err = newAdmin(cfg, st, adminToken, log, opt, d.Err); err != nil {
+		if d.admin, err = newAdmin(cfg, st, adminToken, log, opt, d.Err, d.smtpServing); err != nil {
 			return nil, err
 		}
 		metrics = d.admin.Metrics()
@@ -165,7 +167,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 // made at first start, which the admin commands read; /metrics then needs
 // no token (SPEC 10). Only a loopback listener gets here without one
 // (admin.CheckListen).
-func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logger, opt Options, parts func() error) (*admin.Server, error) {
+func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logger, opt Options, parts, smtp func() error) (*admin.Server, error) {
 	configured := token != ""
 	if !configured {
 		var created bool
@@ -180,7 +182,7 @@ func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logge
 	return admin.New(st, admin.Options{
 		Listen: cfg.Admin.Listen, Token: token, ReaderToken: cfg.Admin.ReaderToken, OpenMetrics: !configured,
 		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
-		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts,
+		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts, SMTP: smtp,
 		MinFreeBytes: cfg.Store.MinFreeBytes,
 	})
 }
@@ -236,7 +238,10 @@ func (d *Daemon) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	d.cancel, d.abort = cancel, abortCancel
-	d.part(&d.servers, "SMTP listener", d.smtp.Serve)
+	d.part(&d.servers, "SMTP listener", func() error {
+		defer d.smtpDown.Store(true)
+		return d.smtp.Serve()
+	})
 	if d.admin != nil {
 		d.part(&d.servers, "admin listener", d.admin.Serve)
 	}
@@ -289,6 +294,15 @@ func (d *Daemon) watch(name string, err error) {
 	}
 }
 
+// smtpServing is nil while the SMTP listeners take connections (for
+// /healthz).
+func (d *Daemon) smtpServing() error {
+	if d.smtpDown.Load() {
+		return errors.New("not listening: the SMTP listener stopped")
+	}
+	return nil
+}
+
 // Done is closed when a part stopped on its own; Err says which and why.
 func (d *Daemon) Done() <-chan struct{} { return d.died }
 
@@ -320,7 +334,14 @@ func (d *Daemon) Store() *store.Store { return d.store }
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.stopping.Store(true)
 	var errs []error
-	if err := d.smtp.Shutdown(ctx); err != nil {
+	switch err := d.smtp.Shutdown(ctx); {
+	case err == nil:
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// The grace period ended with letters still coming in: they are cut
+		// off, none was answered 250, their senders will retry. A shutdown
+		// as asked, not a failure.
+		d.log.Warn("sessions still inside DATA at the end of the shutdown grace period were cut off; none was answered 250, their senders will retry")
+	default:
 		errs = append(errs, fmt.Errorf("smtp shutdown: %w", err))
 	}
 	if d.cancel != nil {

@@ -371,3 +371,33 @@ func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
 		t.Errorf("a part of the daemon stopped: %v", err)
 	}
 }
+
+// TestShutdownRightAfterStart: a daemon stopped the moment it started (a
+// SIGTERM during start-up) stops, even when its SMTP listeners have not
+// begun to serve yet.
+func TestShutdownRightAfterStart(t *testing.T) {
+	cfg := testenv.Prepare(t, nil).Config
+	for i := range 20 {
+		d, err := relay.New(cfg, relay.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done <- d.Shutdown(ctx)
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Shutdown = %v", i, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: Shutdown right after Start still waiting after 30s", i)
+		}
+	}
+}

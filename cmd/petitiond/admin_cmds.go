@@ -4,6 +4,7 @@ package main
 // allows one writer process, so they never open the store themselves).
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/relay/admin"
@@ -64,22 +66,34 @@ func parseAdminArgs(fs *flag.FlagSet, args []string, actions ...string) (action 
 	return action, rest, nil
 }
 
-// parseActionArgs parses "NAME [flags]" (list) or "NAME ACTION [flags] ID"
-// (act on one thing, whose kind is what) and returns the action ("" to
-// list) and the ID.
-func parseActionArgs(fs *flag.FlagSet, stderr io.Writer, args []string, what string, actions ...string) (action, id string, err error) {
-	action, rest, err := parseAdminArgs(fs, args, actions...)
+// oneID checks the arguments left after an action: one ID of what (a
+// batch, a letter) for an action, none to list or for the actions in
+// whole, which act on everything.
+func oneID(fs *flag.FlagSet, stderr io.Writer, action string, rest []string, what string, whole ...string) (string, error) {
 	switch {
-	case err != nil:
-		return "", "", err
 	case action == "" && len(rest) > 0:
-		return "", "", usageError(fs, stderr, "unknown action %q", rest[0])
-	case action != "" && len(rest) != 1:
-		return "", "", usageError(fs, stderr, "%s takes one %s ID (flags go before it)", action, what)
-	case action != "":
-		id = rest[0]
+		return "", usageError(fs, stderr, "unknown action %q", rest[0])
+	case (action == "" || slices.Contains(whole, action)) && len(rest) > 0:
+		return "", usageError(fs, stderr, "%s takes no %s ID", action, what)
+	case action == "" || slices.Contains(whole, action):
+		return "", nil
+	case len(rest) != 1:
+		return "", usageError(fs, stderr, "%s takes one %s ID (flags go before it)", action, what)
 	}
-	return action, id, nil
+	return rest[0], nil
+}
+
+// clientNoArgs parses a command that takes flags only, and finds the
+// daemon; hint, when set, says where stray arguments belong.
+func clientNoArgs(fs *flag.FlagSet, af *adminFlags, stderr io.Writer, args []string, hint string) (*admin.Client, error) {
+	_, rest, err := parseAdminArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, usageError(fs, stderr, "unexpected arguments %q%s", rest, hint)
+	}
+	return af.client()
 }
 
 // usageError prints msg and the usage, and makes the command exit 2.
@@ -115,8 +129,9 @@ func (af *adminFlags) client() (*admin.Client, error) {
 	return admin.NewClient(base, token)
 }
 
+// printJSON writes v as indented JSON, terminal-safe (see jsonSafe).
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	enc := json.NewEncoder(jsonSafe{w})
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
@@ -169,7 +184,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Lost: func(err error) {
 			// Once per outage, not once per attempt.
 			if !down {
-				fmt.Fprintf(stderr, "petitiond tail: %v; reconnecting\n", err)
+				fmt.Fprintf(stderr, "petitiond tail: %s; reconnecting\n", safe(err.Error()))
 				down = true
 			}
 		},
@@ -184,18 +199,19 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func printEvent(w io.Writer, e admin.Event, asJSON bool) error {
 	if asJSON {
 		// One object per line; Encode ends it with the newline.
-		enc := json.NewEncoder(w)
+		enc := json.NewEncoder(jsonSafe{w})
 		enc.SetEscapeHTML(false) // Message-IDs keep their <>
 		return enc.Encode(e)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %-9s", humanTime(e.Time), e.Event)
+	fmt.Fprintf(&b, "%s  %-9s", humanTime(e.Time), safe(string(e.Event)))
 	field := func(k, v string) {
 		if v == "" {
 			return
 		}
-		if strings.ContainsAny(v, " \t\"=") {
-			v = strconv.Quote(v)
+		v = safe(v)
+		if strings.ContainsAny(v, " \"=") {
+			v = `"` + strings.ReplaceAll(v, `"`, `\"`) + `"`
 		}
 		fmt.Fprintf(&b, " %s=%s", k, v)
 	}
@@ -214,14 +230,7 @@ func printEvent(w io.Writer, e admin.Event, asJSON bool) error {
 
 func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, af := newAdminFlags("stats", "stats "+adminFlagsUsage, "Prints the tally: letters counted, duplicates, held, rejected, batches, deliveries.", stderr)
-	_, rest, err := parseAdminArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError(fs, stderr, "unexpected arguments %q", rest)
-	}
-	c, err := af.client()
+	c, err := clientNoArgs(fs, af, stderr, args, "")
 	if err != nil {
 		return err
 	}
@@ -242,16 +251,27 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	d := st.Deliveries
 	fmt.Fprintf(tw, "deliveries\t%d\tbatch copies: queued %d, deferred %d, delivered %d, failed %d\n",
 		d.Queued+d.Deferred+d.Delivered+d.Failed, d.Queued, d.Deferred, d.Delivered, d.Failed)
+	if st.Paused {
+		fmt.Fprintf(tw, "paused\tyes\t%s\n", pauseNote(st.PausedSince, st.PauseReason))
+	} else {
+		fmt.Fprintf(tw, "paused\tno\tbatches close and copies are sent\n")
+	}
 	return tw.Flush()
 }
 
 func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "batches [show|export|retry] " + adminFlagsUsage + " [ID]"
+	const usage = "batches [show|export|retry|flush] " + adminFlagsUsage + " [ID]"
 	fs, af := newAdminFlags("batches", usage, `  batches            list batches with each recipient's delivery state
   batches show ID    one batch, with its letters
   batches export ID  write the batch's message (.eml), exactly as delivered, to stdout
-  batches retry ID   requeue the batch's failed copies for delivery now`, stderr)
-	action, id, err := parseActionArgs(fs, stderr, args, "batch", "show", "export", "retry")
+                     (escaped when stdout is a terminal; redirect it for the exact bytes)
+  batches retry ID   requeue the batch's failed copies for delivery now
+  batches flush      try every deferred copy now (like postqueue -f)`, stderr)
+	action, rest, err := parseAdminArgs(fs, args, batchActions...)
+	if err != nil {
+		return err
+	}
+	id, err := oneID(fs, stderr, action, rest, "batch", "flush")
 	if err != nil {
 		return err
 	}
@@ -270,7 +290,21 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return printBatch(stdout, b)
 	case "export":
-		return c.BatchMessage(ctx, id, stdout)
+		return c.BatchMessage(ctx, id, messageOut(stdout))
+	case "flush":
+		r, err := c.Flush(ctx)
+		if err != nil {
+			return err
+		}
+		if af.json {
+			return printJSON(stdout, r)
+		}
+		note := ""
+		if r.Paused {
+			note = " (petitiond is paused: they go when it resumes)"
+		}
+		_, err = fmt.Fprintf(stdout, "%d deferred %s will be tried now%s\n", r.Flushed, plural(r.Flushed, "copy", "copies"), note)
+		return err
 	case "retry":
 		r, err := c.Retry(ctx, id)
 		if err != nil {
@@ -295,7 +329,7 @@ func runBatches(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				} else {
 					fmt.Fprint(tw, "\t\t\t")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Address, r.State, r.Attempts, deliveryNote(r))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", safe(r.Address), safe(string(r.State)), r.Attempts, deliveryNote(r))
 			}
 		}
 	})
@@ -308,11 +342,7 @@ func deliveryNote(r admin.Recipient) string {
 		parts = append(parts, "next try "+humanTime(*r.NextAttempt))
 	}
 	if r.LastError != "" && r.State != store.DeliveryDelivered {
-		e := r.LastError
-		if len(e) > 100 {
-			e = e[:97] + "..."
-		}
-		parts = append(parts, e)
+		parts = append(parts, safe(shorten(r.LastError, 100)))
 	}
 	return strings.Join(parts, ": ")
 }
@@ -321,8 +351,8 @@ func printBatch(w io.Writer, b admin.Batch) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "batch\t%d\n", b.ID)
 	fmt.Fprintf(tw, "created\t%s\n", humanTime(b.Created))
-	fmt.Fprintf(tw, "message-id\t%s\n", b.MessageID)
-	fmt.Fprintf(tw, "letters\t%d: %s\n", b.Letters, strings.Join(b.LetterIDs, " "))
+	fmt.Fprintf(tw, "message-id\t%s\n", safe(b.MessageID))
+	fmt.Fprintf(tw, "letters\t%d: %s\n", b.Letters, safe(strings.Join(b.LetterIDs, " ")))
 	if b.Purged {
 		fmt.Fprintf(tw, "purged\tletter bodies and message removed after retention\n")
 	}
@@ -333,58 +363,144 @@ func printBatch(w io.Writer, b admin.Batch) error {
 		if r.NextAttempt != nil {
 			next = humanTime(*r.NextAttempt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.Address, r.State, r.Attempts, next, r.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", safe(r.Address), safe(string(r.State)), r.Attempts, next, safe(r.LastError))
 	}
 	return tw.Flush()
 }
 
 func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "held [release|drop] " + adminFlagsUsage + " [ID]"
-	fs, af := newAdminFlags("held", usage, `  held             list letters held for an admin (unverified, or mail to postmaster)
-  held release ID  count the letter (a duplicate if its sender was counted meanwhile)
-  held drop ID     delete the letter`, stderr)
-	action, id, err := parseActionArgs(fs, stderr, args, "letter", "release", "drop")
+	const usage = "held [show|release|drop] " + adminFlagsUsage + " [-all [-reason R]] [ID...]"
+	fs, af := newAdminFlags("held", usage, `  held                       list letters held for an admin (unverified, or mail to postmaster)
+  held show ID               the held message exactly as received (escaped when stdout is a
+                             terminal; redirect it for the exact bytes)
+  held release ID...         count the letters (a duplicate if the sender was counted meanwhile)
+  held drop ID...            delete the letters
+  held release|drop -all     every held letter (-reason R: only those held for R, e.g. unverified,
+                             postmaster); release leaves postmaster mail, which is never counted`, stderr)
+	all := fs.Bool("all", false, "release or drop every held letter")
+	reason := fs.String("reason", "", "with -all: only the letters held for this reason")
+	action, ids, err := parseAdminArgs(fs, args, heldActions...)
 	if err != nil {
 		return err
+	}
+	switch {
+	case action == "" && len(ids) > 0:
+		return usageError(fs, stderr, "unknown action %q", ids[0])
+	case (*all || *reason != "") && action != "release" && action != "drop":
+		return usageError(fs, stderr, "-all and -reason go with release or drop")
+	case *reason != "" && !*all:
+		return usageError(fs, stderr, "-reason narrows -all")
+	case action == "show" && len(ids) != 1:
+		return usageError(fs, stderr, "show takes one letter ID (flags go before it)")
+	case (action == "release" || action == "drop") && *all == (len(ids) > 0):
+		return usageError(fs, stderr, "%s takes letter IDs or -all (flags go before the IDs)", action)
 	}
 	c, err := af.client()
 	if err != nil {
 		return err
 	}
-	if action != "" {
-		var r admin.HeldResult
-		if action == "release" {
-			r, err = c.Release(ctx, id)
-		} else {
-			r, err = c.Drop(ctx, id)
+	switch action {
+	case "show":
+		if af.json {
+			var buf bytes.Buffer
+			if err := c.HeldMessage(ctx, ids[0], &buf); err != nil {
+				return err
+			}
+			return printJSON(stdout, heldMessageJSON{ID: strings.ToUpper(ids[0]), Size: buf.Len(), Message: buf.Bytes()})
 		}
+		return c.HeldMessage(ctx, ids[0], messageOut(stdout))
+	case "release", "drop":
+		kind := store.EventReleased
+		if action == "drop" {
+			kind = store.EventDropped
+		}
+		d, err := c.Decide(ctx, kind, admin.HeldRequest{IDs: ids, All: *all, Reason: *reason})
 		if err != nil {
 			return err
 		}
-		if af.json {
-			return printJSON(stdout, r)
-		}
-		msg := map[store.EventKind]string{
-			store.EventReleased:  "released: counted, it goes into the next batch",
-			store.EventDuplicate: "released, but its sender was counted meanwhile: recorded as a duplicate, not counted again",
-			store.EventDropped:   "dropped",
-		}[r.Outcome]
-		if msg == "" {
-			msg = string(r.Outcome)
-		}
-		_, err = fmt.Fprintf(stdout, "%s %s\n", r.ID, msg)
-		return err
+		return printDecisions(stdout, af.json, action, *reason, d)
 	}
 	held, err := c.Held(ctx)
 	if err != nil {
 		return err
 	}
 	return printList(stdout, af.json, held, "no held letters", func(tw io.Writer) {
-		fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tREASON")
+		fmt.Fprintln(tw, "ID\tRECEIVED\tFROM\tSUBJECT\tREASON")
 		for _, l := range held {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.ID, humanTime(l.Received), l.From, l.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safe(l.ID), humanTime(l.Received), safe(l.From),
+				safe(shorten(l.Subject, 50)), safe(l.Reason))
 		}
 	})
+}
+
+// heldMessageJSON is held show -json: the message's bytes in base64, since
+// a message need not be UTF-8 text.
+type heldMessageJSON struct {
+	ID      string `json:"id"`
+	Size    int    `json:"size"`
+	Message []byte `json:"message_base64"`
+}
+
+// printDecisions reports a release or drop, a line per letter decided, and
+// fails the command, naming each, when some letter could not be decided.
+func printDecisions(w io.Writer, asJSON bool, action, reason string, d admin.Decisions) error {
+	var failed []string
+	for _, r := range d.Results {
+		if r.Error != "" {
+			failed = append(failed, r.ID+": "+r.Error)
+		}
+	}
+	if asJSON {
+		if err := printJSON(w, d); err != nil {
+			return err
+		}
+	} else {
+		if len(d.Results) == 0 && d.Skipped == 0 {
+			what := "no held letters"
+			if reason != "" {
+				what += " held for " + safe(reason)
+			}
+			fmt.Fprintln(w, what)
+		}
+		for _, r := range d.Results {
+			if r.Error != "" {
+				continue
+			}
+			msg := map[store.EventKind]string{
+				store.EventReleased:  "released: counted, it goes into the next batch",
+				store.EventDuplicate: "released, but its sender was counted meanwhile: recorded as a duplicate, not counted again",
+				store.EventDropped:   "dropped",
+			}[r.Outcome]
+			if msg == "" {
+				msg = safe(string(r.Outcome))
+			}
+			fmt.Fprintf(w, "%s %s\n", safe(r.ID), msg)
+		}
+		if d.Skipped > 0 {
+			fmt.Fprintf(w, "%d postmaster %s left held: never counted, only dropped (petitiond held drop -all -reason postmaster)\n",
+				d.Skipped, plural(d.Skipped, "letter", "letters"))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d %s could not be %s:\n%s", len(failed), len(d.Results),
+			plural(len(d.Results), "letter", "letters"), pastTense(action), strings.Join(failed, "\n"))
+	}
+	return nil
+}
+
+func pastTense(action string) string {
+	if action == "drop" {
+		return "dropped"
+	}
+	return action + "d"
+}
+
+// shorten cuts s to at most n runes, marking the cut.
+func shorten(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 // printList prints a listing as JSON for scripts, or a line saying it is

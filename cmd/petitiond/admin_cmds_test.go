@@ -91,7 +91,7 @@ func TestAdminStats(t *testing.T) {
 	var raw map[string]any
 	cliJSON(t, &raw, "stats", "-json", "-admin", e.AdminURL())
 	want := map[string]any{
-		"counted": 2.0, "duplicates": 1.0, "held": 1.0, "rejected": 1.0, "batches": 0.0, "pending": 2.0,
+		"counted": 2.0, "duplicates": 1.0, "held": 1.0, "rejected": 1.0, "batches": 0.0, "pending": 2.0, "paused": false,
 		"deliveries": map[string]any{"queued": 0.0, "deferred": 0.0, "delivered": 0.0, "failed": 0.0},
 	}
 	if fmt.Sprint(raw) != fmt.Sprint(want) {
@@ -405,8 +405,22 @@ func TestAdminUsage(t *testing.T) {
 		{[]string{"tail", "-h"}, 0, "-f"},
 		{[]string{"batches", "-h"}, 0, "batches export ID"},
 		{[]string{"held", "release", "-h"}, 0, "held release ID"},
-		{[]string{"held", "release"}, 2, "takes one letter ID"},
-		{[]string{"held", "release", "L1", "L2"}, 2, "takes one letter ID"},
+		{[]string{"held", "release"}, 2, "takes letter IDs or -all"},
+		{[]string{"held", "drop", "-all", "L1"}, 2, "takes letter IDs or -all"},
+		{[]string{"held", "-all"}, 2, "-all and -reason go with release or drop"},
+		{[]string{"held", "show", "-all"}, 2, "-all and -reason go with release or drop"},
+		{[]string{"held", "release", "-reason", "postmaster", "L1"}, 2, "-reason narrows -all"},
+		{[]string{"held", "show"}, 2, "show takes one letter ID"},
+		{[]string{"held", "show", "L1", "L2"}, 2, "show takes one letter ID"},
+		{[]string{"held", "bogus"}, 2, "unknown action"},
+		{[]string{"batches", "flush", "1"}, 2, "flush takes no batch ID"},
+		{[]string{"batches", "show"}, 2, "show takes one batch ID"},
+		{[]string{"pause", "because"}, 2, "a reason goes in -reason"},
+		{[]string{"resume", "-reason", "x"}, 2, "-reason"},
+		{[]string{"health", "now"}, 2, "unexpected arguments"},
+		{[]string{"version", "x"}, 2, "unexpected arguments"},
+		{[]string{"pause", "-h"}, 0, "no batch closes and nothing"},
+		{[]string{"health", "-h"}, 0, "exits 0 when it is healthy"},
 		{[]string{"batches", "bogus"}, 2, "unknown action"},
 		{[]string{"batches", "show", "1", "-json"}, 2, "flags go before it"},
 		{[]string{"tail", "extra"}, 2, "unexpected arguments"},

@@ -23,24 +23,7 @@ func TestSIGHUPIsLoggedAndIgnored(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	smtpAddr := freePort(t)
-	cfgPath := filepath.Join(dir, "petitiond.toml")
-	cfg := fmt.Sprintf(`[campaign]
-name = "SIGHUP test"
-addresses = ["libertad@campaign.test"]
-recipients = ["familias@ofapp.test"]
-from = "relay@campaign.test"
-[smtp]
-listen = [%q]
-[delivery]
-mode = "maildir"
-[store]
-dir = %q
-[admin]
-listen = ""
-`, smtpAddr, filepath.Join(dir, "data"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := writeServeConfig(t, dir, smtpAddr, "")
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
@@ -97,4 +80,30 @@ listen = ""
 		t.Fatal("daemon did not exit on SIGTERM")
 	}
 	exited <- nil // for the deferred Kill
+}
+
+// writeServeConfig writes a config for the real binary in dir: the test
+// campaign, SMTP on smtpAddr, Maildir delivery, the store in dir/data, no
+// admin listener; extra (whole tables) is appended. It returns its path.
+func writeServeConfig(t *testing.T, dir, smtpAddr, extra string) string {
+	t.Helper()
+	path := filepath.Join(dir, "petitiond.toml")
+	cfg := fmt.Sprintf(`[campaign]
+name = "Libertad"
+addresses = ["libertad@campaign.test"]
+recipients = ["familias@ofapp.test"]
+from = "relay@campaign.test"
+[smtp]
+listen = [%q]
+[delivery]
+mode = "maildir"
+[store]
+dir = %q
+[admin]
+listen = ""
+%s`, smtpAddr, filepath.Join(dir, "data"), extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

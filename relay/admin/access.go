@@ -223,10 +223,9 @@ func (s *Server) requirePageRole(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// denied logs a refused credential, never the credential itself.
-func (s *Server) denied(r *http.Request, why string) {
-	s.log.Warn("admin request refused: "+why, "remote", r.RemoteAddr, "path", r.URL.Path)
-}
+// denied logs a refused credential, never the credential itself, a few
+// lines a minute at most (ratelog.go).
+func (s *Server) denied(r *http.Request, why string) { s.logRefused(r, why) }
 
 // hostAllowed reports whether a request's Host header names this listener:
 // localhost, a loopback IP, the IP it is bound to (any IP when it is bound

@@ -1,6 +1,9 @@
 package admin
 
 import (
+	"bytes"
+	"mime"
+	"strings"
 	"time"
 
 	"github.com/petitiond/petitiond/store"
@@ -20,6 +23,11 @@ type Stats struct {
 	Batches    uint64         `json:"batches"`
 	Pending    uint64         `json:"pending"` // counted letters waiting for a batch
 	Deliveries DeliveryCounts `json:"deliveries"`
+	// Paused is the emergency hold: letters are still counted, but no
+	// batch closes and nothing is sent.
+	Paused      bool       `json:"paused"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
+	PauseReason string     `json:"pause_reason,omitempty"`
 }
 
 // DeliveryCounts counts recipient copies by state.
@@ -35,6 +43,7 @@ type HeldLetter struct {
 	ID       string    `json:"id"`
 	From     string    `json:"from"`
 	Name     string    `json:"name,omitempty"`
+	Subject  string    `json:"subject"`
 	Received time.Time `json:"received"`
 	Reason   string    `json:"reason"`
 	IP       string    `json:"ip,omitempty"`
@@ -75,9 +84,76 @@ type HeldResult struct {
 	ID string `json:"id"`
 	// Outcome is the event the decision made: released, duplicate
 	// (released, but its sender was counted meanwhile, so it is not
-	// counted again) or dropped.
-	Outcome store.EventKind `json:"outcome"`
+	// counted again) or dropped; empty when Error says why nothing was
+	// done.
+	Outcome store.EventKind `json:"outcome,omitempty"`
+	Error   string          `json:"error,omitempty"`
 }
+
+// HeldRequest asks for a decision on several held letters: those named by
+// IDs, or with All every held letter (only those held for Reason, when
+// set).
+type HeldRequest struct {
+	IDs    []string `json:"ids,omitempty"`
+	All    bool     `json:"all,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// Decisions is what a decision on several held letters did, one result per
+// letter, in the order asked (oldest first for All).
+type Decisions struct {
+	Results []HeldResult `json:"results"`
+	// Skipped counts the postmaster mail a release of All left alone: it
+	// is never counted, only dropped.
+	Skipped int `json:"skipped,omitempty"`
+}
+
+// FlushResult says how many deferred copies a flush made due now.
+type FlushResult struct {
+	Flushed int `json:"flushed"`
+	// Paused: the copies wait for the daemon to resume.
+	Paused bool `json:"paused"`
+}
+
+// PauseState is the emergency hold as it now is, and whether the request
+// changed it.
+type PauseState struct {
+	Paused  bool       `json:"paused"`
+	Since   *time.Time `json:"since,omitempty"`
+	Reason  string     `json:"reason,omitempty"`
+	Changed bool       `json:"changed"`
+}
+
+// PauseRequest is the body of POST /api/pause.
+type PauseRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Health is the answer of /healthz: Status is "ok", "paused" (healthy, but
+// an admin stopped batches and sending) or "failing" (HTTP 503; the other
+// fields say what).
+type Health struct {
+	Status string `json:"status"`
+	// Store is "ok" when a write transaction commits, else what failed.
+	Store string `json:"store"`
+	// SMTP is "ok" while the SMTP listeners take connections.
+	SMTP string `json:"smtp"`
+	// Parts is "ok" while every part of the daemon runs, else the one that
+	// stopped.
+	Parts       string     `json:"parts"`
+	Paused      bool       `json:"paused"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
+	// OldestUndeliveredBatchAge is how long, in seconds, the oldest batch
+	// some recipient does not have yet has existed; 0 when none.
+	OldestUndeliveredBatchAge float64 `json:"oldest_undelivered_batch_age_seconds"`
+}
+
+// Health statuses.
+const (
+	HealthOK      = "ok"
+	HealthPaused  = "paused"
+	HealthFailing = "failing"
+)
 
 // RetryResult says how many failed copies of a batch were requeued.
 type RetryResult struct {
@@ -106,12 +182,68 @@ func apiStats(st store.Stats) Stats {
 	}
 }
 
-func apiHeld(l store.Letter) HeldLetter {
+func apiPause(p store.Pause, changed bool) PauseState {
+	return PauseState{Paused: p.Paused, Since: timePtr(p.Since), Reason: p.Reason, Changed: changed}
+}
+
+// timePtr is nil for the zero time, so JSON leaves it out.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// heldHeadBytes is how much of a held message a listing reads for its
+// headers: more than any Subject a mail client writes.
+const heldHeadBytes = 16 << 10
+
+func apiHeld(h store.HeldHead) HeldLetter {
+	l := h.Letter
 	reason := string(l.HeldReason)
 	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
 	}
-	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Received: l.Received, Reason: reason, IP: l.RemoteIP, Size: l.Size}
+	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,
+		Reason: reason, IP: l.RemoteIP, Size: l.Size}
+}
+
+// subjectOf reads the Subject of a message from its first bytes, unfolded
+// and with RFC 2047 words decoded; "" when there is none. A head cut short
+// before the end of the headers still gives the Subject when it came before
+// the cut. It is lenient on purpose, control characters included: the
+// admin should see what a sender wrote (the commands escape it).
+func subjectOf(head []byte) string {
+	if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
+		head = head[:i+2]
+	} else if i := bytes.LastIndexByte(head, '\n'); i >= 0 {
+		head = head[:i+1] // drop a header line cut in the middle
+	} else {
+		return ""
+	}
+	var raw []byte
+	found := false
+	for line := range bytes.Lines(head) {
+		line = bytes.TrimRight(line, "\r\n")
+		if found {
+			if len(line) == 0 || (line[0] != ' ' && line[0] != '\t') {
+				break
+			}
+			raw = append(raw, line...) // a folded continuation
+			continue
+		}
+		if name, value, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(name), "Subject") {
+			raw, found = bytes.Clone(value), true
+		}
+	}
+	if !found {
+		return ""
+	}
+	dec := mime.WordDecoder{}
+	if s, err := dec.DecodeHeader(string(raw)); err == nil {
+		return strings.TrimSpace(s)
+	}
+	return strings.TrimSpace(string(raw))
 }
 
 func apiBatch(b store.Batch, withLetters bool) Batch {

@@ -55,7 +55,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 // its summary, once the stream was read whole (store.ReadBackup): a backup
 // cut short is an error, never a short file that looks complete.
 func (c *Client) Backup(ctx context.Context, w io.Writer) (*store.BackupSummary, error) {
-	resp, err := c.do(ctx, c.streams, http.MethodPost, "/api/backup")
+	resp, err := c.do(ctx, c.streams, http.MethodPost, "/api/backup", nil)
 	if err != nil {
 		return nil, err
 	}

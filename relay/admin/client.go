@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/petitiond/petitiond/store"
 )
 
 // Client speaks to a running daemon's admin API; the admin commands are
@@ -100,10 +102,36 @@ func (c *Client) connError(err error) error {
 	return fmt.Errorf("admin API at %s: %w", c.base, err)
 }
 
-func (c *Client) do(ctx context.Context, hc *http.Client, method, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+// do makes a request, with body as JSON when it is not nil, and returns a
+// successful answer; anything else is an error that says what went wrong.
+func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, body any) (*http.Response, error) {
+	resp, err := c.send(ctx, hc, method, path, body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, answerError(resp)
+}
+
+// send makes a request and returns whatever the daemon answered.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("admin API request %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("admin API request %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -112,12 +140,13 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, path string) (
 	if err != nil {
 		return nil, c.connError(err)
 	}
-	if resp.StatusCode/100 == 2 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
+	return resp, nil
+}
+
+// answerError is the error an answer that is not a success stands for.
+func answerError(resp *http.Response) error {
 	if resp.StatusCode == http.StatusUnauthorized {
-		return nil, ErrUnauthorized
+		return ErrUnauthorized
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e Error
@@ -127,12 +156,13 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, path string) (
 			e.Error = http.StatusText(resp.StatusCode)
 		}
 	}
-	return nil, &APIError{Status: resp.StatusCode, Msg: e.Error}
+	return &APIError{Status: resp.StatusCode, Msg: e.Error}
 }
 
-// call makes a request and decodes its JSON answer into out.
-func (c *Client) call(ctx context.Context, method, path string, out any) error {
-	resp, err := c.do(ctx, c.calls, method, path)
+// call makes a request (with body as JSON unless nil) and decodes its JSON
+// answer into out.
+func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.do(ctx, c.calls, method, path, body)
 	if err != nil {
 		return err
 	}
@@ -146,54 +176,98 @@ func (c *Client) call(ctx context.Context, method, path string, out any) error {
 // Stats returns the tally.
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
-	return s, c.call(ctx, http.MethodGet, "/api/stats", &s)
+	return s, c.call(ctx, http.MethodGet, "/api/stats", nil, &s)
 }
 
 // Held lists the held letters, oldest first.
 func (c *Client) Held(ctx context.Context) ([]HeldLetter, error) {
 	out := []HeldLetter{}
-	return out, c.call(ctx, http.MethodGet, "/api/held", &out)
+	return out, c.call(ctx, http.MethodGet, "/api/held", nil, &out)
 }
 
-// Release counts a held letter.
-func (c *Client) Release(ctx context.Context, id string) (HeldResult, error) {
-	var r HeldResult
-	return r, c.call(ctx, http.MethodPost, "/api/held/"+url.PathEscape(id)+"/release", &r)
+// Decide releases (action store.EventReleased) or drops (store.EventDropped)
+// the held letters req names.
+func (c *Client) Decide(ctx context.Context, action store.EventKind, req HeldRequest) (Decisions, error) {
+	path := "/api/held/release"
+	if action == store.EventDropped {
+		path = "/api/held/drop"
+	}
+	var d Decisions
+	return d, c.call(ctx, http.MethodPost, path, req, &d)
 }
 
-// Drop removes a held letter.
-func (c *Client) Drop(ctx context.Context, id string) (HeldResult, error) {
-	var r HeldResult
-	return r, c.call(ctx, http.MethodPost, "/api/held/"+url.PathEscape(id)+"/drop", &r)
+// HeldMessage copies a held letter's message, exactly as received, to w.
+func (c *Client) HeldMessage(ctx context.Context, id string, w io.Writer) error {
+	return c.download(ctx, "/api/held/"+url.PathEscape(id)+"/message", "letter "+id+"'s message", w)
+}
+
+// Flush makes every deferred copy due now.
+func (c *Client) Flush(ctx context.Context) (FlushResult, error) {
+	var r FlushResult
+	return r, c.call(ctx, http.MethodPost, "/api/batches/flush", struct{}{}, &r)
+}
+
+// Pause pauses the daemon (paused true, with a reason that may be empty)
+// or resumes it.
+func (c *Client) Pause(ctx context.Context, paused bool, reason string) (PauseState, error) {
+	path := "/api/resume"
+	if paused {
+		path = "/api/pause"
+	}
+	var p PauseState
+	return p, c.call(ctx, http.MethodPost, path, PauseRequest{Reason: reason}, &p)
+}
+
+// Health asks /healthz; a daemon that answers 503 is not an error here:
+// Health.Status says "failing" and the other fields why.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	resp, err := c.send(ctx, c.calls, http.MethodGet, "/healthz", nil)
+	if err != nil {
+		return Health{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return Health{}, answerError(resp)
+	}
+	var h Health
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h); err != nil || h.Status == "" {
+		return Health{}, fmt.Errorf("admin API at %s: /healthz answered %d without its JSON (%v)", c.base, resp.StatusCode, err)
+	}
+	return h, nil
 }
 
 // Batches lists the batches, oldest first.
 func (c *Client) Batches(ctx context.Context) ([]Batch, error) {
 	out := []Batch{}
-	return out, c.call(ctx, http.MethodGet, "/api/batches", &out)
+	return out, c.call(ctx, http.MethodGet, "/api/batches", nil, &out)
 }
 
 // Batch returns one batch with its letter IDs.
 func (c *Client) Batch(ctx context.Context, id string) (Batch, error) {
 	var b Batch
-	return b, c.call(ctx, http.MethodGet, "/api/batches/"+url.PathEscape(id), &b)
+	return b, c.call(ctx, http.MethodGet, "/api/batches/"+url.PathEscape(id), nil, &b)
 }
 
 // BatchMessage copies a batch's message, exactly as delivered, to w.
 func (c *Client) BatchMessage(ctx context.Context, id string, w io.Writer) error {
-	resp, err := c.do(ctx, c.calls, http.MethodGet, "/api/batches/"+url.PathEscape(id)+"/message")
+	return c.download(ctx, "/api/batches/"+url.PathEscape(id)+"/message", "batch "+id+"'s message", w)
+}
+
+// download copies the answer to a GET of path to w, only once it arrived
+// whole: a message cut short by a broken connection must not look like a
+// complete .eml. what names it in errors.
+func (c *Client) download(ctx context.Context, path, what string, w io.Writer) error {
+	resp, err := c.do(ctx, c.calls, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	// Read it whole first: a message cut short by a broken connection must
-	// not look like a complete .eml.
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, resp.Body); err != nil {
-		return fmt.Errorf("reading batch %s's message: %w", id, err)
+		return fmt.Errorf("reading %s: %w", what, err)
 	}
 	if resp.ContentLength >= 0 && int64(buf.Len()) != resp.ContentLength {
-		return fmt.Errorf("batch %s's message: got %d of %d bytes", id, buf.Len(), resp.ContentLength)
+		return fmt.Errorf("%s: got %d of %d bytes", what, buf.Len(), resp.ContentLength)
 	}
 	_, err = w.Write(buf.Bytes())
 	return err
@@ -202,13 +276,13 @@ func (c *Client) BatchMessage(ctx context.Context, id string, w io.Writer) error
 // Retry requeues a batch's failed copies.
 func (c *Client) Retry(ctx context.Context, id string) (RetryResult, error) {
 	var r RetryResult
-	return r, c.call(ctx, http.MethodPost, "/api/batches/"+url.PathEscape(id)+"/retry", &r)
+	return r, c.call(ctx, http.MethodPost, "/api/batches/"+url.PathEscape(id)+"/retry", nil, &r)
 }
 
 // Events returns the last n events, oldest first.
 func (c *Client) Events(ctx context.Context, n int) ([]Event, error) {
 	out := []Event{}
-	return out, c.call(ctx, http.MethodGet, "/api/events?n="+strconv.Itoa(n), &out)
+	return out, c.call(ctx, http.MethodGet, "/api/events?n="+strconv.Itoa(n), nil, &out)
 }
 
 // FollowNotify hears how a Follow's connection fares; either may be nil.
@@ -283,7 +357,7 @@ func (e *followFnError) Error() string { return e.err.Error() }
 func (c *Client) followOnce(ctx context.Context, query string, after *uint64, fn func(Event) error, onConnect func()) (connected bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	resp, err := c.do(ctx, c.streams, http.MethodGet, "/api/events/follow"+query)
+	resp, err := c.do(ctx, c.streams, http.MethodGet, "/api/events/follow"+query, nil)
 	if err != nil {
 		return false, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,21 +52,48 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// healthz answers JSON for probes (no token needed): 503 when the store
+// cannot be written, an SMTP listener or another part stopped; 200
+// otherwise, with status "paused" while an admin holds batches and sending.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	h := Health{Status: HealthOK, Store: HealthOK, SMTP: HealthOK, Parts: HealthOK}
+	failing := func(field *string, err error) {
+		*field, h.Status = err.Error(), HealthFailing
+	}
+	if s.opt.SMTP != nil {
+		if err := s.opt.SMTP(); err != nil {
+			failing(&h.SMTP, err)
+		}
+	}
 	if s.opt.Parts != nil {
 		if err := s.opt.Parts(); err != nil {
 			s.log.Warn("health check failed: a part of the daemon stopped", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "stopped: "+err.Error())
-			return
+			failing(&h.Parts, fmt.Errorf("stopped: %w", err))
 		}
 	}
 	if err := s.health.result(r.Context()); err != nil {
 		s.log.Warn("health check failed: the store cannot be written", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "store not writable: "+err.Error())
-		return
+		failing(&h.Store, fmt.Errorf("not writable: %w", err))
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "ok")
+	if oldest, err := s.st.OldestUndelivered(); err != nil {
+		failing(&h.Store, err)
+	} else {
+		h.OldestUndeliveredBatchAge = age(s.now(), oldest)
+	}
+	if p, err := s.st.Paused(); err != nil {
+		failing(&h.Store, err)
+	} else if p.Paused {
+		h.Paused, h.PausedSince = true, timePtr(p.Since)
+		if h.Status == HealthOK {
+			h.Status = HealthPaused
+		}
+	}
+	code := http.StatusOK
+	if h.Status == HealthFailing {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, code, h)
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
@@ -74,18 +102,25 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, apiStats(st))
+	p, err := s.st.Paused()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	out := apiStats(st)
+	out.Paused, out.PausedSince, out.PauseReason = p.Paused, timePtr(p.Since), p.Reason
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
-	held, err := s.st.Held()
+	held, err := s.st.HeldHeads(heldHeadBytes)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	out := make([]HeldLetter, 0, len(held))
-	for _, l := range held {
-		out = append(out, apiHeld(l))
+	for _, h := range held {
+		out = append(out, apiHeld(h))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -162,12 +197,18 @@ func (s *Server) batchMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg, err := s.st.BatchMessage(id)
+	s.sendMessage(w, r, fmt.Sprintf("batch-%d.eml", id), msg, err)
+}
+
+// sendMessage answers with a message's bytes as a download named name, or
+// with the store's error.
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request, name string, msg []byte, err error) {
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "message/rfc822")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="batch-%d.eml"`, id))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, name))
 	w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
 	_, _ = w.Write(msg)
 }
@@ -331,4 +372,152 @@ func (s *Server) startAfter(n int) (uint64, error) {
 func flushWithin(rc *http.ResponseController) error {
 	_ = rc.SetWriteDeadline(time.Now().Add(writeDeadline))
 	return rc.Flush()
+}
+
+// maxRequestBody bounds the JSON body of an action: thousands of IDs fit.
+const maxRequestBody = 1 << 20
+
+// readJSON decodes an action's body into v, answering a bad one itself. The
+// body must be JSON (a form or text/plain post from a web page is refused,
+// as browsers send those across origins without asking).
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// heldMessage sends a held letter's message exactly as received.
+func (s *Server) heldMessage(w http.ResponseWriter, r *http.Request) {
+	id := letterID(r)
+	msg, err := s.st.HeldMessage(id)
+	s.sendMessage(w, r, id+".eml", msg, err)
+}
+
+// heldDecide releases or drops several held letters: the IDs named, or all
+// (of one reason). Each letter gets its result; one that cannot be decided
+// does not stop the others.
+func (s *Server) heldDecide(action store.EventKind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req HeldRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		switch {
+		case req.All == (len(req.IDs) > 0):
+			writeError(w, http.StatusBadRequest, "name the letters (ids) or ask for all, not both")
+			return
+		case req.Reason != "" && !req.All:
+			writeError(w, http.StatusBadRequest, "reason narrows all; it does not go with ids")
+			return
+		}
+		var out Decisions
+		ids := make([]string, 0, len(req.IDs))
+		for _, id := range req.IDs {
+			ids = append(ids, strings.ToUpper(id))
+		}
+		if req.All {
+			held, err := s.st.Held()
+			if err != nil {
+				s.storeError(w, r, err)
+				return
+			}
+			for _, l := range held {
+				switch {
+				case req.Reason != "" && string(l.HeldReason) != req.Reason:
+				case action == store.EventReleased && l.HeldReason == store.HeldPostmaster:
+					out.Skipped++ // never counted: it can only be dropped
+				default:
+					ids = append(ids, l.ID)
+				}
+			}
+		}
+		var decided []store.Decision
+		if action == store.EventReleased {
+			decided = s.st.ReleaseMany(r.Context(), ids)
+		} else {
+			decided = s.st.DropMany(r.Context(), ids)
+		}
+		out.Results = make([]HeldResult, 0, len(decided))
+		for _, d := range decided {
+			res := HeldResult{ID: d.ID, Outcome: d.Event}
+			if d.Err != nil {
+				res.Error = s.decisionError(r, d.Err)
+			}
+			out.Results = append(out.Results, res)
+		}
+		// The batch closer hears the releases on the store's event feed.
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// decisionError is what the admin is told about one letter that could not
+// be decided: the store's words for their mistakes (no such letter, not
+// held), a generic line for anything else, whose cause goes to the log.
+func (s *Server) decisionError(r *http.Request, err error) string {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrState) {
+		return strings.TrimPrefix(err.Error(), "store: ")
+	}
+	if errors.Is(err, store.ErrClosed) {
+		return "petitiond is shutting down"
+	}
+	s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	return "internal error; the daemon's log has the cause"
+}
+
+// batchFlush makes every deferred copy due now; the delivery scheduler
+// hears the requeued events on the store's feed.
+func (s *Server) batchFlush(w http.ResponseWriter, r *http.Request) {
+	var req struct{}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	n, err := s.st.Flush(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	p, err := s.st.Paused()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, FlushResult{Flushed: n, Paused: p.Paused})
+}
+
+func (s *Server) pauseState(w http.ResponseWriter, r *http.Request) {
+	p, err := s.st.Paused()
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiPause(p, false))
+}
+
+// setPause pauses or resumes the daemon; the batch closer and the delivery
+// scheduler read the pause from the store, and a resume wakes them.
+func (s *Server) setPause(paused bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req PauseRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if !paused && req.Reason != "" {
+			writeError(w, http.StatusBadRequest, "a resume takes no reason")
+			return
+		}
+		p, changed, err := s.st.SetPause(r.Context(), paused, req.Reason)
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, apiPause(p, changed))
+	}
 }

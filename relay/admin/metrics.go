@@ -28,6 +28,10 @@ const (
 	metricOldestUndelivered = "petitiond_oldest_undelivered_batch_age_seconds"
 	metricCommits           = "petitiond_store_commits_total"
 	metricCommitWrites      = "petitiond_store_commit_writes_total"
+	metricHeld              = "petitiond_letters_held"
+	metricPending           = "petitiond_letters_pending"
+	metricPaused            = "petitiond_paused"
+	metricBuildInfo         = "petitiond_build_info"
 )
 
 // Label values: typed classes, never a reason's text, so the number of
@@ -38,7 +42,8 @@ var (
 	letterOutcomes   = []store.EventKind{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped}
 	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectFrom, store.RejectSize, store.RejectUnverified}
 	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP}
-	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMTempError}
+	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMNone, inbound.DKIMTempError}
+	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable}
 	attemptOutcomes  = []store.EventKind{store.EventDelivered, store.EventDeferred, store.EventFailed}
 	deliveryStates   = []store.DeliveryState{store.DeliveryQueued, store.DeliveryDeferred, store.DeliveryDelivered, store.DeliveryFailed}
 )
@@ -75,7 +80,7 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSessionsRefused,
 			Help: "SMTP connections refused with 421 by the connection limits."}, []string{"reason"}),
 		dkim: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricDKIM,
-			Help: "DKIM verification results of letters (temperror: the sender was asked to retry)."}, []string{"result"}),
+			Help: "DKIM verification results of letters (none: no signature at all; fail: signed, but no signature passed; temperror: the sender was asked to retry)."}, []string{"result"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: metricBatches,
 			Help: "Batches closed."}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricAttempts,
@@ -98,7 +103,11 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 	for _, v := range attemptOutcomes {
 		m.attempts.WithLabelValues(string(v))
 	}
-	m.reg.MustRegister(m.letters, m.rejections, m.sessions, m.refused, m.dkim, m.batches, m.attempts,
+	b := ReadBuild()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricBuildInfo,
+		Help: "Always 1: the labels say what this daemon was built from."}, []string{"version", "revision", "goversion"})
+	build.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
+	m.reg.MustRegister(m.letters, m.rejections, m.sessions, m.refused, m.dkim, m.batches, m.attempts, build,
 		newStoreCollector(st, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -184,6 +193,9 @@ type storeCollector struct {
 	oldestBatch   *prometheus.Desc
 	commits       *prometheus.Desc
 	writes        *prometheus.Desc
+	held          *prometheus.Desc
+	pending       *prometheus.Desc
+	paused        *prometheus.Desc
 }
 
 func newStoreCollector(st *store.Store, now func() time.Time) *storeCollector {
@@ -199,11 +211,17 @@ func newStoreCollector(st *store.Store, now func() time.Time) *storeCollector {
 			"Store group commits (each one fsync).", nil, nil),
 		writes: prometheus.NewDesc(metricCommitWrites,
 			"Store writes carried by those commits; writes/commits is writes per fsync.", nil, nil),
+		held: prometheus.NewDesc(metricHeld,
+			"Letters held for an admin, now, by why they are held.", []string{"reason"}, nil),
+		pending: prometheus.NewDesc(metricPending,
+			"Counted letters waiting for a batch, now.", nil, nil),
+		paused: prometheus.NewDesc(metricPaused,
+			"1 while an admin has paused batches and sending (petitiond pause), else 0.", nil, nil),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.deliveries, c.oldestPending, c.oldestBatch, c.commits, c.writes} {
+	for _, d := range []*prometheus.Desc{c.deliveries, c.oldestPending, c.oldestBatch, c.commits, c.writes, c.held, c.pending, c.paused} {
 		ch <- d
 	}
 }
@@ -227,6 +245,13 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(v), string(s))
 		}
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
+	}
+	c.collectHeld(ch)
+	if p, err := c.st.Paused(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.paused, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, boolGauge(p.Paused))
 	}
 	if p, err := c.st.Pending(); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.oldestPending, err)
@@ -250,4 +275,28 @@ func age(now, t time.Time) float64 {
 		return 0
 	}
 	return max(now.Sub(t).Seconds(), 0)
+}
+
+// collectHeld reports the held letters by reason: every known reason, 0
+// included, and any other the store has.
+func (c *storeCollector) collectHeld(ch chan<- prometheus.Metric) {
+	counts, err := c.st.HeldCounts()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.held, err)
+		return
+	}
+	for _, r := range heldReasons {
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(counts[r]), string(r))
+		delete(counts, r)
+	}
+	for r, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(n), string(r))
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -59,6 +59,9 @@ type Options struct {
 	// Parts, when set, says whether the daemon's other parts run (nil) or
 	// which one stopped: /healthz then answers 503.
 	Parts func() error
+	// SMTP, when set, says whether the SMTP listeners take connections
+	// (nil) or why not, for /healthz.
+	SMTP func() error
 	// MinFreeBytes is store.min_free_bytes: /healthz answers 503 below it.
 	MinFreeBytes int64
 }
@@ -81,6 +84,8 @@ type Server struct {
 	prom       http.Handler // /metrics
 	health     *healthCheck
 	startSeq   uint64 // the journal's end when New ran: metrics count from there
+	// wrongTokens limits the log lines of refused credentials (ratelog.go).
+	wrongTokens logLimit
 
 	ctx    context.Context // ends at Shutdown: streams and the metrics feed stop
 	cancel context.CancelFunc
@@ -283,6 +288,16 @@ func (s *Server) routes() []route {
 		{"POST /api/batches/{id}/retry", adminAccess, s.batchRetry},
 		{"GET /api/events", adminAccess, s.events},
 		{"GET /api/events/follow", adminAccess, s.follow},
+
+		// The actions on many letters or the daemon as a whole
+		// (handlers.go).
+		{"GET /api/held/{id}/message", adminAccess, s.heldMessage},
+		{"POST /api/held/release", adminAccess, s.heldDecide(store.EventReleased)},
+		{"POST /api/held/drop", adminAccess, s.heldDecide(store.EventDropped)},
+		{"POST /api/batches/flush", adminAccess, s.batchFlush},
+		{"GET /api/pause", adminAccess, s.pauseState},
+		{"POST /api/pause", adminAccess, s.setPause(true)},
+		{"POST /api/resume", adminAccess, s.setPause(false)},
 		{"POST /api/backup", adminAccess, s.backup},
 	}
 }

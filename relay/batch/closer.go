@@ -79,9 +79,9 @@ func (c *Closer) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	// A letter joins the queue (accepted, released), or a copy is set
-	// aside to be split (deferred).
-	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventDeferred},
+	// A letter joins the queue (accepted, released), a copy is set aside
+	// to be split (deferred), or an admin ends a pause (resumed).
+	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventDeferred, store.EventResumed},
 		func() time.Duration { return c.closeDue(ctx) })
 }
 
@@ -103,6 +103,9 @@ func (c *Closer) closeDue(ctx context.Context) time.Duration {
 func (c *Closer) closeBatches(ctx context.Context) time.Duration {
 	const idle = time.Minute
 	for ctx.Err() == nil {
+		if pause, err := c.store.Paused(); err == nil && pause.Paused {
+			return idle // no batch closes while paused; resuming wakes the closer
+		}
 		p, err := c.store.Pending()
 		if err != nil {
 			c.log.Error("reading the pending queue failed; will retry", "err", err)

@@ -123,8 +123,9 @@ func (s *Scheduler) Run(ctx, abort context.Context) error {
 	defer feed.Close()
 	sem := make(chan struct{}, s.workers)
 	// New copies in the queue: a batch closed, a copy too big for its
-	// recipient went in parts, or an admin put failed copies back.
-	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventSplit, store.EventRequeued},
+	// recipient went in parts, an admin put failed or deferred copies
+	// back, or the daemon resumed after a pause.
+	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventSplit, store.EventRequeued, store.EventResumed},
 		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
 }
 
@@ -132,6 +133,9 @@ func (s *Scheduler) Run(ctx, abort context.Context) error {
 // sleep until the next one; a worker calls free when it is free again.
 func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
 	const idle = time.Minute
+	if pause, err := s.store.Paused(); err == nil && pause.Paused {
+		return idle // nothing is sent while paused; resuming wakes the scheduler
+	}
 	s.mu.Lock()
 	limit := 2*s.workers + len(s.inflight)
 	s.mu.Unlock()

@@ -38,7 +38,7 @@ var messages = map[store.EventKind]string{
 	store.EventDeferred:    "batch copy deferred; will retry",
 	store.EventFailed:      "batch copy failed",
 	store.EventPurged:      "letter bodies purged after retention",
-	store.EventRequeued:    "failed batch copy requeued by an admin",
+	store.EventRequeued:    "batch copy requeued by an admin: tried now",
 	store.EventSplit:       "batch copy too big for its recipient sent as smaller messages",
 	store.EventConfirmSent: "confirmation request sent to the sender",
 	store.EventConfirmed:   "sender confirmed the letter by reply",

@@ -63,10 +63,12 @@ func (c RefusalClass) text() string {
 // DKIMResult is a letter's DKIM outcome, for metrics.
 type DKIMResult string
 
-// DKIM results. A temporary error asked the sender to retry.
+// DKIM results. A temporary error asked the sender to retry; none is a
+// letter without any signature, apart from one whose signature failed.
 const (
 	DKIMPass      DKIMResult = "pass"
 	DKIMFail      DKIMResult = "fail"
+	DKIMNone      DKIMResult = "none"
 	DKIMTempError DKIMResult = "temperror"
 )
 
@@ -201,7 +203,9 @@ func (s *Server) Serve() error {
 	for _, ln := range lns {
 		go func() {
 			err := s.srv.Serve(ln)
-			if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+			// Shutdown closes the listeners itself (below), so an accept
+			// error while draining is the shutdown, not a failure.
+			if err != nil && !errors.Is(err, smtp.ErrServerClosed) && !s.draining.Load() {
 				err = fmt.Errorf("inbound: listener on %s failed: %w", ln.Addr(), err)
 			} else {
 				err = nil
@@ -223,6 +227,14 @@ func (s *Server) Serve() error {
 // closed: no 250 was given for it, so the sender retries.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	// go-smtp closes only the listeners its Serve has registered; one whose
+	// Serve has not begun yet (a shutdown right after start) would keep
+	// accepting forever, so close them all here.
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.mu.Unlock()
 	done := make(chan error, 1)
 	// go-smtp's Shutdown closes the listeners, then waits for every
 	// connection's goroutine to end; we end the connections below (its own

@@ -34,7 +34,7 @@ type session struct {
 	postmaster bool
 
 	mu     sync.Mutex
-	busy   bool // inside DATA or BDAT: the letter is not yet answered
+	busy   bool // a recipient accepted: the transaction is not yet answered
 	closed bool
 }
 
@@ -100,6 +100,17 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if ss.rcpts > 0 && postmaster != ss.postmaster {
 		return ss.reply(replyOneKindOfRecipient)
 	}
+	// From the first accepted recipient the transaction is in progress: a
+	// shutdown lets it finish. go-smtp writes 354 before it calls Data, so
+	// marking it there would let a shutdown cut off a client already
+	// sending its letter.
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return ss.reply(replyShuttingDown)
+	}
+	ss.busy = true
+	ss.mu.Unlock()
 	ss.postmaster = postmaster
 	ss.rcpts++
 	return nil
@@ -116,15 +127,8 @@ func (ss *session) isPostmaster(addr string) bool {
 // Data reads the whole letter, then decides. Reading to the end first matters
 // for smuggling: the reply must come after the real end of data.
 func (ss *session) Data(r io.Reader) error {
-	// From here until go-smtp has written the reply and called Reset, a
-	// shutdown must let the letter finish.
-	ss.mu.Lock()
-	if ss.closed {
-		ss.mu.Unlock()
-		return ss.reply(replyShuttingDown)
-	}
-	ss.busy = true
-	ss.mu.Unlock()
+	// Rcpt marked the session busy: until go-smtp has written the reply
+	// and called Reset, a shutdown lets the letter finish.
 	msg, err := io.ReadAll(r)
 	if err != nil {
 		var se *smtp.SMTPError
@@ -177,6 +181,8 @@ func (ss *session) letter(msg []byte) error {
 		ss.s.log.Warn("DKIM key lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", sender.Address, "domain", verdict.Domain, "reason", verdict.Reason)
 		return ss.reply(replyDNSTemporary)
+	case verdict.Unsigned:
+		ss.s.metrics.Verdict(DKIMNone)
 	default:
 		ss.s.metrics.Verdict(DKIMFail)
 	}

@@ -4,7 +4,7 @@ import "testing"
 
 func TestDecide(t *testing.T) {
 	dkimPass := Verdict{Pass: true, Domain: "example.org", Selector: "s1", Reason: "pass"}
-	unsigned := Verdict{Reason: "no signature"}
+	unsigned := Verdict{Reason: "no signature", Unsigned: true}
 	dkimTemp := Verdict{Domain: "example.org", Selector: "s1", Reason: "key lookup timed out", TempFail: true}
 	spfRes := func(status SPFStatus, domain string) SPFResult {
 		return SPFResult{Status: status, Domain: domain, Reason: "why"}

@@ -31,6 +31,9 @@ type Verdict struct {
 	// passed (aligned, covering From) failed on a temporary DNS error
 	// (timeout, SERVFAIL): the sender should retry (451 4.7.5).
 	TempFail bool
+	// Unsigned is set when the message carries no DKIM signature at all,
+	// apart from one whose signatures failed.
+	Unsigned bool
 }
 
 // Options configure a Verifier.
@@ -154,7 +157,7 @@ func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache
 		return Verdict{Reason: "cannot verify: " + strings.TrimPrefix(err.Error(), "dkim: ")}, lk
 	}
 	if len(verifs) == 0 {
-		return Verdict{Reason: "no signature"}, lk
+		return Verdict{Reason: "no signature", Unsigned: true}, lk
 	}
 	selectors := signatureSelectors(msg)
 

@@ -203,7 +203,7 @@ func TestVerifyFailures(t *testing.T) {
 			Verdict{Pass: true, Domain: "example.org", Selector: "good", Reason: "pass"})
 	})
 	t.Run("unsigned", func(t *testing.T) {
-		e.check(t, base, Verdict{Reason: "no signature"})
+		e.check(t, base, Verdict{Reason: "no signature", Unsigned: true})
 	})
 }
 
