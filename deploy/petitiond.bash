@@ -8,7 +8,7 @@
 _petitiond() {
 	local cur=${COMP_WORDS[COMP_CWORD]}
 	local prev=${COMP_WORDS[COMP_CWORD-1]}
-	local commands="serve check-config tail stats batches held pause resume lookup erase health dkim-keygen demo version"
+	local commands="serve check-config tail stats batches held pause resume lookup erase health backup restore dkim-keygen demo version"
 	local admin="-config -admin -json -h -version"
 	COMPREPLY=()
 
@@ -20,7 +20,7 @@ _petitiond() {
 
 	# The value of the flag just typed.
 	case $prev in
-	-config | -out)
+	-config | -out | -in)
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
@@ -57,6 +57,8 @@ _petitiond() {
 		actions="show release drop"
 		;;
 	pause) flags="$admin -reason" ;;
+	backup) flags="$admin -out" ;;
+	restore) flags="-config -check -in -json -h -version" ;;
 	dkim-keygen) flags="-domain -selector -algo -out -h -version" ;;
 	demo) flags="-letters -keep -exit -dir -v -h -version" ;;
 	version) flags="-json -h -version" ;;

@@ -114,7 +114,8 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 	if _, err := Check(cfg, opt); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration})
+	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration,
+		HeldRetention: cfg.Store.HeldRetention.Duration})
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +188,8 @@ func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logge
 		Listen: cfg.Admin.Listen, Token: token, ReaderToken: cfg.Admin.ReaderToken, OpenMetrics: !configured,
 		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
 		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts, SMTP: smtp,
-		Fold: verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
+		Fold:         verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
+		MinFreeBytes: cfg.Store.MinFreeBytes,
 	})
 }
 

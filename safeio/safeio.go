@@ -6,8 +6,10 @@
 package safeio
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -65,10 +67,17 @@ func MkdirAll(path string, perm fs.FileMode) error {
 // what it created, so no partial file is left behind. Syncing the directory
 // that holds path is the caller's choice (a file written to be renamed
 // needs its final directory synced instead).
-func WriteNew(path string, data []byte, perm fs.FileMode) (err error) {
+func WriteNew(path string, data []byte, perm fs.FileMode) error {
+	_, err := WriteNewFrom(path, bytes.NewReader(data), perm)
+	return err
+}
+
+// WriteNewFrom is WriteNew for data read from r until EOF; it returns the
+// bytes written.
+func WriteNewFrom(path string, r io.Reader, perm fs.FileMode) (n int64, err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil {
@@ -79,10 +88,10 @@ func WriteNew(path string, data []byte, perm fs.FileMode) (err error) {
 		}
 	}()
 	if err := f.Chmod(perm); err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := f.Write(data); err != nil {
-		return err
+	if n, err = io.Copy(f, r); err != nil {
+		return n, err
 	}
-	return f.Sync()
+	return n, f.Sync()
 }

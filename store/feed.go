@@ -26,7 +26,7 @@ func (s *Store) subscribe() (*subscription, error) {
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
 	if s.subsDone {
-		return nil, ErrClosed
+		return nil, s.endErr()
 	}
 	sub := &subscription{ch: make(chan Event, subscriptionBuffer)}
 	s.subs[sub] = struct{}{}
@@ -177,7 +177,7 @@ func (f *Feed) poll() error {
 			if err != nil {
 				if f.st.feedsClosed() {
 					// The store closed under the catch-up read.
-					return ErrClosed
+					return f.st.endErr()
 				}
 				return err
 			}
@@ -185,7 +185,7 @@ func (f *Feed) poll() error {
 			continue
 		}
 		if f.sub == nil {
-			return ErrClosed
+			return f.st.endErr()
 		}
 		select {
 		case e, open := <-f.sub.ch:

@@ -12,10 +12,14 @@ import (
 // CheckWritable commits an empty write through the commit loop and returns
 // once it is fsynced. bbolt writes a new meta page (and freelist) even for an
 // empty transaction, so this fails when the disk, the file or the commit loop
-// does: what /healthz must notice. It counts as one write in CommitStats.
+// does: what /healthz must notice; and when the mark could not be updated
+// (mark.go). It counts as one write in CommitStats.
 func (s *Store) CheckWritable(ctx context.Context) error {
 	if err := s.update(ctx, func(*bolt.Tx, *writer) error { return nil }); err != nil {
 		return fmt.Errorf("store: health check write: %w", err)
+	}
+	if err := s.markErr.Load(); err != nil {
+		return *err
 	}
 	return nil
 }

@@ -119,15 +119,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 				return err
 			}
 		case nl.Hold != "":
-			l.State, l.HeldReason = StateHeld, nl.Hold
-			ev.Event, ev.Reason = EventHeld, heldReason(nl)
-			if err := tx.Bucket(bucketHeld).Put([]byte(id), nil); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
-				return err
-			}
-			if err := addU64(meta, ctrHeld, 1); err != nil {
+			if err := s.hold(tx, &l, &ev, &nl); err != nil {
 				return err
 			}
 		default:
@@ -332,6 +324,9 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 		if err := tx.Bucket(bucketHeld).Delete([]byte(id)); err != nil {
 			return err
 		}
+		if err := unindexHeld(tx, l); err != nil {
+			return err
+		}
 		if err := addU64(meta, ctrHeld, -1); err != nil {
 			return err
 		}
@@ -430,6 +425,9 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 			if err := tx.Bucket(b).Delete([]byte(id)); err != nil {
 				return err
 			}
+		}
+		if err := unindexHeld(tx, l); err != nil {
+			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		if err := addU64(meta, ctrHeld, -1); err != nil {

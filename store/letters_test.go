@@ -347,7 +347,10 @@ func TestReleaseAfterSenderCounted(t *testing.T) {
 	if counted.Duplicate {
 		t.Fatal("held letter counted its sender")
 	}
-	held2 := mustAccept(t, s, unverified(clk, "ana@example.org", HeldUnverified))
+	// Another letter: the same one again would be a repeat of the first.
+	second := unverified(clk, "ana@example.org", HeldUnverified)
+	second.Body = append(second.Body, "P.S. Libertad.\r\n"...)
+	held2 := mustAccept(t, s, second)
 	if held2.ID == "" || held2.Duplicate {
 		t.Fatalf("held letter of a counted sender = %+v, want plain held", held2)
 	}

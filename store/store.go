@@ -8,11 +8,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +32,13 @@ const SchemaVersion = 2
 // FileName is the bbolt file inside the store directory.
 const FileName = "petitiond.db"
 
+// initialMmapSize is the address space the file is mapped into at Open.
+// bbolt remaps when the file outgrows its mapping, and a remap waits for
+// every read transaction to end: with room to grow, a long read (a backup)
+// never holds up the writes that answer letters. Only address space: pages
+// are read in as used. 32-bit builds keep bbolt's default.
+const initialMmapSize = (1 << 30) * (strconv.IntSize / 64)
+
 var (
 	bucketMeta     = []byte("meta")
 	bucketLetters  = []byte("letters")
@@ -43,7 +52,8 @@ var (
 	bucketPurge    = []byte("purge")
 	bucketEvents   = []byte("events")
 	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
-		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents}
+		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
+		bucketHeldDedup, bucketHeldSince}
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
@@ -91,6 +101,14 @@ type Options struct {
 	// Retention is how long letter bodies stay after their batch reached
 	// every recipient; 0 means 720h.
 	Retention time.Duration
+	// HeldRetention is how long a held letter waits for an admin before it
+	// is purged; 0 means 720h.
+	HeldRetention time.Duration
+	// AcceptRollback accepts a store file older than its mark (a backup
+	// restored on purpose): its letter, event and batch numbers move past
+	// the highest ever handed out, and Open goes on. Without it such a file
+	// is refused with ErrRollback.
+	AcceptRollback bool
 }
 
 // Store is an open store. Safe for concurrent use.
@@ -102,6 +120,20 @@ type Store struct {
 	maxGroup   int
 	secret     []byte
 	retention  time.Duration
+	heldRetain time.Duration
+	dir        string
+
+	// The mark (mark.go): its file, what it says (the commit loop's), and
+	// the last failure to update it.
+	markFile  *os.File
+	marked    Position
+	secretTag string
+	markErr   atomic.Pointer[error]
+	// rollback is what AcceptRollback moved; nil when nothing.
+	rollback *Rollback
+
+	failMu  sync.Mutex
+	failErr error // set once a damaged page was found while running
 
 	ops     chan *op
 	stop    chan struct{}
@@ -119,8 +151,20 @@ type Store struct {
 	ids  letterIDs
 }
 
-// Open opens (creating if needed) the store in dir. The directory is created
-// 0700 because the store holds who signed.
+// Rollback is what Options.AcceptRollback moved at Open.
+type Rollback struct {
+	// File is where the store file ended; Marked is how far petitiond had
+	// come (its mark). Numbers continue after Marked.
+	File, Marked Position
+}
+
+// Open opens the store in dir, creating it only when its file does not
+// exist. The directory is created 0700 because the store holds who signed.
+//
+// A file that exists is never started afresh: an empty or unreadable file,
+// one that fails the consistency check (check.go), or one older than the
+// store's mark (mark.go) is an error that names the file and says what to
+// do, and Open writes nothing to it.
 func Open(dir string, opt Options) (*Store, error) {
 	created, err := mkdirAll(dir)
 	if err != nil {
@@ -131,22 +175,42 @@ func Open(dir string, opt Options) (*Store, error) {
 		timeout = 2 * time.Second
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      timeout,
-		FreelistType: bolt.FreelistMapType,
-	})
+	mk, err := readMark(dir)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("store: %s: %w (is petitiond already running?)", path, ErrLocked)
+		// A damaged mark vouches for nothing: accepting the file as it is
+		// writes a new one.
+		if !opt.AcceptRollback || !errors.Is(err, errMarkDamaged) {
+			return nil, err
 		}
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		mk = nil
+	}
+	_, statErr := os.Stat(path)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	if fresh && mk != nil {
+		return nil, fmt.Errorf("store: %s is missing, but %s shows that a store which answered letters up to %s "+
+			"lived here. Restore the latest backup into %s (README, Backup and restore); to start a new, empty "+
+			"store on purpose, move the whole directory away first", path, filepath.Join(dir, MarkName),
+			mk.pos.LetterID(), dir)
+	}
+	db, err := openBolt(path, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize})
+	if err != nil {
+		return nil, err
+	}
+	if !fresh {
+		if err := checkFile(db, path); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	s := &Store{
 		db:         db,
+		dir:        dir,
 		now:        opt.Now,
 		journalMax: opt.JournalMax,
 		maxGroup:   opt.MaxGroup,
 		retention:  opt.Retention,
+		heldRetain: opt.HeldRetention,
 		ops:        make(chan *op, 1024),
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
@@ -161,20 +225,27 @@ func Open(dir string, opt Options) (*Store, error) {
 	if s.retention == 0 {
 		s.retention = 720 * time.Hour
 	}
+	if s.heldRetain == 0 {
+		s.heldRetain = 720 * time.Hour
+	}
 	if s.maxGroup == 0 {
 		s.maxGroup = 256
 	}
-	if err := s.init(path); err != nil {
+	if err := s.init(path, mk, opt.AcceptRollback); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.markFile, err = writeMarkFile(dir, mark{secretTag: s.secretTag, pos: s.marked}); err != nil {
 		db.Close()
 		return nil, err
 	}
 	s.msgDir = filepath.Join(dir, messageDir)
 	if err := safeio.MkdirAll(s.msgDir, 0o700); err != nil {
-		db.Close()
+		s.closeFiles()
 		return nil, fmt.Errorf("store: create %s: %w", s.msgDir, err)
 	}
 	if err := s.sweepLeftovers(); err != nil {
-		db.Close()
+		s.closeFiles()
 		return nil, err
 	}
 	if err := s.wipeIfDue(); err != nil {
@@ -187,7 +258,7 @@ func Open(dir string, opt Options) (*Store, error) {
 	// the letters already answered 250.
 	for _, d := range append([]string{dir}, created...) {
 		if err := safeio.SyncDir(d); err != nil {
-			db.Close()
+			s.closeFiles()
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
@@ -196,8 +267,9 @@ func Open(dir string, opt Options) (*Store, error) {
 }
 
 // init creates the buckets and the secret on first start, checks the
-// schema version on every start, and converts a version 1 file.
-func (s *Store) init(path string) error {
+// schema version on every start, converts a version 1 file, and compares
+// the file with its mark mk (nil when there is none).
+func (s *Store) init(path string, mk *mark, acceptRollback bool) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta != nil {
@@ -217,9 +289,15 @@ func (s *Store) init(path string) error {
 		} else if hasAnyBucket(tx) {
 			return fmt.Errorf("store: %s is not a petitiond store (no meta bucket): %w", path, ErrSchema)
 		}
+		newHeldQueue := tx.Bucket(bucketHeldSince) == nil
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
+		}
+		if newHeldQueue {
+			if err := indexHeldLetters(tx); err != nil {
+				return fmt.Errorf("store: %s: queue the held letters for expiry: %w", path, err)
 			}
 		}
 		meta = tx.Bucket(bucketMeta)
@@ -245,8 +323,42 @@ func (s *Store) init(path string) error {
 				return err
 			}
 		}
+		s.secretTag = secretTag(s.secret)
+		s.marked = position(tx)
+		if mk == nil {
+			return nil
+		}
+		markPath := filepath.Join(filepath.Dir(path), MarkName)
+		if mk.secretTag != s.secretTag {
+			return fmt.Errorf("store: %s is not the store this directory held: its dedup secret is not the one "+
+				"recorded in %s, so every supporter would be counted again. Put this store's own file back (its "+
+				"latest backup); to start a new, empty store on purpose, move the whole directory away first",
+				path, markPath)
+		}
+		if !s.marked.behind(mk.pos) {
+			return nil
+		}
+		if !acceptRollback {
+			return rollbackError(path, markPath, s.marked, mk.pos)
+		}
+		to := maxPosition(s.marked, mk.pos)
+		if err := advance(tx, to); err != nil {
+			return fmt.Errorf("store: %s: move past the numbers already handed out: %w", path, err)
+		}
+		s.rollback = &Rollback{File: s.marked, Marked: mk.pos}
+		s.marked = to
 		return nil
 	})
+}
+
+// RolledBack says what Options.AcceptRollback moved at Open: nil when the
+// file was not behind its mark.
+func (s *Store) RolledBack() *Rollback { return s.rollback }
+
+// closeFiles closes what Open opened, when it fails after the mark.
+func (s *Store) closeFiles() {
+	s.markFile.Close()
+	s.db.Close()
 }
 
 // migrateV1 re-keys version 1's pending queue by pending time. Version 1
@@ -277,23 +389,18 @@ func migrateV1(tx *bolt.Tx) error {
 // sweepLeftovers removes the message files no open batch names (see
 // sweepMessages).
 func (s *Store) sweepLeftovers() error {
-	keep := map[string]bool{}
+	var files []string
 	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
-			var b Batch
-			if err := json.Unmarshal(v, &b); err != nil {
-				return fmt.Errorf("decode batch: %w", err)
-			}
-			if !b.Purged {
-				for _, f := range b.Files() {
-					keep[f] = true
-				}
-			}
-			return nil
-		})
+		var err error
+		files, err = liveMessageFiles(tx)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: read the batches' message files: %w", err)
+	}
+	keep := make(map[string]bool, len(files))
+	for _, f := range files {
+		keep[f] = true
 	}
 	return s.sweepMessages(keep)
 }
@@ -340,7 +447,11 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.stopped
 	s.closeSubs()
-	return s.db.Close()
+	merr := s.markFile.Close()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	return merr
 }
 
 // CommitStats reports how many group commits ran and how many writes they
@@ -391,6 +502,9 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx, w *writer) erro
 // sessions share fsyncs without a fixed delay that would slow a lone session.
 func (s *Store) commitLoop() {
 	defer close(s.stopped)
+	// A damaged page met while writing must come back as an error
+	// (runGroup recovers), not crash the daemon: see protect.
+	debug.SetPanicOnFault(true)
 	group := make([]*op, 0, s.maxGroup)
 	for {
 		group = group[:0]
@@ -422,10 +536,11 @@ func (s *Store) commitLoop() {
 }
 
 func (s *Store) commitGroup(group []*op) {
-	err := s.runGroup(group)
+	pos, err := s.runGroup(group)
 	if err == nil {
 		s.commits.Add(1)
 		s.commitOps.Add(uint64(len(group)))
+		s.writeMark(pos)
 		// Publish here, in commit order, so followers see events in
 		// journal order. Publishing never blocks (a follower that fell
 		// behind is dropped and catches up from the journal), so no
@@ -447,8 +562,19 @@ func (s *Store) commitGroup(group []*op) {
 	}
 }
 
-func (s *Store) runGroup(group []*op) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// runGroup commits the group's writes in one transaction and returns the
+// position the store reached. A panic from bbolt (a damaged page) rolls the
+// transaction back and fails the store: see fail.
+func (s *Store) runGroup(group []*op) (pos Position, err error) {
+	if err := s.failure(); err != nil {
+		return Position{}, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			pos, err = Position{}, s.fail(fmt.Errorf("%w: a write met a damaged page: %v", ErrDamaged, r))
+		}
+	}()
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range group {
 			w := &writer{s: s, tx: tx}
 			if err := o.fn(tx, w); err != nil {
@@ -456,21 +582,60 @@ func (s *Store) runGroup(group []*op) error {
 			}
 			o.events = w.events
 		}
+		pos = position(tx)
 		return nil
 	})
+	return pos, err
 }
 
-// view runs fn in a read-only transaction, beside the writer.
+// view runs fn in a read-only transaction, beside the writer. A damaged
+// page met while reading fails the store, as in runGroup.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	s.wipe.readers.RLock()
 	defer s.wipe.readers.RUnlock()
-	err := s.db.View(fn)
+	err := protect(func() error { return s.db.View(fn) })
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		// A read racing Close: the same answer a write gets, so consumers
 		// of the feed stop quietly instead of reporting a failure.
 		return ErrClosed
 	}
+	if errors.Is(err, ErrDamaged) {
+		return s.fail(fmt.Errorf("a read met a damaged page: %w", err))
+	}
 	return err
+}
+
+// fail records that the file turned out damaged while running, once: every
+// later write fails with that error, and so does every feed, so each part
+// of the daemon that follows the store stops, and the daemon with them,
+// with the error rather than a crash. It returns the error recorded first.
+func (s *Store) fail(err error) error {
+	s.failMu.Lock()
+	first := s.failErr == nil
+	if first {
+		s.failErr = fmt.Errorf("store: %s: %w. %s", filepath.Join(s.dir, FileName), err, restoreAdvice)
+	}
+	err = s.failErr
+	s.failMu.Unlock()
+	if first {
+		s.closeSubs()
+	}
+	return err
+}
+
+// failure is the error fail recorded, or nil.
+func (s *Store) failure() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failErr
+}
+
+// endErr is why a feed ended: the damage fail recorded, else ErrClosed.
+func (s *Store) endErr() error {
+	if err := s.failure(); err != nil {
+		return err
+	}
+	return ErrClosed
 }
 
 func u64(v uint64) []byte {

@@ -35,6 +35,8 @@ func commands() []command {
 		{"health", "health", "ask the daemon's /healthz; exit 1 when it is failing", runHealth},
 		{"lookup", "lookup ADDRESS", "what the store holds about one supporter", runLookup},
 		{"erase", "erase ADDRESS", "remove one supporter's personal data from the store", runErase},
+		{"backup", "backup -out FILE", "a consistent copy of the running daemon's store", runBackup},
+		{"restore", "restore [-check] [-in BACKUP]", "put a backup in place (daemon stopped), or accept a restored store", runRestore},
 		{"dkim-keygen", "dkim-keygen -domain D -selector S", "write a signing key for batches and print its DNS record", runDKIMKeygen},
 		{"demo", "demo [-letters N] [-keep] [-exit]", "a one-command tour on a throwaway store", runDemo},
 		{"version", "version", "version, commit and Go version of this binary", runVersion},

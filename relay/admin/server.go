@@ -65,6 +65,8 @@ type Options struct {
 	SMTP func() error
 	// Fold is [dedup]: how lookup and erase normalise an address.
 	Fold verify.FoldOptions
+	// MinFreeBytes is store.min_free_bytes: /healthz answers 503 below it.
+	MinFreeBytes int64
 }
 
 // Server is the admin listener.
@@ -143,7 +145,8 @@ func New(st *store.Store, opt Options) (*Server, error) {
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})
-	s.health = &healthCheck{check: st.CheckWritable, now: s.now, reuse: time.Second, timeout: 5 * time.Second}
+	s.health = &healthCheck{check: st.CheckWritable, free: st.FreeBytes, minFree: uint64(max(opt.MinFreeBytes, 0)),
+		now: s.now, reuse: time.Second, timeout: 5 * time.Second}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -302,6 +305,9 @@ func (s *Server) routes() []route {
 		// A supporter's rights (privacy.go).
 		{"GET /api/lookup", adminAccess, s.lookup},
 		{"POST /api/erase", adminAccess, s.erase},
+
+		// Backup (backup.go).
+		{"POST /api/backup", adminAccess, s.backup},
 	}
 }
 

@@ -8,10 +8,12 @@ import (
 	"github.com/petitiond/petitiond/store"
 )
 
-// Purger removes letter bodies once their batch reached every recipient and
-// store.retention has passed, and the sender and IP of journal events older
-// than that (forget.go), then wipes the store file's free pages of them. It
-// reads the store's purge index and journal, so a restart resumes it.
+// Purger removes what the store keeps only for a while: letter bodies once
+// their batch reached every recipient and store.retention has passed, the
+// sender and IP of journal events older than that (forget.go), and held
+// letters nobody decided on within store.held_retention; then it wipes the
+// store file's free pages of them. It reads the store's purge index, held
+// queue and journal, so a restart resumes it.
 type Purger struct {
 	store *store.Store
 	log   *slog.Logger
@@ -29,24 +31,26 @@ func NewPurger(st *store.Store, log *slog.Logger, now func() time.Time) *Purger 
 	return &Purger{store: st, log: log, now: now}
 }
 
-// Run purges until ctx ends. It reads the purge index, then waits on the
-// store's feed for a delivery (the last copy of a batch schedules its
-// purge), or for the next purge's time. It returns an error only if it can
-// no longer follow the store.
+// Run purges until ctx ends. It reads the purge index and the held queue,
+// then waits on the store's feed for a delivery (the last copy of a batch
+// schedules its purge) or a held letter (it may be the next to expire), or
+// for the next purge's time. It returns an error only if it can no longer
+// follow the store.
 func (p *Purger) Run(ctx context.Context) error {
 	feed, err := p.store.FollowNew()
 	if err != nil {
 		return err
 	}
 	defer feed.Close()
-	return feed.Loop(ctx, []store.EventKind{store.EventDelivered}, func() time.Duration {
+	return feed.Loop(ctx, []store.EventKind{store.EventDelivered, store.EventHeld}, func() time.Duration {
 		return min(p.purgeDue(ctx), p.forgetDue(ctx))
 	})
 }
 
 func (p *Purger) purgeDue(ctx context.Context) time.Duration {
 	const idle = time.Hour
-	due, next, err := p.store.DuePurges(p.now())
+	now := p.now()
+	due, next, err := p.store.DuePurges(now)
 	if err != nil {
 		p.log.Error("reading the purge schedule failed; will retry", "err", err)
 		return time.Minute
@@ -57,6 +61,24 @@ func (p *Purger) purgeDue(ctx context.Context) time.Duration {
 				p.log.Error("purging a batch's letters failed; will retry", "batch", id, "err", err)
 			}
 			return time.Minute
+		}
+	}
+	for {
+		n, heldNext, err := p.store.ExpireHeld(ctx, now)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("purging expired held letters failed; will retry", "err", err)
+			}
+			return time.Minute
+		}
+		if n > 0 {
+			p.log.Info("held letters purged after store.held_retention", "letters", n)
+		}
+		if heldNext.IsZero() || heldNext.After(now) {
+			if !heldNext.IsZero() && (next.IsZero() || heldNext.Before(next)) {
+				next = heldNext
+			}
+			break
 		}
 	}
 	if next.IsZero() {
