@@ -92,10 +92,10 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		}
 		if nl.ID == "" {
 			// Kept if this runs again after a failed group commit.
-			nl.ID = s.ids.next(getU64(meta, keyLetterSeq))
+			nl.ID = formatLetterID(s.ids.next(getU64(meta, keyLetterSeq)))
 		}
 		id := nl.ID
-		if err := useLetterID(tx, id); err != nil {
+		if err := useLetterID(tx, id, letterPrefix); err != nil {
 			return err
 		}
 		res.ID = id
@@ -303,7 +303,8 @@ func (s *Store) Held() ([]Letter, error) {
 // its sender was counted meanwhile it becomes a duplicate (SPEC 5) and is
 // never batched. Mail to postmaster is never counted: it can only be
 // dropped. A letter held as unbatchable was counted already; releasing it
-// puts it back in the pending queue for another try.
+// puts it back in the pending queue for another try. On a secondary, a
+// letter held as forward_failed goes back in the forwarding queue.
 func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		duplicate = false
@@ -313,6 +314,9 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 		}
 		if l.State != StateHeld {
 			return fmt.Errorf("letter %s is %s, not held: %w", id, l.State, ErrState)
+		}
+		if l.HeldReason == HeldForwardFailed {
+			return s.releaseForward(tx, w, l)
 		}
 		if l.HeldReason == HeldPostmaster {
 			return fmt.Errorf("letter %s is postmaster mail, which is never counted (drop it): %w", id, ErrState)
@@ -466,6 +470,7 @@ func (s *Store) Stats() (Stats, error) {
 		st.Rejected = getU64(meta, ctrRejected)
 		st.Batches = getU64(meta, ctrBatches)
 		st.Pending = getU64(meta, ctrPending)
+		st.Forward = forwardCounts(meta)
 		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
 			var b Batch
 			if err := json.Unmarshal(v, &b); err != nil {

@@ -53,7 +53,7 @@ var (
 	bucketEvents   = []byte("events")
 	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
 		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
-		bucketHeldDedup, bucketHeldSince}
+		bucketHeldDedup, bucketHeldSince, bucketForwardDue}
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
