@@ -251,6 +251,10 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	d := st.Deliveries
 	fmt.Fprintf(tw, "deliveries\t%d\tbatch copies: queued %d, deferred %d, delivered %d, failed %d\n",
 		d.Queued+d.Deferred+d.Delivered+d.Failed, d.Queued, d.Deferred, d.Delivered, d.Failed)
+	if f := st.Forwarding; f != nil {
+		fmt.Fprintf(tw, "waiting\t%d\tletters waiting to be forwarded to the primary (secondary MX)\n", f.Waiting)
+		fmt.Fprintf(tw, "forwarded\t%d\tletters the primary has taken\n", f.Forwarded)
+	}
 	if st.Paused {
 		fmt.Fprintf(tw, "paused\tyes\t%s\n", pauseNote(st.PausedSince, st.PauseReason))
 	} else {

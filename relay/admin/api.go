@@ -28,6 +28,16 @@ type Stats struct {
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	PauseReason string     `json:"pause_reason,omitempty"`
+	// Forwarding is a secondary MX's letters (SPEC 12); absent on a
+	// primary.
+	Forwarding *ForwardCounts `json:"forwarding,omitempty"`
+}
+
+// ForwardCounts are a secondary's letters waiting to go to the primary,
+// and those the primary took so far.
+type ForwardCounts struct {
+	Waiting   uint64 `json:"waiting"`
+	Forwarded uint64 `json:"forwarded"`
 }
 
 // DeliveryCounts counts recipient copies by state.

@@ -44,9 +44,18 @@ var messages = map[store.EventKind]string{
 	store.EventConfirmed:   "sender confirmed the letter by reply",
 	store.EventReceiptSent: "receipt sent to the sender",
 	store.EventForwarded:   "letter forwarded to the primary",
+	store.EventQueued:      "letter stored, to be forwarded to the primary",
 	store.EventPaused:      "paused by an admin: no batch closes, nothing is sent",
 	store.EventResumed:     "resumed by an admin",
 	store.EventErased:      "a supporter's personal data erased",
+}
+
+// forwarding words the events of a secondary's attempts to forward a
+// letter to its primary (SPEC 12), which share their kinds with batch
+// copies'.
+var forwarding = map[store.EventKind]string{
+	store.EventDeferred: "forwarding to the primary deferred; will retry",
+	store.EventFailed:   "letter not forwarded: the primary refused it, or forwarding gave up; held for an admin",
 }
 
 // Message is the log line's text for an event kind.
@@ -107,6 +116,10 @@ func (w *Writer) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("following the store: %w", err)
 		}
-		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e.Event), Attrs(e)...)
+		msg := Message(e.Event)
+		if m, ok := forwarding[e.Event]; ok && e.Letter != "" && e.Batch == 0 {
+			msg = m // a secondary's letter, not a batch copy
+		}
+		w.log.LogAttrs(context.Background(), Level(e.Event), msg, Attrs(e)...)
 	}
 }
