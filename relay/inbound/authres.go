@@ -70,7 +70,7 @@ func authResultsField(host string, dkim *verify.Verdict, spf verify.SPFResult, m
 		}
 	}
 	status := spf.Status
-	if status == "" {
+	if status == "" || strings.IndexFunc(string(status), func(r rune) bool { return r > 0x7f || !isKeyword(byte(r)) }) >= 0 {
 		status = verify.SPFNone
 	}
 	b.WriteString(";\r\n\tspf=" + string(status))
@@ -379,7 +379,7 @@ func (p *arParser) pvalue() (string, error) {
 			return "", err
 		}
 		if p.i >= len(p.s) || p.s[p.i] != '@' {
-			return q, nil
+			return q, nil // "" too: an empty value, said so
 		}
 		v = q
 	}
