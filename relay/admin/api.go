@@ -214,6 +214,9 @@ func apiHeld(h store.HeldHead) HeldLetter {
 	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
 	}
+	if l.HeldReason == store.HeldForwardFailed && l.Forward != nil {
+		reason += ": " + l.Forward.LastError // what the primary said
+	}
 	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,
 		Reason: reason, IP: l.RemoteIP, Size: l.Size}
 }
