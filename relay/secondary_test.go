@@ -128,6 +128,10 @@ func TestSecondaryDuringOutage(t *testing.T) {
 		[]byte("Subject: no from\r\n\r\nhi\r\n")), "550 5.6.0")
 	expectReply(t, "RCPT not a campaign address", mustSend(t, s.SMTPAddr(), "bounce@client.test", "nobody@campaign.test",
 		signed["bo@ed.test"]), "550 5.7.1")
+	// A reply to a confirmation request waits for the primary, which alone
+	// knows the tokens.
+	expectReply(t, "RCPT a confirmation address", mustSend(t, s.SMTPAddr(), "bo@ed.test", "libertad+confirm-0abc9@campaign.test",
+		signed["bo@ed.test"]), "451 4.3.0")
 
 	st, _ := s.Store().Stats()
 	if st.Forward.Waiting != uint64(len(ids)) || st.Counted != 0 || st.Batches != 0 {

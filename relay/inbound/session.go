@@ -118,6 +118,12 @@ func (ss *session) closeIfIdle() bool {
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	addr, postmaster, ok := ss.s.recipient(to)
+	if !ok && ss.s.secondary && ss.s.confirmationAddress(to) {
+		// Only the primary knows the confirmation tokens (SPEC 11): the
+		// reply waits in the sender's queue until it is back.
+		ss.s.log.Info("recipient deferred: a confirmation address, for the primary", "session", ss.id, "ip", ss.ip, "rcpt", to)
+		return ss.reply(replyPrimaryOnly)
+	}
 	if !ok {
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
 		return ss.reply(replyNotCampaign)
@@ -586,4 +592,17 @@ func (s *Server) forwardRcpt(rcpt string) string {
 		return rcpt + first[strings.LastIndexByte(first, '@'):]
 	}
 	return rcpt
+}
+
+// confirmationAddress reports whether to has the shape of a confirmation
+// address of a campaign address, <local>+confirm-<token>@<domain> (SPEC
+// 11), which a secondary cannot check.
+func (s *Server) confirmationAddress(to string) bool {
+	addr := asciiLower(to)
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return false
+	}
+	local, tag, found := strings.Cut(addr[:at], "+confirm-")
+	return found && tag != "" && s.addresses[local+addr[at:]]
 }
