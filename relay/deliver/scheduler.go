@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/petitiond/petitiond/store"
@@ -76,9 +75,6 @@ type Scheduler struct {
 	workers     int
 	log         *slog.Logger
 	now         func() time.Time
-
-	mu       sync.Mutex
-	inflight map[store.DeliveryRef]bool
 }
 
 // SchedulerOptions configure a Scheduler.
@@ -96,7 +92,7 @@ type SchedulerOptions struct {
 // and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, from: opt.From, policy: opt.Policy, minAttempts: opt.Policy.MinAttempts(),
-		workers: opt.Workers, log: opt.Logger, now: opt.Now, inflight: map[store.DeliveryRef]bool{}}
+		workers: opt.Workers, log: opt.Logger, now: opt.Now}
 	if s.workers <= 0 {
 		s.workers = 4
 	}
@@ -114,62 +110,34 @@ func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Schedule
 // stay queued for the next start). It returns an error only if it can no
 // longer follow the store.
 func (s *Scheduler) Run(ctx, abort context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	workers := NewDispatcher[store.DeliveryRef](s.workers)
+	defer workers.Wait()
 	feed, err := s.store.FollowNew()
 	if err != nil {
 		return err
 	}
 	defer feed.Close()
-	sem := make(chan struct{}, s.workers)
 	// New copies in the queue: a batch closed, a copy too big for its
 	// recipient went in parts, an admin put failed or deferred copies
 	// back, or the daemon resumed after a pause.
 	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventSplit, store.EventRequeued, store.EventResumed},
-		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
+		func() time.Duration { return s.dispatch(abort, workers, feed.Wake) })
 }
 
 // dispatch starts every due copy a worker is free for and says how long to
 // sleep until the next one; a worker calls free when it is free again.
-func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
+func (s *Scheduler) dispatch(abort context.Context, workers *Dispatcher[store.DeliveryRef], free func()) time.Duration {
 	const idle = time.Minute
 	if pause, err := s.store.Paused(); err == nil && pause.Paused {
 		return idle // nothing is sent while paused; resuming wakes the scheduler
 	}
-	s.mu.Lock()
-	limit := 2*s.workers + len(s.inflight)
-	s.mu.Unlock()
-	due, next, err := s.store.Due(s.now(), limit)
+	due, next, err := s.store.Due(s.now(), 2*s.workers+workers.Running())
 	if err != nil {
 		s.log.Error("reading the delivery queue failed", "err", err)
 		return 5 * time.Second
 	}
-	for _, ref := range due {
-		s.mu.Lock()
-		busy := s.inflight[ref]
-		s.mu.Unlock()
-		if busy {
-			continue
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			// All workers busy: a finishing worker wakes us.
-			return idle
-		}
-		s.mu.Lock()
-		s.inflight[ref] = true
-		s.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.attempt(abort, ref)
-			s.mu.Lock()
-			delete(s.inflight, ref)
-			s.mu.Unlock()
-			<-sem
-			free()
-		}()
+	if !workers.Start(due, func(ref store.DeliveryRef) { s.attempt(abort, ref) }, free) {
+		return idle // all workers busy: a finishing worker wakes us
 	}
 	if next.IsZero() {
 		return idle

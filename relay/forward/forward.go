@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/petitiond/petitiond/relay/deliver"
@@ -44,16 +43,13 @@ type Forwarder struct {
 	workers     int
 	log         *slog.Logger
 	now         func() time.Time
-
-	mu       sync.Mutex
-	inflight map[string]bool
 }
 
 // New makes a forwarder that sends through tr (an SMTP transport whose
 // smarthost is [secondary] primary).
 func New(st *store.Store, tr deliver.Transport, opt Options) *Forwarder {
 	f := &Forwarder{store: st, transport: tr, policy: opt.Policy, minAttempts: opt.Policy.MinAttempts(),
-		workers: opt.Workers, log: opt.Logger, now: opt.Now, inflight: map[string]bool{}}
+		workers: opt.Workers, log: opt.Logger, now: opt.Now}
 	if f.workers <= 0 {
 		f.workers = 4
 	}
@@ -75,59 +71,32 @@ const idle = time.Minute
 // letters stay queued for the next start). It returns an error only if it
 // can no longer follow the store.
 func (f *Forwarder) Run(ctx, abort context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	workers := deliver.NewDispatcher[string](f.workers)
+	defer workers.Wait()
 	feed, err := f.store.FollowNew()
 	if err != nil {
 		return err
 	}
 	defer feed.Close()
-	sem := make(chan struct{}, f.workers)
 	// Letters queued (stored, or released by an admin), or the daemon
 	// resumed after a pause.
 	return feed.Loop(ctx, []store.EventKind{store.EventQueued, store.EventResumed},
-		func() time.Duration { return f.dispatch(abort, sem, &wg, feed.Wake) })
+		func() time.Duration { return f.dispatch(abort, workers, feed.Wake) })
 }
 
 // dispatch starts every due letter a worker is free for and says how long
 // to sleep until the next one; a worker calls free when it is free again.
-func (f *Forwarder) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
+func (f *Forwarder) dispatch(abort context.Context, workers *deliver.Dispatcher[string], free func()) time.Duration {
 	if pause, err := f.store.Paused(); err == nil && pause.Paused {
 		return idle // nothing is sent while paused; resuming wakes the loop
 	}
-	f.mu.Lock()
-	limit := 2*f.workers + len(f.inflight)
-	f.mu.Unlock()
-	due, next, err := f.store.DueForwards(f.now(), limit)
+	due, next, err := f.store.DueForwards(f.now(), 2*f.workers+workers.Running())
 	if err != nil {
 		f.log.Error("reading the forwarding queue failed", "err", err)
 		return 5 * time.Second
 	}
-	for _, id := range due {
-		f.mu.Lock()
-		busy := f.inflight[id]
-		f.mu.Unlock()
-		if busy {
-			continue
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			return idle // every worker busy: a finishing one wakes the loop
-		}
-		f.mu.Lock()
-		f.inflight[id] = true
-		f.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.attempt(abort, id)
-			f.mu.Lock()
-			delete(f.inflight, id)
-			f.mu.Unlock()
-			<-sem
-			free()
-		}()
+	if !workers.Start(due, func(id string) { f.attempt(abort, id) }, free) {
+		return idle // every worker busy: a finishing one wakes the loop
 	}
 	if next.IsZero() {
 		return idle

@@ -223,11 +223,11 @@ func TestForwardPaused(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := r.queue(t, "ana@example.org", "ana@example.org")
-	var wg sync.WaitGroup
-	if d := r.f.dispatch(ctx, make(chan struct{}, 1), &wg, func() {}); d != idle {
+	workers := deliver.NewDispatcher[string](1)
+	if d := r.f.dispatch(ctx, workers, func() {}); d != idle {
 		t.Errorf("paused dispatch sleeps %v, want %v", d, idle)
 	}
-	wg.Wait() // any attempt it started has ended
+	workers.Wait() // any attempt it started has ended
 	if l, err := r.st.Letter(id); err != nil || l.Forward.Attempts != 0 {
 		t.Errorf("letter while paused: %+v, %v", l, err)
 	}
