@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"time"
 
@@ -23,28 +24,40 @@ type MX struct {
 	Primary, Secondary *Test
 }
 
+// MXOptions say where the pair listens and how it is configured.
+type MXOptions struct {
+	// PrimaryIP and SecondaryIP are the daemons' loopback addresses.
+	PrimaryIP, SecondaryIP string
+	// Configure, if set, adjusts each config after the pair's own settings
+	// (primary says which).
+	Configure func(cfg *config.Config, primary bool)
+	// Logger receives both daemons' logs; nil means the test's log.
+	Logger *slog.Logger
+}
+
 // PrepareMX makes both daemons without starting them: the primary listens
-// on primaryIP with a port fixed now, so that the secondary names it
-// before either runs; the secondary listens on secondaryIP and its
+// on PrimaryIP with a port fixed now, so that the secondary names it
+// before either runs; the secondary listens on SecondaryIP and its
 // connections to the primary leave from there, the address the primary
-// trusts. Both take the test campaign; mutate, if set, adjusts each config
-// after (primary says which).
-func PrepareMX(t TB, primaryIP, secondaryIP string, mutate func(cfg *config.Config, primary bool)) *MX {
+// trusts. Both take the test campaign.
+func PrepareMX(t TB, opt MXOptions) *MX {
 	t.Helper()
+	primaryIP, secondaryIP, mutate := opt.PrimaryIP, opt.SecondaryIP, opt.Configure
 	ln, err := net.Listen("tcp", net.JoinHostPort(primaryIP, "0"))
 	if err != nil {
 		t.Fatalf("testenv: a port on %s: %v", primaryIP, err)
 	}
 	primaryAddr := ln.Addr().String()
 	ln.Close()
-	p := Prepare(t, func(c *config.Config) {
+	p := PrepareWith(t, Options{Domains: SigningDomains(), Logger: opt.Logger, Configure: func(c *config.Config) {
+		UseCampaign(c)
 		c.SMTP.Listen = []string{primaryAddr}
 		c.Secondary.Trusted = []string{secondaryIP}
 		if mutate != nil {
 			mutate(c, true)
 		}
-	})
-	s := PrepareWith(t, Options{DNS: p.DNS, Configure: func(c *config.Config) {
+	}})
+	s := PrepareWith(t, Options{DNS: p.DNS, Logger: opt.Logger, Configure: func(c *config.Config) {
 		UseCampaign(c)
 		c.SMTP.Listen = []string{net.JoinHostPort(secondaryIP, "0")}
 		c.SMTP.Hostname = SecondaryHostname
