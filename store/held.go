@@ -111,24 +111,6 @@ func unindexHeld(tx *bolt.Tx, l *Letter) error {
 	return since.Delete(k)
 }
 
-// indexHeldLetters puts the letters held before this store kept the expiry
-// queue into it (once, when the bucket is made), so they expire too. They
-// were stored before held letters were deduplicated, and stay out of that
-// index.
-func indexHeldLetters(tx *bolt.Tx) error {
-	since := tx.Bucket(bucketHeldSince)
-	return tx.Bucket(bucketHeld).ForEach(func(k, _ []byte) error {
-		l, err := getLetter(tx, string(k))
-		if err != nil {
-			return err
-		}
-		if l.HeldReason == HeldUnbatchable {
-			return nil
-		}
-		return since.Put(pendingKey(l.Received, l.ID), nil)
-	})
-}
-
 // ExpireHeld purges held letters received store.held_retention or longer
 // before now, with their bodies, the records of their repeats, and those of
 // unverified letters from senders counted already (with their bodies), each

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // resend is the same letter sent again: a new Message-ID and Date, the
@@ -146,34 +144,6 @@ func TestHeldExpiry(t *testing.T) {
 	}
 	if n := bucketLen(t, s, bucketHeldDedup); n != 0 {
 		t.Errorf("%d held dedup keys left", n)
-	}
-}
-
-// TestHeldQueueFilledOnUpgrade: letters held by a store made before held
-// letters expired are queued at the first Open that knows, and expire.
-func TestHeldQueueFilledOnUpgrade(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	clk := newClock()
-	s := openStore(t, dir, Options{Now: clk.Now})
-	id := mustAccept(t, s, unverified(clk, "ana@example.org", HeldUnverified)).ID
-	// As an older petitiond left it: no queue.
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketHeldSince); err != nil {
-			return err
-		}
-		return tx.DeleteBucket(bucketHeldDedup)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = openStore(t, dir, Options{Now: clk.Now, HeldRetention: time.Hour})
-	if n, _, err := s.ExpireHeld(context.Background(), clk.Advance(time.Hour)); err != nil || n != 1 {
-		t.Fatalf("ExpireHeld = %d, %v; want the old held letter", n, err)
-	}
-	if _, err := s.Letter(id); !errors.Is(err, ErrNotFound) {
-		t.Errorf("old held letter %s still there: %v", id, err)
 	}
 }
 

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/petitiond/petitiond/internal/traces"
 )
 
@@ -573,32 +571,6 @@ func TestForgetOldSenders(t *testing.T) {
 	clk.Advance(time.Minute)
 	if _, err := s.ForgetOldSenders(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestSenderIndexBuiltAtOpen: a store written before the sender index
-// existed gets one at the next Open, from the letters' dedup keys.
-func TestSenderIndexBuiltAtOpen(t *testing.T) {
-	clk := newClock()
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Now: clk.Now, LockTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := mustAccept(t, s, ana(clk, anaAddr)).ID
-	mustAccept(t, s, verified(clk, "bo@privacy.test"))
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketSenders) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir, Options{Now: clk.Now})
-	if got := recordIDs(mustLookup(t, s, anaSupporter())); !slices.Equal(got, []string{id}) {
-		t.Errorf("lookup after rebuilding the index: %v, want [%s]", got, id)
-	}
-	if n := bucketLen(t, s, bucketSenders); n != 2 {
-		t.Errorf("rebuilt index holds %d entries, want 2", n)
 	}
 }
 
