@@ -65,7 +65,7 @@ func (s *Store) hold(tx *bolt.Tx, l *Letter, ev *Event, nl *NewLetter) error {
 	if first := tx.Bucket(bucketHeldDedup).Get(key); first != nil {
 		if prev, err := getLetter(tx, string(first)); err == nil && prev.State == StateHeld {
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "the same letter is held already as "+prev.ID
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "the same letter is held already as "+prev.ID, DuplicateOfHeld
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}

@@ -51,7 +51,8 @@ func TestHeldRepeatNotStoredTwice(t *testing.T) {
 	if st := mustStats(t, s); st.Held != 1 || st.Duplicates != 3 {
 		t.Errorf("stats = %+v, want held 1, duplicates 3", st)
 	}
-	if evs := eventsOfKind(t, s, EventDuplicate); len(evs) != 3 || evs[0].Reason != "the same letter is held already as "+first.ID {
+	if evs := eventsOfKind(t, s, EventDuplicate); len(evs) != 3 || evs[0].Reason != "the same letter is held already as "+first.ID ||
+		evs[0].DuplicateOf != DuplicateOfHeld {
 		t.Errorf("duplicate events = %+v", evs)
 	}
 

@@ -84,7 +84,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		counted := nl.Hold == "" && dedup.Get(key) != nil
 		if counted && nl.Verdict.Verified() {
 			res.Duplicate = true
-			ev.Event, ev.Reason = EventDuplicate, "already counted"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted", DuplicateOfCounted
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
@@ -111,7 +111,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			// its timing does not tell the sender the address signed
 			// before (SPEC 4).
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "already counted (unverified)"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted (unverified)", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
 				return err
 			}
@@ -358,7 +358,7 @@ func (s *Store) release(ctx context.Context, id string) (duplicate bool, err err
 		case tx.Bucket(bucketDedup).Get(l.DedupKey) != nil:
 			duplicate = true
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "released, but the sender was counted meanwhile"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "released, but the sender was counted meanwhile", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Delete([]byte(id)); err != nil {
 				return err
 			}
