@@ -46,7 +46,13 @@ func anaSupporter() Supporter {
 // anaTraces lists the strings of ana that any file under dir still holds.
 func anaTraces(t *testing.T, dir string) []string {
 	t.Helper()
-	found, err := traces.Find(dir, anaAddr, anaName, anaText, anaIP)
+	return tracesOf(t, dir, anaAddr, anaName, anaText, anaIP)
+}
+
+// tracesOf lists where files under dir hold the needles.
+func tracesOf(t *testing.T, dir string, needles ...string) []string {
+	t.Helper()
+	found, err := traces.Find(dir, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,16 +527,6 @@ func TestHeldRemovalsAreWiped(t *testing.T) {
 	if st := mustStats(t, s); st.Counted != 31 || st.Held != 0 {
 		t.Errorf("stats after the removals: %+v", st)
 	}
-}
-
-// tracesOf lists where files under dir hold the needles.
-func tracesOf(t *testing.T, dir string, needles ...string) []string {
-	t.Helper()
-	found, err := traces.Find(dir, needles...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
 }
 
 // TestForgetOldSenders: events older than the retention time lose sender

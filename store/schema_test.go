@@ -118,10 +118,7 @@ func TestOpenConvertsVersion2(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir, Options{Now: clk.Now})
 	counted := mustAccept(t, s, ana(clk, anaAddr)).ID
 	held := mustAccept(t, s, unverified(clk, anaAddr, HeldUnverified)).ID
 	kept := mustAccept(t, s, unverified(clk, anaAddr, "")).ID // policy relay: kept whole as a duplicate
@@ -154,7 +151,7 @@ func TestOpenConvertsVersion2(t *testing.T) {
 	if n, _, err := s.ExpireHeld(context.Background(), clk.Advance(time.Hour)); err != nil || n != 2 {
 		t.Errorf("ExpireHeld after the conversion = %d, %v; want the held letter and the kept duplicate", n, err)
 	}
-	err = s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if v := getU64(tx.Bucket(bucketMeta), keySchema); v != 3 {
 			t.Errorf("schema version %d after the conversion, want 3", v)
 		}
