@@ -84,7 +84,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		counted := nl.Hold == "" && dedup.Get(key) != nil
 		if counted && nl.Verdict.Verified() {
 			res.Duplicate = true
-			ev.Event, ev.Reason = EventDuplicate, "already counted"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted", DuplicateOfCounted
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
@@ -111,8 +111,11 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			// its timing does not tell the sender the address signed
 			// before (SPEC 4).
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "already counted (unverified)"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted (unverified)", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
+				return err
+			}
+			if err := queueExpiry(tx, &l); err != nil { // never batched: it goes after store.held_retention
 				return err
 			}
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
@@ -301,10 +304,19 @@ func (s *Store) Held() ([]Letter, error) {
 // Release counts a held letter as an admin decided, with verdict "admin"
 // and pending from now (SPEC 7: its batch clock starts at the release). If
 // its sender was counted meanwhile it becomes a duplicate (SPEC 5) and is
-// never batched. Mail to postmaster is never counted: it can only be
-// dropped. A letter held as unbatchable was counted already; releasing it
-// puts it back in the pending queue for another try.
+// never batched; its body is removed, and Release returns once the store
+// file's free pages are wiped of it. Mail to postmaster is never counted:
+// it can only be dropped. A letter held as unbatchable was counted already;
+// releasing it puts it back in the pending queue for another try.
 func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
+	if duplicate, err = s.release(ctx, id); err != nil || !duplicate {
+		return duplicate, err
+	}
+	return true, s.wipeRemoved(ctx, "release "+id)
+}
+
+// release is Release but for the wipe.
+func (s *Store) release(ctx context.Context, id string) (duplicate bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		duplicate = false
 		l, err := getLetter(tx, id)
@@ -346,8 +358,11 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 		case tx.Bucket(bucketDedup).Get(l.DedupKey) != nil:
 			duplicate = true
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "released, but the sender was counted meanwhile"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "released, but the sender was counted meanwhile", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := markWipe(tx); err != nil {
 				return err
 			}
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
@@ -412,7 +427,16 @@ func (s *Store) HoldUnbatchable(ctx context.Context, id, why string) error {
 }
 
 // Drop removes a held letter and its body; an unbatchable one is uncounted.
+// It returns once the store file's free pages are wiped of them.
 func (s *Store) Drop(ctx context.Context, id string) error {
+	if err := s.drop(ctx, id); err != nil {
+		return err
+	}
+	return s.wipeRemoved(ctx, "drop "+id)
+}
+
+// drop is Drop but for the wipe.
+func (s *Store) drop(ctx context.Context, id string) error {
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		l, err := getLetter(tx, id)
 		if err != nil {
@@ -427,6 +451,9 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 			}
 		}
 		if err := unindexHeld(tx, l); err != nil {
+			return err
+		}
+		if err := markWipe(tx); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)

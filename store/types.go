@@ -96,6 +96,22 @@ const (
 	EventErased      EventKind = "erased"
 )
 
+// DuplicateOf says what a duplicate event's letter repeats, as a fixed
+// word, so that the log and tools tell one case from the other without
+// reading the reason's text.
+type DuplicateOf string
+
+// What a duplicate repeats.
+const (
+	// DuplicateOfCounted: its sender was counted already (the letter
+	// verified, came unverified under policy relay, or was released by an
+	// admin after the sender was counted meanwhile).
+	DuplicateOfCounted DuplicateOf = "counted"
+	// DuplicateOfHeld: the same letter is held already (it was sent again
+	// unverified); nothing was counted.
+	DuplicateOfHeld DuplicateOf = "held"
+)
+
 // RejectClass says why a letter was refused at the end of DATA, as a fixed
 // word that metrics and tools can count (the reason's text is for people).
 type RejectClass string
@@ -311,14 +327,17 @@ type Event struct {
 	Time  time.Time `json:"time"`
 	Event EventKind `json:"event"`
 	// Class is set on rejected events.
-	Class     RejectClass `json:"class,omitempty"`
-	Letter    string      `json:"letter,omitempty"`
-	Batch     uint64      `json:"batch,omitempty"`
-	Sender    string      `json:"sender,omitempty"`
-	IP        string      `json:"ip,omitempty"`
-	Session   string      `json:"session,omitempty"`
-	Recipient string      `json:"recipient,omitempty"`
-	Reason    string      `json:"reason,omitempty"`
+	Class RejectClass `json:"class,omitempty"`
+	// DuplicateOf is set on duplicate events.
+	DuplicateOf DuplicateOf `json:"duplicate_of,omitempty"`
+
+	Letter    string `json:"letter,omitempty"`
+	Batch     uint64 `json:"batch,omitempty"`
+	Sender    string `json:"sender,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	Session   string `json:"session,omitempty"`
+	Recipient string `json:"recipient,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Stats is the tally (SPEC 9).

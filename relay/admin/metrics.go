@@ -37,11 +37,13 @@ const (
 // Label values: typed classes, never a reason's text, so the number of
 // series stays fixed whatever senders do. Each label set is registered in
 // full at start, so a rate() over something that has not happened yet reads
-// 0 rather than nothing.
+// 0 rather than nothing. The class sets hold every constant of their type
+// (metrics_internal_test.go reads the packages' source to check), so a
+// class added later is not counted as "other".
 var (
 	letterOutcomes   = []store.EventKind{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped}
-	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectFrom, store.RejectSize, store.RejectUnverified}
-	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP}
+	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectLineTooLong, store.RejectFrom, store.RejectSize, store.RejectUnverified}
+	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP, inbound.CutLifetime, inbound.CutTooSlow}
 	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMNone, inbound.DKIMTempError}
 	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable}
 	attemptOutcomes  = []store.EventKind{store.EventDelivered, store.EventDeferred, store.EventFailed}
@@ -78,7 +80,7 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 		sessions: prometheus.NewCounter(prometheus.CounterOpts{Name: metricSessions,
 			Help: "SMTP sessions started (after EHLO/HELO)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSessionsRefused,
-			Help: "SMTP connections refused with 421 by the connection limits."}, []string{"reason"}),
+			Help: "SMTP connections refused with 421 by the connection limits (max_connections, max_per_ip), or cut by the session limits (session_lifetime, too_slow)."}, []string{"reason"}),
 		dkim: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricDKIM,
 			Help: "DKIM verification results of letters (none: no signature at all; fail: signed, but no signature passed; temperror: the sender was asked to retry)."}, []string{"result"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: metricBatches,
@@ -117,7 +119,8 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 // Session counts an SMTP session (inbound.Metrics).
 func (m *Metrics) Session() { m.sessions.Inc() }
 
-// SessionRefused counts a connection refused by a limit (inbound.Metrics).
+// SessionRefused counts a connection refused, or a session cut, by a limit
+// (inbound.Metrics).
 func (m *Metrics) SessionRefused(why inbound.RefusalClass) {
 	m.refused.WithLabelValues(known(why, refusalClasses)).Inc()
 }

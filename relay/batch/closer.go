@@ -278,17 +278,7 @@ func (c *Closer) spec(pb *store.PendingBatch, created time.Time) Spec {
 }
 
 // letterOf is a stored letter as the builder takes it.
-func letterOf(l store.BatchLetter) Letter {
-	bl := Letter{ID: l.ID, Received: l.Received, Name: l.Name, Address: l.From, Raw: l.Body,
-		Verified: string(l.Verdict.Kind)}
-	switch l.Verdict.Kind {
-	case store.VerdictDKIM:
-		bl.DKIMDomain = l.Verdict.Domain
-	case store.VerdictSPF:
-		bl.SPFDomain = l.Verdict.Domain
-	}
-	return bl
-}
+func letterOf(l store.BatchLetter) Letter { return LetterOf(&l.Letter, l.Body) }
 
 // buildSigned builds the message and signs it when [dkim] is set.
 func (c *Closer) buildSigned(spec Spec) ([]byte, error) {

@@ -28,7 +28,7 @@ func Level(k store.EventKind) slog.Level {
 // messages say in an admin's words what each event means.
 var messages = map[store.EventKind]string{
 	store.EventAccepted:    "letter accepted and counted",
-	store.EventDuplicate:   "letter from a sender already counted; not counted again",
+	store.EventDuplicate:   "duplicate letter; not counted again",
 	store.EventHeld:        "letter held for an admin",
 	store.EventRejected:    "letter rejected",
 	store.EventReleased:    "held letter released by an admin and counted",
@@ -49,12 +49,22 @@ var messages = map[store.EventKind]string{
 	store.EventErased:      "a supporter's personal data erased",
 }
 
-// Message is the log line's text for an event kind.
-func Message(k store.EventKind) string {
-	if m, ok := messages[k]; ok {
+// duplicateMessages say what a duplicate repeats; the kind's message is
+// for one that does not say (journalled before it was recorded).
+var duplicateMessages = map[store.DuplicateOf]string{
+	store.DuplicateOfCounted: "letter from a sender already counted; not counted again",
+	store.DuplicateOfHeld:    "the same letter is held already; not stored again",
+}
+
+// Message is the log line's text for an event.
+func Message(e store.Event) string {
+	if m, ok := duplicateMessages[e.DuplicateOf]; ok && e.Event == store.EventDuplicate {
 		return m
 	}
-	return string(k)
+	if m, ok := messages[e.Event]; ok {
+		return m
+	}
+	return string(e.Event)
 }
 
 // Attrs renders an event as log attributes: no letter bodies, ever.
@@ -74,6 +84,7 @@ func Attrs(e store.Event) []slog.Attr {
 	add("session", e.Session)
 	add("recipient", e.Recipient)
 	add("class", string(e.Class))
+	add("duplicate_of", string(e.DuplicateOf))
 	add("reason", e.Reason)
 	return attrs
 }
@@ -107,6 +118,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("following the store: %w", err)
 		}
-		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e.Event), Attrs(e)...)
+		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e), Attrs(e)...)
 	}
 }
