@@ -174,13 +174,13 @@ func (s *Store) ConfirmWaiting(limit int) ([]ConfirmRequest, error) {
 	return out, nil
 }
 
-// ConfirmsSentSince counts the requests that left at or after since (at
-// most an hour back: older ones are forgotten) and says when the first of
-// them left (zero when none did).
+// ConfirmsSentSince counts the requests that left after since (at most an
+// hour back: older ones are forgotten) and says when the first of them
+// left (zero when none did).
 func (s *Store) ConfirmsSentSince(since time.Time) (n int, first time.Time, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketConfirmSent).Cursor()
-		for k, _ := c.Seek(pendingKey(since, "")); k != nil; k, _ = c.Next() {
+		for k, _ := c.Seek(pendingKey(since.Add(time.Nanosecond), "")); k != nil; k, _ = c.Next() {
 			if n == 0 {
 				first = pendingSince(k)
 			}
@@ -289,6 +289,29 @@ func (s *Store) SendConfirm(ctx context.Context, cs ConfirmSend) (ConfirmOutcome
 		return "", fmt.Errorf("store: send the confirmation request of %s: %w", cs.Letter, err)
 	}
 	return out, nil
+}
+
+// EndConfirm ends a waiting request that cannot be sent (its message
+// could not be made): its letters are held as unconfirmed, why saying why.
+func (s *Store) EndConfirm(ctx context.Context, letter, why string) error {
+	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
+		r, err := getConfirm(tx, letter)
+		if err != nil {
+			return err
+		}
+		if r == nil || r.TokenID != "" {
+			return fmt.Errorf("no confirmation request of %s waits: %w", letter, ErrNotFound)
+		}
+		letters, err := heldForConfirmation(tx, r.DedupKey)
+		if err != nil {
+			return err
+		}
+		return endConfirm(tx, w, r, letters, "no confirmation request: "+why)
+	})
+	if err != nil {
+		return fmt.Errorf("store: end the confirmation request of %s: %w", letter, err)
+	}
+	return nil
 }
 
 // forgetSentBefore drops the sent requests that no longer count against
@@ -602,9 +625,9 @@ type ReceiptSend struct {
 
 // QueueReceipt queues a receipt for delivery, with event receipt_sent, and
 // reports whether it did: a letter no longer counted (erased meanwhile),
-// or an address that got a receipt less than Gap ago, gets none. Either
-// way the letter is owed nothing more. A letter not owed one is
-// ErrNotFound.
+// an address that got a receipt less than Gap ago, or a receipt without a
+// message (none could be made) gets none. Either way the letter is owed
+// nothing more. A letter not owed one is ErrNotFound.
 func (s *Store) QueueReceipt(ctx context.Context, rs ReceiptSend) (bool, error) {
 	queued := false
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
@@ -623,7 +646,7 @@ func (s *Store) QueueReceipt(ctx context.Context, rs ReceiptSend) (bool, error) 
 			return nil
 		}
 		now := s.now().UTC()
-		if last := lastMail(tx, MailReceipt, l.DedupKey); !last.IsZero() && now.Sub(last) < rs.Gap {
+		if last := lastMail(tx, MailReceipt, l.DedupKey); len(rs.Message) == 0 || (!last.IsZero() && now.Sub(last) < rs.Gap) {
 			return nil
 		}
 		m := &OutMail{Purpose: MailReceipt, Letter: l.ID, To: l.From, DedupKey: l.DedupKey}
