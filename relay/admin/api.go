@@ -28,6 +28,21 @@ type Stats struct {
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	PauseReason string     `json:"pause_reason,omitempty"`
+	// Supporters counts the mail written to supporters (SPEC 11).
+	Supporters SupporterMail `json:"supporters"`
+}
+
+// SupporterMail counts confirmation requests and receipts: totals since
+// the store was made, and what waits now.
+type SupporterMail struct {
+	ConfirmSent          uint64 `json:"confirm_sent"`
+	Confirmed            uint64 `json:"confirmed"`
+	ConfirmExpired       uint64 `json:"confirm_expired"`
+	ConfirmUndeliverable uint64 `json:"confirm_undeliverable"`
+	ConfirmWaiting       uint64 `json:"confirm_waiting"` // for their turn under verify.confirm_per_hour
+	ConfirmLive          uint64 `json:"confirm_live"`    // sent, and can still be answered
+	ReceiptsSent         uint64 `json:"receipts_sent"`
+	Queued               uint64 `json:"queued"` // messages waiting for delivery
 }
 
 // DeliveryCounts counts recipient copies by state.
@@ -179,6 +194,12 @@ func apiStats(st store.Stats) Stats {
 			Queued: st.Deliveries.Queued, Deferred: st.Deliveries.Deferred,
 			Delivered: st.Deliveries.Delivered, Failed: st.Deliveries.Failed,
 		},
+		Supporters: SupporterMail{
+			ConfirmSent: st.Supporters.ConfirmSent, Confirmed: st.Supporters.ConfirmConfirmed,
+			ConfirmExpired: st.Supporters.ConfirmExpired, ConfirmUndeliverable: st.Supporters.ConfirmUndeliverable,
+			ConfirmWaiting: st.Supporters.ConfirmWaiting, ConfirmLive: st.Supporters.ConfirmLive,
+			ReceiptsSent: st.Supporters.ReceiptsSent, Queued: st.Supporters.Queued,
+		},
 	}
 }
 
@@ -201,7 +222,8 @@ const heldHeadBytes = 16 << 10
 func apiHeld(h store.HeldHead) HeldLetter {
 	l := h.Letter
 	reason := string(l.HeldReason)
-	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
+	if (l.HeldReason == store.HeldUnverified || l.HeldReason == store.HeldConfirm || l.HeldReason == store.HeldUnconfirmed) &&
+		l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
 	}
 	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,

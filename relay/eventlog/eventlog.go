@@ -49,12 +49,28 @@ var messages = map[store.EventKind]string{
 	store.EventErased:      "a supporter's personal data erased",
 }
 
+// supporterMail says what delivery events mean for mail to a supporter
+// (a letter's, where a batch copy's name a batch).
+var supporterMail = map[store.EventKind]string{
+	store.EventDelivered: "mail to a supporter delivered",
+	store.EventDeferred:  "mail to a supporter deferred; will retry",
+	store.EventFailed:    "mail to a supporter failed",
+}
+
 // Message is the log line's text for an event kind.
 func Message(k store.EventKind) string {
 	if m, ok := messages[k]; ok {
 		return m
 	}
 	return string(k)
+}
+
+// messageOf is the log line's text for an event.
+func messageOf(e store.Event) string {
+	if m, ok := supporterMail[e.Event]; ok && e.Batch == 0 && e.Letter != "" {
+		return m
+	}
+	return Message(e.Event)
 }
 
 // Attrs renders an event as log attributes: no letter bodies, ever.
@@ -107,6 +123,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("following the store: %w", err)
 		}
-		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e.Event), Attrs(e)...)
+		w.log.LogAttrs(context.Background(), Level(e.Event), messageOf(e), Attrs(e)...)
 	}
 }

@@ -40,8 +40,8 @@ func TestParseConfirmAddress(t *testing.T) {
 	}{
 		{"libertad+confirm-" + tok + "@campaign.example", "libertad@campaign.example", true},
 		{"a+b+confirm-" + tok + "@campaign.example", "a+b@campaign.example", true}, // a campaign address with a + of its own
-		{"libertad+confirm-" + tok + "x@campaign.example", "", false},               // too long
-		{"libertad+confirm-" + tok[1:] + "@campaign.example", "", false},            // too short
+		{"libertad+confirm-" + tok + "x@campaign.example", "", false},              // too long
+		{"libertad+confirm-" + tok[1:] + "@campaign.example", "", false},           // too short
 		{"libertad+confirm-" + strings.ToUpper(tok) + "@campaign.example", "", false},
 		{"libertad+confirm-" + tok[:33] + "1@campaign.example", "", false}, // 1 is not base32
 		{"+confirm-" + tok + "@campaign.example", "", false},
