@@ -177,13 +177,19 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 }
 
 // supportersTransport is where the mail to supporters goes: in maildir
-// mode one Maildir, "supporters" below delivery.maildir (SPEC 11); over
-// SMTP, the batches' way (the supporter's MX, or the smarthost).
+// mode one Maildir (SupportersMaildir); over SMTP, the batches' way (the
+// supporter's MX, or the smarthost).
 func supportersTransport(cfg *config.Config, tr deliver.Transport) deliver.Transport {
 	if cfg.Delivery.Mode == config.DeliveryMaildir {
-		return deliver.Mailbox{Dir: filepath.Join(cfg.DataPath(cfg.Delivery.Maildir), "supporters")}
+		return deliver.Mailbox{Dir: SupportersMaildir(cfg)}
 	}
 	return tr
+}
+
+// SupportersMaildir is the Maildir the mail to supporters is written to in
+// maildir mode: "supporters" below delivery.maildir (SPEC 11).
+func SupportersMaildir(cfg *config.Config) string {
+	return filepath.Join(cfg.DataPath(cfg.Delivery.Maildir), "supporters")
 }
 
 // newAdmin makes the admin listener. Without a configured token (admin.token

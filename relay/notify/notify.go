@@ -108,17 +108,18 @@ func (n *Notifier) Run(ctx context.Context) error {
 		func() time.Duration { return n.step(ctx) })
 }
 
-// step ends the requests past their time, then, unless paused, lets the
-// waiting requests whose turn it is leave and makes the receipts owed; it
-// says how long until something is due.
+// step, unless paused, lets the waiting requests whose turn it is leave
+// and makes the receipts owed, then ends the requests past their time
+// (those just sent among them, for the time they expire); it says how long
+// until something is due.
 func (n *Notifier) step(ctx context.Context) time.Duration {
-	wait := n.expire(ctx)
-	if pause, err := n.st.Paused(); err != nil || pause.Paused {
-		// Nothing is written to supporters while paused: resuming wakes
-		// the notifier.
-		return min(wait, idle)
+	wait := idle
+	// Nothing is written to supporters while paused: resuming wakes the
+	// notifier.
+	if pause, err := n.st.Paused(); err == nil && !pause.Paused {
+		wait = min(n.sendRequests(ctx), n.sendReceipts(ctx))
 	}
-	return min(wait, n.sendRequests(ctx), n.sendReceipts(ctx))
+	return min(wait, n.expire(ctx))
 }
 
 // expire ends every request whose time to answer is over.
