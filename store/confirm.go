@@ -390,6 +390,20 @@ func endConfirm(tx *bolt.Tx, w *writer, r *confirmRecord, letters []*Letter, why
 // hundred per call and returns how many, and when the next one expires
 // (zero when none is live; not after now when more are due already).
 func (s *Store) ExpireConfirmations(ctx context.Context, now time.Time) (ended int, next time.Time, err error) {
+	// Most calls find nothing due: a read says so without a commit.
+	var first time.Time
+	err = s.view(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketConfirmExpiry).Cursor().First(); k != nil {
+			first = pendingSince(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("store: expire confirmation requests: %w", err)
+	}
+	if first.IsZero() || first.After(now) {
+		return 0, first, nil
+	}
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		ended, next = 0, time.Time{}
 		c := tx.Bucket(bucketConfirmExpiry).Cursor()
