@@ -327,7 +327,7 @@ func TestParseProblems(t *testing.T) {
 		{name: "tls_key alone", text: "[smtp]\ntls_key = \"k.pem\"\ntls_cert = \"\"\n", key: "smtp.tls_cert", at: "tls_cert", msg: "required"},
 
 		// [verify]
-		{name: "unverified", text: "[verify]\nunverified = \"drop\"\n", key: "verify.unverified", at: "unverified", msg: `"reject", "quarantine", "relay"`},
+		{name: "unverified", text: "[verify]\nunverified = \"drop\"\n", key: "verify.unverified", at: "unverified", msg: `"reject", "quarantine", "relay", "confirm"`},
 		{name: "dns_resolver", text: "[verify]\ndns_resolver = \"8.8.8.8\"\n", key: "verify.dns_resolver", at: "dns_resolver", msg: "host:port"},
 		{name: "dns_resolver no host", text: "[verify]\ndns_resolver = \":53\"\n", key: "verify.dns_resolver", at: "dns_resolver", msg: "no host"},
 

@@ -28,13 +28,20 @@ type NewLetter struct {
 	// keeps only its HMAC. Empty for postmaster mail.
 	DedupAddress string
 	// Hold, when set, keeps the letter for an admin instead of counting it
-	// (HeldUnverified or HeldPostmaster).
+	// (HeldUnverified or HeldPostmaster), or for its sender's reply
+	// (HeldConfirm).
 	Hold HeldReason
 	Body []byte
 	// TraceLen is how many bytes at the start of Body are the front end's
 	// own Received: field: what differs between two copies of one letter
 	// (its ID, the time), so a comparison of letters skips it.
 	TraceLen int
+	// ConfirmVia is, with Hold HeldConfirm, the campaign address the letter
+	// was sent to: the sender's confirmation address is made from it.
+	ConfirmVia string
+	// HoldNote says more in the held event: why no confirmation request
+	// goes out, for a letter held as unconfirmed at once.
+	HoldNote string
 }
 
 // Accepted is what Accept did with a letter.
@@ -125,10 +132,18 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			if err := s.hold(tx, &l, &ev, &nl); err != nil {
 				return err
 			}
+			if l.State == StateHeld && l.HeldReason == HeldConfirm {
+				if err := askConfirm(tx, &l, nl.ConfirmVia, &ev); err != nil {
+					return err
+				}
+			}
 		default:
 			l.State, l.PendingSince = StatePending, l.Received
 			ev.Event, ev.Reason = EventAccepted, verdictReason(nl.Verdict)
 			if err := countLetter(tx, &l, nl.Body); err != nil {
+				return err
+			}
+			if err := s.receiptDue(tx, &l); err != nil {
 				return err
 			}
 		}
@@ -149,8 +164,15 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 }
 
 func heldReason(nl NewLetter) string {
-	if nl.Hold == HeldPostmaster {
+	switch nl.Hold {
+	case HeldPostmaster:
 		return string(HeldPostmaster)
+	case HeldConfirm, HeldUnconfirmed:
+		r := string(nl.Hold) + ": unverified: " + nl.Verdict.Reason
+		if nl.HoldNote != "" {
+			r += "; " + nl.HoldNote
+		}
+		return r
 	}
 	return "unverified: " + nl.Verdict.Reason
 }
@@ -493,6 +515,7 @@ func (s *Store) Stats() (Stats, error) {
 		st.Rejected = getU64(meta, ctrRejected)
 		st.Batches = getU64(meta, ctrBatches)
 		st.Pending = getU64(meta, ctrPending)
+		st.Supporters = supporterMailCounts(tx)
 		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
 			var b Batch
 			if err := json.Unmarshal(v, &b); err != nil {

@@ -60,9 +60,9 @@ var (
 	bucketQueue    = []byte("queue")
 	bucketPurge    = []byte("purge")
 	bucketEvents   = []byte("events")
-	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
+	allBuckets     = append([][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
 		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
-		bucketHeldDedup, bucketHeldSince, bucketSenders}
+		bucketHeldDedup, bucketHeldSince, bucketSenders}, supporterBuckets...)
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
@@ -113,6 +113,9 @@ type Options struct {
 	// HeldRetention is how long a held letter waits for an admin before it
 	// is purged; 0 means 720h.
 	HeldRetention time.Duration
+	// Receipts has every newly counted verified letter owed a receipt
+	// ([receipts] enabled, SPEC 11).
+	Receipts bool
 	// AcceptRollback accepts a store file older than its mark (a backup
 	// restored on purpose): its letter, event and batch numbers move past
 	// the highest ever handed out, and Open goes on. Without it such a file
@@ -131,6 +134,7 @@ type Store struct {
 	retention  time.Duration
 	heldRetain time.Duration
 	dir        string
+	receipts   bool // Options.Receipts
 
 	// The mark (mark.go): its file, what it says (the commit loop's), and
 	// the last failure to update it.
@@ -220,6 +224,7 @@ func Open(dir string, opt Options) (*Store, error) {
 		maxGroup:   opt.MaxGroup,
 		retention:  opt.Retention,
 		heldRetain: opt.HeldRetention,
+		receipts:   opt.Receipts,
 		ops:        make(chan *op, 1024),
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),

@@ -31,6 +31,14 @@ const (
 	// HeldUnbatchable: counted, but the batch builder could not take it, so
 	// it was set aside rather than block every later batch.
 	HeldUnbatchable HeldReason = "unbatchable"
+	// HeldConfirm: unverified under policy "confirm"; its From address was
+	// asked (or will be) to confirm it by reply (SPEC 11).
+	HeldConfirm HeldReason = "confirm"
+	// HeldUnconfirmed: unverified under policy "confirm", and no reply
+	// confirmed it: the request expired or could not be delivered, or none
+	// could be sent (SPF fail for MAIL FROM, a null MAIL FROM). It waits
+	// for an admin.
+	HeldUnconfirmed HeldReason = "unconfirmed"
 )
 
 // DeliveryState is where one recipient's copy of a batch is.
@@ -349,6 +357,30 @@ type Stats struct {
 	Batches    uint64         `json:"batches"`
 	Pending    uint64         `json:"pending"`
 	Deliveries DeliveryCounts `json:"deliveries"`
+	// Supporters counts the mail petitiond wrote to supporters.
+	Supporters SupporterMailCounts `json:"supporters"`
+}
+
+// SupporterMailCounts counts confirmation requests and receipts (SPEC 11).
+// The totals count since the store was made.
+type SupporterMailCounts struct {
+	// ConfirmWaiting is how many requests wait for their turn under
+	// verify.confirm_per_hour, now; ConfirmLive how many were sent and
+	// can still be answered.
+	ConfirmWaiting uint64 `json:"confirm_waiting"`
+	ConfirmLive    uint64 `json:"confirm_live"`
+	// ConfirmSent, ConfirmConfirmed and ConfirmExpired are requests sent,
+	// answered, and past verify.confirm_ttl without an answer;
+	// ConfirmUndeliverable are requests the supporter's mail host refused
+	// or that delivery gave up on.
+	ConfirmSent          uint64 `json:"confirm_sent"`
+	ConfirmConfirmed     uint64 `json:"confirmed"`
+	ConfirmExpired       uint64 `json:"confirm_expired"`
+	ConfirmUndeliverable uint64 `json:"confirm_undeliverable"`
+	// ReceiptsSent are receipts handed to delivery.
+	ReceiptsSent uint64 `json:"receipts_sent"`
+	// Queued is supporter mail waiting to be delivered, now.
+	Queued uint64 `json:"queued"`
 }
 
 // DeliveryCounts counts recipient copies by state.

@@ -193,7 +193,8 @@ const heldHeadBytes = 16 << 10
 func apiHeld(h store.HeldHead) HeldLetter {
 	l := h.Letter
 	reason := string(l.HeldReason)
-	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
+	if (l.HeldReason == store.HeldUnverified || l.HeldReason == store.HeldConfirm || l.HeldReason == store.HeldUnconfirmed) &&
+		l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
 	}
 	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,

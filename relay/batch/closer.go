@@ -79,9 +79,9 @@ func (c *Closer) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	// A letter joins the queue (accepted, released), a copy is set aside
-	// to be split (deferred), or an admin ends a pause (resumed).
-	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventDeferred, store.EventResumed},
+	// A letter joins the queue (accepted, released, confirmed), a copy is
+	// set aside to be split (deferred), or an admin ends a pause (resumed).
+	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventConfirmed, store.EventDeferred, store.EventResumed},
 		func() time.Duration { return c.closeDue(ctx) })
 }
 

@@ -56,9 +56,20 @@ var duplicateMessages = map[store.DuplicateOf]string{
 	store.DuplicateOfHeld:    "the same letter is held already; not stored again",
 }
 
+// supporterMail says what delivery events mean for mail to a supporter
+// (a letter's, where a batch copy's name a batch).
+var supporterMail = map[store.EventKind]string{
+	store.EventDelivered: "mail to a supporter delivered",
+	store.EventDeferred:  "mail to a supporter deferred; will retry",
+	store.EventFailed:    "mail to a supporter failed",
+}
+
 // Message is the log line's text for an event.
 func Message(e store.Event) string {
 	if m, ok := duplicateMessages[e.DuplicateOf]; ok && e.Event == store.EventDuplicate {
+		return m
+	}
+	if m, ok := supporterMail[e.Event]; ok && e.Batch == 0 && e.Letter != "" {
 		return m
 	}
 	if m, ok := messages[e.Event]; ok {

@@ -30,6 +30,10 @@ type Store interface {
 	ReserveLetterID() (string, error)
 	Accept(ctx context.Context, nl store.NewLetter) (store.Accepted, error)
 	Reject(ctx context.Context, r store.Rejection) error
+	// ConfirmLive and Confirm take replies to confirmation requests
+	// (SPEC 11).
+	ConfirmLive(tok store.ConfirmToken) (bool, error)
+	Confirm(ctx context.Context, r store.ConfirmReply) (store.Confirmation, error)
 }
 
 // Verifier checks a letter's DKIM signatures and its envelope sender's SPF.
