@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/petitiond/petitiond/relay/eventlog"
 	"github.com/petitiond/petitiond/relay/forward"
 	"github.com/petitiond/petitiond/relay/inbound"
+	"github.com/petitiond/petitiond/relay/notify"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
@@ -82,7 +84,8 @@ type Daemon struct {
 	closer  *batch.Closer
 	purger  *batch.Purger
 	deliver *deliver.Scheduler
-	forward *forward.Forwarder // a secondary's, in place of closer and deliver
+	notify  *notify.Notifier
+	forward *forward.Forwarder // a secondary's, in place of closer, deliver and notify
 	events  *eventlog.Writer
 
 	started  bool
@@ -90,7 +93,7 @@ type Daemon struct {
 	smtpDown atomic.Bool        // the SMTP listeners stopped serving
 	cancel   context.CancelFunc // stops the schedulers
 	abort    context.CancelFunc // abandons deliveries in flight
-	workers  sync.WaitGroup     // closer, purger, scheduler
+	workers  sync.WaitGroup     // closer, purger, scheduler, notifier
 	servers  sync.WaitGroup     // SMTP and admin listeners
 	logDone  chan struct{}      // the event log wrote its last line
 
@@ -121,7 +124,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		return nil, err
 	}
 	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration,
-		HeldRetention: cfg.Store.HeldRetention.Duration})
+		HeldRetention: cfg.Store.HeldRetention.Duration, Receipts: cfg.Receipts.Enabled})
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +157,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		return nil, err
 	}
 	d.deliver = deliver.NewScheduler(st, tr, deliver.SchedulerOptions{
-		From:   cfg.Campaign.From,
+		From: cfg.Campaign.From, Supporters: supportersTransport(cfg, tr),
 		Policy: deliver.Policy{Min: cfg.Delivery.RetryMin.Duration, Max: cfg.Delivery.RetryMax.Duration, GiveUpAfter: cfg.Delivery.GiveUpAfter.Duration},
 		Logger: log, Now: opt.Now,
 	})
@@ -175,6 +178,12 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 			return nil, err
 		}
 	}
+	if d.notify, err = notify.New(st, notify.Options{Campaign: cfg.Campaign.Name, From: cfg.Campaign.From,
+		Language: cfg.Campaign.Language, Location: cfg.Campaign.Location(), TTL: cfg.Verify.ConfirmTTL.Duration,
+		PerHour: cfg.Verify.ConfirmPerHour, Receipts: cfg.Receipts.Enabled, Signer: signer, Logger: log, Now: opt.Now,
+	}); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -193,6 +202,22 @@ func newForwarder(cfg *config.Config, st *store.Store, log *slog.Logger, opt Opt
 		Policy: deliver.Policy{Min: cfg.Delivery.RetryMin.Duration, Max: cfg.Delivery.RetryMax.Duration, GiveUpAfter: cfg.Delivery.GiveUpAfter.Duration},
 		Logger: log, Now: opt.Now,
 	}), nil
+}
+
+// supportersTransport is where the mail to supporters goes: in maildir
+// mode one Maildir (SupportersMaildir); over SMTP, the batches' way (the
+// supporter's MX, or the smarthost).
+func supportersTransport(cfg *config.Config, tr deliver.Transport) deliver.Transport {
+	if cfg.Delivery.Mode == config.DeliveryMaildir {
+		return deliver.Mailbox{Dir: SupportersMaildir(cfg)}
+	}
+	return tr
+}
+
+// SupportersMaildir is the Maildir the mail to supporters is written to in
+// maildir mode: "supporters" below delivery.maildir (SPEC 11).
+func SupportersMaildir(cfg *config.Config) string {
+	return filepath.Join(cfg.DataPath(cfg.Delivery.Maildir), "supporters")
 }
 
 // newAdmin makes the admin listener. Without a configured token (admin.token
@@ -285,6 +310,7 @@ func (d *Daemon) Start() error {
 	} else {
 		d.part(&d.workers, "batch closer", func() error { return d.closer.Run(ctx) })
 		d.part(&d.workers, "delivery scheduler", func() error { return d.deliver.Run(ctx, abort) })
+		d.part(&d.workers, "notifier", func() error { return d.notify.Run(ctx) })
 	}
 	d.part(&d.workers, "purger", func() error { return d.purger.Run(ctx) })
 	for _, a := range d.smtp.Addrs() {

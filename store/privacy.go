@@ -243,6 +243,9 @@ func (s *Store) eraseCommit(ctx context.Context, sp Supporter) (*Erasure, error)
 			}
 			files = append(files, removed...)
 		}
+		if err := eraseSupporterMail(tx, key, ids); err != nil {
+			return err
+		}
 		if er.Events, err = scrubSupporterEvents(tx, candidates, seen, idSet(ids), sp); err != nil {
 			return err
 		}

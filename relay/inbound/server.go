@@ -34,6 +34,10 @@ type Store interface {
 	ReserveForwardID() (string, error)
 	QueueForward(ctx context.Context, nl store.NewLetter, mailFrom, rcpt string) (string, error)
 	Reject(ctx context.Context, r store.Rejection) error
+	// ConfirmLive and Confirm take replies to confirmation requests
+	// (SPEC 11).
+	ConfirmLive(tok store.ConfirmToken) (bool, error)
+	Confirm(ctx context.Context, r store.ConfirmReply) (store.Confirmation, error)
 }
 
 // Verifier checks a letter's DKIM signatures and its envelope sender's SPF.

@@ -50,6 +50,9 @@ type envelope struct {
 	rcpts      int
 	rcpt       string // the first recipient, lower-case
 	postmaster bool   // the recipients are postmaster or campaign.from
+	// confirm is the token of a confirmation address, the transaction's
+	// only recipient (SPEC 11); nil for a letter.
+	confirm *store.ConfirmToken
 }
 
 // inFlight is one letter being read, checked and stored.
@@ -117,6 +120,9 @@ func (ss *session) closeIfIdle() bool {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if tok, ok := ss.s.confirmation(to); ok {
+		return ss.confirmRcpt(tok)
+	}
 	addr, postmaster, ok := ss.s.recipient(to)
 	if !ok && ss.s.secondary && ss.s.confirmationAddress(to) {
 		// Only the primary knows the confirmation tokens (SPEC 11): the
@@ -131,6 +137,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	env := &ss.env
+	if env.confirm != nil {
+		return ss.reply(replyConfirmAlone)
+	}
 	// A letter is either counted or kept for an admin, never both: the
 	// other kind of recipient waits for its own transaction (the sending
 	// server retries a 452).
@@ -234,6 +243,9 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Warn("reading the message failed", "session", ss.id, "ip", ss.ip, "err", err)
 		return ss.reply(replyReadFailed)
 	}
+	if l.confirm != nil {
+		return ss.confirmReply(l)
+	}
 	return ss.letter(l)
 }
 
@@ -307,6 +319,11 @@ func (ss *session) letter(l *inFlight) error {
 			nl.Hold = store.HeldUnverified
 		case config.UnverifiedRelay:
 			// Counted, marked unverified in its verdict.
+		case config.UnverifiedConfirm:
+			nl.Hold, nl.ConfirmVia = store.HeldConfirm, l.rcpt
+			if why := noConfirmation(l.mailFrom, dec); why != "" {
+				nl.Hold, nl.HoldNote = store.HeldUnconfirmed, "no confirmation request: "+why
+			}
 		}
 	}
 	return ss.store(ctx, l, nl)
