@@ -22,11 +22,15 @@ func TestAPIShapes(t *testing.T) {
 		"stats": {
 			v: admin.Stats{
 				Stats: store.Stats{Counted: 1, Duplicates: 2, Held: 3, Rejected: 4, Batches: 5, Pending: 6,
-					Deliveries: store.DeliveryCounts{Queued: 7, Deferred: 8, Delivered: 9, Failed: 10}},
+					Deliveries: store.DeliveryCounts{Queued: 7, Deferred: 8, Delivered: 9, Failed: 10},
+					Supporters: store.SupporterMailCounts{ConfirmWaiting: 11, ConfirmLive: 12, ConfirmSent: 13,
+						ConfirmConfirmed: 14, ConfirmExpired: 15, ConfirmUndeliverable: 16, ReceiptsSent: 17, Queued: 18}},
 				Paused: true, PausedSince: &at, PauseReason: "r",
 			},
 			want: `{"counted":1,"duplicates":2,"held":3,"rejected":4,"batches":5,"pending":6,` +
 				`"deliveries":{"queued":7,"deferred":8,"delivered":9,"failed":10},` +
+				`"supporters":{"confirm_waiting":11,"confirm_live":12,"confirm_sent":13,"confirmed":14,` +
+				`"confirm_expired":15,"confirm_undeliverable":16,"receipts_sent":17,"queued":18},` +
 				`"paused":true,"paused_since":"2019-10-18T12:00:00Z","pause_reason":"r"}`,
 		},
 		"recipient": {
