@@ -361,7 +361,7 @@ type Stats struct {
 	Pending    uint64         `json:"pending"`
 	Deliveries DeliveryCounts `json:"deliveries"`
 	// Forward counts a secondary's letters (SPEC 12).
-	Forward ForwardCounts `json:"forward"`
+	Forward ForwardCounts `json:"-"` // the admin API shows it on a secondary only
 	// Supporters counts the mail petitiond wrote to supporters.
 	Supporters SupporterMailCounts `json:"supporters"`
 }
