@@ -120,7 +120,7 @@ func configKeys() []string {
 // Every key of SPEC section 3 is written out in the shipped files, so
 // operators see all of them.
 func TestShippedFilesListEveryKey(t *testing.T) {
-	for _, path := range []string{"default.toml", "../deploy/petitiond.toml"} {
+	for _, path := range []string{"default.toml", "../deploy/petitiond.toml", "../deploy/petitiond-secondary.toml"} {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -204,6 +204,27 @@ func TestDeployExample(t *testing.T) {
 		!reflect.DeepEqual(cfg.Campaign.Recipients, []string{"familias@ofapp.example", "copias@sr.example"}) ||
 		cfg.Campaign.From != "relay@campaign.example" {
 		t.Errorf("deploy example is not the SPEC's real deployment:\n%s", cfg.TOML())
+	}
+}
+
+// The secondary's example is the primary's but for the keys that make it
+// a secondary of that primary (SPEC 12).
+func TestDeploySecondaryExample(t *testing.T) {
+	primary, _, err := Load("../deploy/petitiond.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secondary, _, err := Load("../deploy/petitiond-secondary.toml")
+	if err != nil {
+		t.Fatalf("deploy/petitiond-secondary.toml: %v", err)
+	}
+	if secondary.Secondary.Primary != primary.SMTP.Hostname+":25" || secondary.SMTP.Hostname == primary.SMTP.Hostname {
+		t.Errorf("secondary forwards to %q as %q; want %s:25 under a name of its own", secondary.Secondary.Primary,
+			secondary.SMTP.Hostname, primary.SMTP.Hostname)
+	}
+	if !reflect.DeepEqual(secondary.Campaign, primary.Campaign) || secondary.Verify != primary.Verify ||
+		secondary.Dedup != primary.Dedup || secondary.SMTP.MaxMessageBytes != primary.SMTP.MaxMessageBytes {
+		t.Errorf("the secondary must check letters as the primary does: [campaign], [verify], [dedup], smtp.max_message_bytes differ")
 	}
 }
 

@@ -99,10 +99,10 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		}
 		if nl.ID == "" {
 			// Kept if this runs again after a failed group commit.
-			nl.ID = s.ids.next(getU64(meta, keyLetterSeq))
+			nl.ID = formatLetterID(s.ids.next(getU64(meta, keyLetterSeq)))
 		}
 		id := nl.ID
-		if err := useLetterID(tx, id); err != nil {
+		if err := useLetterID(tx, id, letterPrefix); err != nil {
 			return err
 		}
 		res.ID = id
@@ -329,7 +329,9 @@ func (s *Store) Held() ([]Letter, error) {
 // never batched; its body is removed, and Release returns once the store
 // file's free pages are wiped of it. Mail to postmaster is never counted:
 // it can only be dropped. A letter held as unbatchable was counted already;
-// releasing it puts it back in the pending queue for another try.
+// releasing it puts it back in the pending queue for another try. On a
+// secondary, a letter held as forward_failed goes back in the forwarding
+// queue.
 func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
 	if duplicate, err = s.release(ctx, id); err != nil || !duplicate {
 		return duplicate, err
@@ -347,6 +349,9 @@ func (s *Store) release(ctx context.Context, id string) (duplicate bool, err err
 		}
 		if l.State != StateHeld {
 			return fmt.Errorf("letter %s is %s, not held: %w", id, l.State, ErrState)
+		}
+		if l.HeldReason == HeldForwardFailed {
+			return s.releaseForward(tx, w, l)
 		}
 		if l.HeldReason == HeldPostmaster {
 			return fmt.Errorf("letter %s is postmaster mail, which is never counted (drop it): %w", id, ErrState)
@@ -515,6 +520,7 @@ func (s *Store) Stats() (Stats, error) {
 		st.Rejected = getU64(meta, ctrRejected)
 		st.Batches = getU64(meta, ctrBatches)
 		st.Pending = getU64(meta, ctrPending)
+		st.Forward = forwardCounts(meta)
 		st.Supporters = supporterMailCounts(tx)
 		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
 			var b Batch

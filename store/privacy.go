@@ -318,6 +318,10 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 			if err := addU64(meta, ctrPending, -1); err != nil {
 				return false, err
 			}
+		case StateForwarding:
+			if err := unqueueForward(tx, l); err != nil {
+				return false, err
+			}
 		case StateHeld:
 			counted = l.HeldReason == HeldUnbatchable
 			if err := tx.Bucket(bucketHeld).Delete(id); err != nil {
@@ -345,7 +349,7 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 	}
 	// The verdict keeps how the letter verified, not the domain that says
 	// whose it was.
-	l.From, l.Name, l.RemoteIP, l.DedupKey = "", "", "", nil
+	l.From, l.Name, l.RemoteIP, l.DedupKey, l.Forward = "", "", "", nil, nil
 	l.Verdict = Verdict{Kind: l.Verdict.Kind}
 	l.Erased = true
 	return withdrawn, putLetter(tx, l)

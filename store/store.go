@@ -62,7 +62,7 @@ var (
 	bucketEvents   = []byte("events")
 	allBuckets     = append([][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
 		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
-		bucketHeldDedup, bucketHeldSince, bucketSenders}, supporterBuckets...)
+		bucketHeldDedup, bucketHeldSince, bucketSenders, bucketForwardDue}, supporterBuckets...)
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")

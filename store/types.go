@@ -208,6 +208,9 @@ type Letter struct {
 	// DedupKey is the HMAC of the normalised sender, kept so that a held
 	// letter can be checked against the index when an admin releases it.
 	DedupKey []byte `json:"dedup_key,omitempty"`
+	// Forward is the envelope and forwarding state of a letter on a
+	// secondary MX (forward.go); nil on a primary.
+	Forward *Forward `json:"forward,omitempty"`
 }
 
 // Unverified reports whether the letter was counted or held without the
@@ -357,6 +360,8 @@ type Stats struct {
 	Batches    uint64         `json:"batches"`
 	Pending    uint64         `json:"pending"`
 	Deliveries DeliveryCounts `json:"deliveries"`
+	// Forward counts a secondary's letters (SPEC 12).
+	Forward ForwardCounts `json:"-"` // the admin API shows it on a secondary only
 	// Supporters counts the mail petitiond wrote to supporters.
 	Supporters SupporterMailCounts `json:"supporters"`
 }

@@ -256,6 +256,10 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sm.ConfirmSent, sm.ConfirmConfirmed, sm.ConfirmExpired, sm.ConfirmUndeliverable, sm.ConfirmLive, sm.ConfirmWaiting)
 	fmt.Fprintf(tw, "receipts\t%d\treceipts sent to supporters (mail to supporters waiting for delivery: %d)\n",
 		sm.ReceiptsSent, sm.Queued)
+	if f := st.Forwarding; f != nil {
+		fmt.Fprintf(tw, "waiting\t%d\tletters waiting to be forwarded to the primary (secondary MX)\n", f.Waiting)
+		fmt.Fprintf(tw, "forwarded\t%d\tletters the primary has taken\n", f.Forwarded)
+	}
 	if st.Paused {
 		fmt.Fprintf(tw, "paused\tyes\t%s\n", pauseNote(st.PausedSince, st.PauseReason))
 	} else {

@@ -25,6 +25,16 @@ type Stats struct {
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	PauseReason string     `json:"pause_reason,omitempty"`
+	// Forwarding is a secondary MX's letters (SPEC 12); absent on a
+	// primary.
+	Forwarding *ForwardCounts `json:"forwarding,omitempty"`
+}
+
+// ForwardCounts are a secondary's letters waiting to go to the primary,
+// and those the primary took so far.
+type ForwardCounts struct {
+	Waiting   uint64 `json:"waiting"`
+	Forwarded uint64 `json:"forwarded"`
 }
 
 // DeliveryCounts counts recipient copies by state.
@@ -196,6 +206,9 @@ func apiHeld(h store.HeldHead) HeldLetter {
 	if (l.HeldReason == store.HeldUnverified || l.HeldReason == store.HeldConfirm || l.HeldReason == store.HeldUnconfirmed) &&
 		l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
+	}
+	if l.HeldReason == store.HeldForwardFailed && l.Forward != nil {
+		reason += ": " + l.Forward.LastError // what the primary said
 	}
 	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,
 		Reason: reason, IP: l.RemoteIP, Size: l.Size}

@@ -109,6 +109,9 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	out := Stats{Stats: st}
 	out.Paused, out.PausedSince, out.PauseReason = p.Paused, timePtr(p.Since), p.Reason
+	if s.opt.Secondary {
+		out.Forwarding = &ForwardCounts{Waiting: st.Forward.Waiting, Forwarded: st.Forward.Forwarded}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

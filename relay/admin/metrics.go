@@ -49,7 +49,7 @@ var (
 	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectLineTooLong, store.RejectFrom, store.RejectSize, store.RejectUnverified}
 	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP, inbound.CutLifetime, inbound.CutTooSlow}
 	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMNone, inbound.DKIMTempError}
-	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable, store.HeldConfirm, store.HeldUnconfirmed}
+	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable, store.HeldConfirm, store.HeldUnconfirmed, store.HeldForwardFailed}
 	attemptOutcomes  = []store.EventKind{store.EventDelivered, store.EventDeferred, store.EventFailed}
 	deliveryStates   = []store.DeliveryState{store.DeliveryQueued, store.DeliveryDeferred, store.DeliveryDelivered, store.DeliveryFailed}
 )

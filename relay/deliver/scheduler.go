@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/petitiond/petitiond/store"
@@ -79,9 +78,6 @@ type Scheduler struct {
 	workers     int
 	log         *slog.Logger
 	now         func() time.Time
-
-	mu       sync.Mutex
-	inflight map[any]bool // store.DeliveryRef or mailID
 }
 
 // mailID names a message to a supporter among the messages in flight.
@@ -105,7 +101,7 @@ type SchedulerOptions struct {
 // and no log.
 func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Scheduler {
 	s := &Scheduler{store: st, transport: tr, supporters: opt.Supporters, from: opt.From, policy: opt.Policy,
-		minAttempts: opt.Policy.MinAttempts(), workers: opt.Workers, log: opt.Logger, now: opt.Now, inflight: map[any]bool{}}
+		minAttempts: opt.Policy.MinAttempts(), workers: opt.Workers, log: opt.Logger, now: opt.Now}
 	if s.supporters == nil {
 		s.supporters = tr
 	}
@@ -126,32 +122,26 @@ func NewScheduler(st *store.Store, tr Transport, opt SchedulerOptions) *Schedule
 // stay queued for the next start). It returns an error only if it can no
 // longer follow the store.
 func (s *Scheduler) Run(ctx, abort context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Keys: a store.DeliveryRef (a batch copy) or a mailID.
+	workers := NewDispatcher[any](s.workers)
+	defer workers.Wait()
 	feed, err := s.store.FollowNew()
 	if err != nil {
 		return err
 	}
 	defer feed.Close()
-	sem := make(chan struct{}, s.workers)
 	// New messages in the queues: a batch closed, a copy too big for its
 	// recipient went in parts, an admin put failed or deferred copies
 	// back, a confirmation request or a receipt was queued, or the daemon
 	// resumed after a pause.
 	return feed.Loop(ctx, []store.EventKind{store.EventBatched, store.EventSplit, store.EventRequeued, store.EventResumed,
 		store.EventConfirmSent, store.EventReceiptSent},
-		func() time.Duration { return s.dispatch(abort, sem, &wg, feed.Wake) })
-}
-
-// job is one due message: its key among those in flight, and its attempt.
-type job struct {
-	key any
-	run func(ctx context.Context)
+		func() time.Duration { return s.dispatch(abort, workers, feed.Wake) })
 }
 
 // dueJobs reads both queues: up to limit batch copies, then up to limit
 // messages to supporters, and the time of the next one due after them.
-func (s *Scheduler) dueJobs(limit int) ([]job, time.Time, error) {
+func (s *Scheduler) dueJobs(limit int) ([]any, time.Time, error) {
 	now := s.now()
 	refs, next, err := s.store.Due(now, limit)
 	if err != nil {
@@ -161,12 +151,12 @@ func (s *Scheduler) dueJobs(limit int) ([]job, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	jobs := make([]job, 0, len(refs)+len(mails))
+	jobs := make([]any, 0, len(refs)+len(mails))
 	for _, ref := range refs {
-		jobs = append(jobs, job{key: ref, run: func(ctx context.Context) { s.attempt(ctx, ref) }})
+		jobs = append(jobs, ref)
 	}
 	for _, id := range mails {
-		jobs = append(jobs, job{key: mailID(id), run: func(ctx context.Context) { s.attemptMail(ctx, id) }})
+		jobs = append(jobs, mailID(id))
 	}
 	if next.IsZero() || (!nextMail.IsZero() && nextMail.Before(next)) {
 		next = nextMail
@@ -177,47 +167,28 @@ func (s *Scheduler) dueJobs(limit int) ([]job, time.Time, error) {
 // dispatch starts every due message a worker is free for and says how
 // long to sleep until the next one; a worker calls free when it is free
 // again.
-func (s *Scheduler) dispatch(abort context.Context, sem chan struct{}, wg *sync.WaitGroup, free func()) time.Duration {
+func (s *Scheduler) dispatch(abort context.Context, workers *Dispatcher[any], free func()) time.Duration {
 	const idle = time.Minute
 	if pause, err := s.store.Paused(); err == nil && pause.Paused {
 		// Nothing is sent while paused; resuming wakes the scheduler.
 		s.log.Debug("delivery paused: nothing is sent until an admin resumes")
 		return idle
 	}
-	s.mu.Lock()
-	limit := 2*s.workers + len(s.inflight)
-	s.mu.Unlock()
-	due, next, err := s.dueJobs(limit)
+	due, next, err := s.dueJobs(2*s.workers + workers.Running())
 	if err != nil {
 		s.log.Error("reading the delivery queue failed", "err", err)
 		return 5 * time.Second
 	}
-	for _, j := range due {
-		s.mu.Lock()
-		busy := s.inflight[j.key]
-		s.mu.Unlock()
-		if busy {
-			continue
+	run := func(key any) {
+		switch k := key.(type) {
+		case store.DeliveryRef:
+			s.attempt(abort, k)
+		case mailID:
+			s.attemptMail(abort, uint64(k))
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			// All workers busy: a finishing worker wakes us.
-			return idle
-		}
-		s.mu.Lock()
-		s.inflight[j.key] = true
-		s.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			j.run(abort)
-			s.mu.Lock()
-			delete(s.inflight, j.key)
-			s.mu.Unlock()
-			<-sem
-			free()
-		}()
+	}
+	if !workers.Start(due, run, free) {
+		return idle // all workers busy: a finishing worker wakes us
 	}
 	if next.IsZero() {
 		return idle

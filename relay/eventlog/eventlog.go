@@ -44,6 +44,7 @@ var messages = map[store.EventKind]string{
 	store.EventConfirmed:   "sender confirmed the letter by reply",
 	store.EventReceiptSent: "receipt sent to the sender",
 	store.EventForwarded:   "letter forwarded to the primary",
+	store.EventQueued:      "letter stored, to be forwarded to the primary",
 	store.EventPaused:      "paused by an admin: no batch closes, nothing is sent",
 	store.EventResumed:     "resumed by an admin",
 	store.EventErased:      "a supporter's personal data erased",
@@ -64,13 +65,29 @@ var supporterMail = map[store.EventKind]string{
 	store.EventFailed:    "mail to a supporter failed",
 }
 
+// forwarding words the events of a secondary's attempts to forward a
+// letter to its primary (SPEC 12), which share their kinds with batch
+// copies'; its letters' IDs start with "S".
+var forwarding = map[store.EventKind]string{
+	store.EventDeferred: "forwarding to the primary deferred; will retry",
+	store.EventFailed:   "letter not forwarded: the primary refused it, or forwarding gave up; held for an admin",
+}
+
 // Message is the log line's text for an event.
 func Message(e store.Event) string {
 	if m, ok := duplicateMessages[e.DuplicateOf]; ok && e.Event == store.EventDuplicate {
 		return m
 	}
-	if m, ok := supporterMail[e.Event]; ok && e.Batch == 0 && e.Letter != "" {
-		return m
+	if e.Batch == 0 && e.Letter != "" {
+		// A letter's delivery event: a secondary forwarding it, or mail
+		// to its supporter.
+		table := supporterMail
+		if e.Letter[0] == 'S' {
+			table = forwarding
+		}
+		if m, ok := table[e.Event]; ok {
+			return m
+		}
 	}
 	if m, ok := messages[e.Event]; ok {
 		return m

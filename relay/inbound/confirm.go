@@ -81,7 +81,7 @@ func noConfirmation(mailFrom string, dec decision) string {
 	switch {
 	case mailFrom == "":
 		return "null MAIL FROM"
-	case dec.spf == verify.SPFFail:
+	case dec.spf.Status == verify.SPFFail:
 		return "SPF fails for MAIL FROM, whose address may be forged"
 	}
 	return ""
