@@ -209,6 +209,14 @@ func TestAdminPause(t *testing.T) {
 	if out := cliOK(t, "resume", "-admin", e.AdminURL()); !strings.Contains(out, "not paused") {
 		t.Errorf("resume again: %q", out)
 	}
+	var rp admin.PauseState
+	if cliJSON(t, &rp, "resume", "-json", "-admin", e.AdminURL()); rp.Paused || rp.Changed || rp.Since != nil {
+		t.Errorf("resume -json when not paused = %+v", rp)
+	}
+	cliOK(t, "pause", "-admin", e.AdminURL())
+	if cliJSON(t, &rp, "resume", "-json", "-admin", e.AdminURL()); rp.Paused || !rp.Changed {
+		t.Errorf("resume -json when paused = %+v, want changed, not paused", rp)
+	}
 	if h := healthz(t, e.AdminURL()); h.Status != "ok" || h.Paused {
 		t.Errorf("healthz after resume: %+v", h)
 	}
@@ -224,8 +232,8 @@ func TestAdminPause(t *testing.T) {
 	for _, ev := range evs {
 		kinds[string(ev.Event)]++
 	}
-	if kinds["paused"] != 1 || kinds["resumed"] != 1 {
-		t.Errorf("journal has %d paused and %d resumed events, want one each", kinds["paused"], kinds["resumed"])
+	if kinds["paused"] != 2 || kinds["resumed"] != 2 {
+		t.Errorf("journal has %d paused and %d resumed events, want two each", kinds["paused"], kinds["resumed"])
 	}
 }
 
