@@ -34,14 +34,17 @@ var errNoMetrics = errors.New("no /metrics")
 type probe struct {
 	pid       int
 	adminAddr string
-	client    *http.Client
+	// token is the admin token: the spawned daemon's, else
+	// PETITIOND_ADMIN_TOKEN, as for petitiond's own admin commands.
+	token  string
+	client *http.Client
 }
 
 func newProbe(opt options, d *daemon) *probe {
 	// No client timeout: each request has its own deadline in its context.
-	p := &probe{pid: opt.pid, adminAddr: opt.admin, client: &http.Client{}}
+	p := &probe{pid: opt.pid, adminAddr: opt.admin, token: os.Getenv("PETITIOND_ADMIN_TOKEN"), client: &http.Client{}}
 	if d != nil {
-		p.pid, p.adminAddr = d.pid(), d.adminAddr
+		p.pid, p.adminAddr, p.token = d.pid(), d.adminAddr, d.adminTok
 	}
 	return p
 }
@@ -184,9 +187,7 @@ func parseHWM(data []byte) (int64, error) {
 }
 
 // get fetches a path from the admin listener; a 404 or a refused
-// connection means the endpoint is absent. The admin token, if the daemon
-// needs one, comes from PETITIOND_ADMIN_TOKEN as for petitiond's own admin
-// commands.
+// connection means the endpoint is absent.
 func (p *probe) get(ctx context.Context, path string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -194,8 +195,8 @@ func (p *probe) get(ctx context.Context, path string, timeout time.Duration) ([]
 	if err != nil {
 		return nil, err
 	}
-	if tok := os.Getenv("PETITIOND_ADMIN_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -90,6 +92,7 @@ type daemon struct {
 	logPath   string
 	smtpAddr  string
 	adminAddr string
+	adminTok  string
 	exited    chan struct{} // closed when the process has exited
 	waitErr   error         // set before exited is closed
 	stopOnce  sync.Once
@@ -109,8 +112,15 @@ func startDaemon(ctx context.Context, path, dir string, cfg *config.Config) (*da
 		return nil, fmt.Errorf("create daemon log: %w", err)
 	}
 	defer logFile.Close() // the child has its own descriptor
+	// An admin token the tool knows (the config file would show it only as
+	// "(set)"), so it can read /metrics and ask for a profile.
+	token := make([]byte, 16)
+	if _, err := rand.Read(token); err != nil {
+		return nil, fmt.Errorf("make admin token: %w", err)
+	}
 	cmd := exec.Command(path, "serve", "-config", cfgPath)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PETITIOND_ADMIN_TOKEN="+hex.EncodeToString(token))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the tool dies without stopping it, the daemon goes too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -118,7 +128,8 @@ func startDaemon(ctx context.Context, path, dir string, cfg *config.Config) (*da
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
 	d := &daemon{cmd: cmd, logPath: logPath, smtpAddr: cfg.SMTP.Listen[0], adminAddr: cfg.Admin.Listen,
-		exited: make(chan struct{})}
+		adminTok: hex.EncodeToString(token),
+		exited:   make(chan struct{})}
 	go func() {
 		d.waitErr = cmd.Wait()
 		close(d.exited)
