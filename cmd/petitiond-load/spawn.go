@@ -58,10 +58,14 @@ func spawnConfig(opt options, dir, dataDir, dnsAddr string) (*config.Config, err
 	cfg.SMTP.MaxConnections = max(cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP)
 	cfg.Verify.Unverified = "reject"
 	cfg.Verify.DNSResolver = dnsAddr
+	// Out of the way means by every rule: a batch of 10 MB (max_bytes'
+	// default) would otherwise close every few thousand letters.
 	cfg.Batch.MaxLetters = 1 << 30
 	cfg.Batch.MaxWait = config.Duration{Duration: 365 * 24 * time.Hour}
+	cfg.Batch.MaxBytes = 1 << 50
 	if opt.batch > 0 {
 		cfg.Batch.MaxLetters = opt.batch
+		cfg.Batch.MaxBytes = config.Default().Batch.MaxBytes
 	}
 	cfg.Delivery.Mode = "maildir"
 	cfg.Store.Dir = dataDir
