@@ -120,10 +120,13 @@ const (
 	UnverifiedQuarantine UnverifiedPolicy = "quarantine"
 	// UnverifiedRelay counts it, marked unverified.
 	UnverifiedRelay UnverifiedPolicy = "relay"
+	// UnverifiedConfirm answers 250, holds it, and asks its From address
+	// to confirm it by reply (SPEC 11).
+	UnverifiedConfirm UnverifiedPolicy = "confirm"
 )
 
 // UnverifiedPolicies are the values verify.unverified accepts.
-var UnverifiedPolicies = []UnverifiedPolicy{UnverifiedReject, UnverifiedQuarantine, UnverifiedRelay}
+var UnverifiedPolicies = []UnverifiedPolicy{UnverifiedReject, UnverifiedQuarantine, UnverifiedRelay, UnverifiedConfirm}
 
 // DeliveryMode is delivery.mode: how batches leave.
 type DeliveryMode string

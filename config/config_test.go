@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,24 +104,89 @@ func TestDefault(t *testing.T) {
 	}
 }
 
+// configKeys lists every key of Config, as "table.key".
+func configKeys() []string {
+	var keys []string
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		tf := ct.Field(i)
+		for j := range tf.Type.NumField() {
+			keys = append(keys, tf.Tag.Get("toml")+"."+tf.Type.Field(j).Tag.Get("toml"))
+		}
+	}
+	return keys
+}
+
 // Every key of SPEC section 3 is written out in the shipped files, so
 // operators see all of them.
 func TestShippedFilesListEveryKey(t *testing.T) {
-	for _, path := range []string{"default.toml", "../deploy/petitiond.toml"} {
+	for _, path := range []string{"default.toml", "../deploy/petitiond.toml", "../deploy/petitiond-secondary.toml"} {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		lines := keyLines(data)
-		ct := reflect.TypeFor[Config]()
-		for i := range ct.NumField() {
-			tf := ct.Field(i)
-			for j := range tf.Type.NumField() {
-				key := tf.Tag.Get("toml") + "." + tf.Type.Field(j).Tag.Get("toml")
-				if lines[key] == 0 {
-					t.Errorf("%s: key %s is missing", path, key)
-				}
+		for _, key := range configKeys() {
+			if lines[key] == 0 {
+				t.Errorf("%s: key %s is missing", path, key)
 			}
+		}
+	}
+}
+
+// readmeKeys reads the keys that the README's configuration reference (the
+// table under "## Configuration") names in its rows' first cells, where
+// "`dkim.domain`, `selector`" names dkim.domain and dkim.selector.
+func readmeKeys(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README has no Configuration section")
+	}
+	if end := strings.Index(section, "\n#"); end >= 0 {
+		section = section[:end]
+	}
+	name := regexp.MustCompile("`([^`]+)`")
+	var keys []string
+	for line := range strings.SplitSeq(section, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 3 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		table := ""
+		for _, m := range name.FindAllStringSubmatch(cells[1], -1) {
+			key := m[1]
+			if tbl, _, ok := strings.Cut(key, "."); ok {
+				table = tbl
+			} else {
+				key = table + "." + key
+			}
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// TestReadmeListsEveryKey: the README's configuration reference has a row
+// for every key there is, and none for a key there is not.
+func TestReadmeListsEveryKey(t *testing.T) {
+	listed := readmeKeys(t)
+	keys := configKeys()
+	if len(listed) == 0 {
+		t.Fatal("no keys read from the README's table: the test would prove nothing")
+	}
+	for _, k := range keys {
+		if !slices.Contains(listed, k) {
+			t.Errorf("README, Configuration: no row for %s", k)
+		}
+	}
+	for _, k := range listed {
+		if !slices.Contains(keys, k) {
+			t.Errorf("README, Configuration: a row for %s, which is not a key", k)
 		}
 	}
 }
@@ -137,6 +204,27 @@ func TestDeployExample(t *testing.T) {
 		!reflect.DeepEqual(cfg.Campaign.Recipients, []string{"familias@ofapp.example", "copias@sr.example"}) ||
 		cfg.Campaign.From != "relay@campaign.example" {
 		t.Errorf("deploy example is not the SPEC's real deployment:\n%s", cfg.TOML())
+	}
+}
+
+// The secondary's example is the primary's but for the keys that make it
+// a secondary of that primary (SPEC 12).
+func TestDeploySecondaryExample(t *testing.T) {
+	primary, _, err := Load("../deploy/petitiond.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secondary, _, err := Load("../deploy/petitiond-secondary.toml")
+	if err != nil {
+		t.Fatalf("deploy/petitiond-secondary.toml: %v", err)
+	}
+	if secondary.Secondary.Primary != primary.SMTP.Hostname+":25" || secondary.SMTP.Hostname == primary.SMTP.Hostname {
+		t.Errorf("secondary forwards to %q as %q; want %s:25 under a name of its own", secondary.Secondary.Primary,
+			secondary.SMTP.Hostname, primary.SMTP.Hostname)
+	}
+	if !reflect.DeepEqual(secondary.Campaign, primary.Campaign) || secondary.Verify != primary.Verify ||
+		secondary.Dedup != primary.Dedup || secondary.SMTP.MaxMessageBytes != primary.SMTP.MaxMessageBytes {
+		t.Errorf("the secondary must check letters as the primary does: [campaign], [verify], [dedup], smtp.max_message_bytes differ")
 	}
 }
 
@@ -260,7 +348,7 @@ func TestParseProblems(t *testing.T) {
 		{name: "tls_key alone", text: "[smtp]\ntls_key = \"k.pem\"\ntls_cert = \"\"\n", key: "smtp.tls_cert", at: "tls_cert", msg: "required"},
 
 		// [verify]
-		{name: "unverified", text: "[verify]\nunverified = \"drop\"\n", key: "verify.unverified", at: "unverified", msg: `"reject", "quarantine", "relay"`},
+		{name: "unverified", text: "[verify]\nunverified = \"drop\"\n", key: "verify.unverified", at: "unverified", msg: `"reject", "quarantine", "relay", "confirm"`},
 		{name: "dns_resolver", text: "[verify]\ndns_resolver = \"8.8.8.8\"\n", key: "verify.dns_resolver", at: "dns_resolver", msg: "host:port"},
 		{name: "dns_resolver no host", text: "[verify]\ndns_resolver = \":53\"\n", key: "verify.dns_resolver", at: "dns_resolver", msg: "no host"},
 

@@ -34,7 +34,7 @@ _petitiond() {
 		;;
 	-reason)
 		if [[ $cmd == held ]]; then
-			COMPREPLY=($(compgen -W "unverified postmaster unbatchable" -- "$cur"))
+			COMPREPLY=($(compgen -W "unverified postmaster unbatchable forward_failed" -- "$cur"))
 		fi
 		return
 		;;

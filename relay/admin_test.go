@@ -57,7 +57,10 @@ func TestAdminRefusesOpenListener(t *testing.T) {
 func TestAdminMetrics(t *testing.T) {
 	e := testenv.Start(t, func(c *config.Config) {
 		c.Admin.Listen = "127.0.0.1:0"
-		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
+		// One batch of the two counted letters, closed when the second
+		// comes: a short max_wait could close each alone on a slow machine.
+		c.Batch.MaxLetters = 2
+		c.Batch.MaxWait = config.Duration{Duration: time.Hour}
 		c.SMTP.MaxPerIP = 2
 	})
 	base := e.AdminURL()
@@ -80,8 +83,10 @@ func TestAdminMetrics(t *testing.T) {
 		`petitiond_rejections_total{reason="bare_line_ending"}`:      1,
 		`petitiond_rejections_total{reason="from"}`:                  1,
 		`petitiond_rejections_total{reason="unverified"}`:            0,
+		`petitiond_rejections_total{reason="line_too_long"}`:         0,
 		`petitiond_smtp_sessions_total`:                              6,
 		`petitiond_smtp_sessions_refused_total{reason="max_per_ip"}`: float64(refused),
+		`petitiond_smtp_sessions_refused_total{reason="too_slow"}`:   0,
 		`petitiond_dkim_results_total{result="pass"}`:                3,
 		`petitiond_dkim_results_total{result="fail"}`:                0,
 		`petitiond_dkim_results_total{result="none"}`:                1,

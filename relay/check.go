@@ -62,7 +62,7 @@ func Check(cfg *config.Config, opt Options) (warnings []string, err error) {
 				"STARTTLS is not offered, so letters (who signed, and their words) cross the network in clear text", l))
 		}
 	}
-	if cfg.DKIM.KeyFile == "" {
+	if cfg.DKIM.KeyFile == "" && cfg.Secondary.Primary == "" { // a secondary sends no batches
 		warnings = append(warnings, "[dkim] is empty: batches go out unsigned, and the recipients' providers may file them as spam "+
 			"(petitiond dkim-keygen makes a key)")
 	}

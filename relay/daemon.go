@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,9 @@ import (
 	"github.com/petitiond/petitiond/relay/batch"
 	"github.com/petitiond/petitiond/relay/deliver"
 	"github.com/petitiond/petitiond/relay/eventlog"
+	"github.com/petitiond/petitiond/relay/forward"
 	"github.com/petitiond/petitiond/relay/inbound"
+	"github.com/petitiond/petitiond/relay/notify"
 	"github.com/petitiond/petitiond/relay/verify"
 	"github.com/petitiond/petitiond/store"
 )
@@ -50,6 +53,10 @@ type Options struct {
 	// data rate, memory for letters in flight, unverified mail per hour,
 	// free disk); the zero value takes the defaults.
 	SMTPLimits inbound.Limits
+	// Dial opens outbound SMTP connections (batches, and a secondary's
+	// letters to its primary); nil means a net.Dialer. Tests bind the
+	// source address with it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // The admin listener's metrics are what the SMTP front end reports to.
@@ -77,6 +84,8 @@ type Daemon struct {
 	closer  *batch.Closer
 	purger  *batch.Purger
 	deliver *deliver.Scheduler
+	notify  *notify.Notifier
+	forward *forward.Forwarder // a secondary's, in place of closer, deliver and notify
 	events  *eventlog.Writer
 
 	started  bool
@@ -84,7 +93,7 @@ type Daemon struct {
 	smtpDown atomic.Bool        // the SMTP listeners stopped serving
 	cancel   context.CancelFunc // stops the schedulers
 	abort    context.CancelFunc // abandons deliveries in flight
-	workers  sync.WaitGroup     // closer, purger, scheduler
+	workers  sync.WaitGroup     // closer, purger, scheduler, notifier
 	servers  sync.WaitGroup     // SMTP and admin listeners
 	logDone  chan struct{}      // the event log wrote its last line
 
@@ -115,7 +124,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		return nil, err
 	}
 	st, err := store.Open(cfg.Store.Dir, store.Options{Now: opt.Now, Retention: cfg.Store.Retention.Duration,
-		HeldRetention: cfg.Store.HeldRetention.Duration})
+		HeldRetention: cfg.Store.HeldRetention.Duration, Receipts: cfg.Receipts.Enabled})
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +157,7 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		return nil, err
 	}
 	d.deliver = deliver.NewScheduler(st, tr, deliver.SchedulerOptions{
-		From:   cfg.Campaign.From,
+		From: cfg.Campaign.From, Supporters: supportersTransport(cfg, tr),
 		Policy: deliver.Policy{Min: cfg.Delivery.RetryMin.Duration, Max: cfg.Delivery.RetryMax.Duration, GiveUpAfter: cfg.Delivery.GiveUpAfter.Duration},
 		Logger: log, Now: opt.Now,
 	})
@@ -164,7 +173,51 @@ func New(cfg *config.Config, opt Options) (d *Daemon, err error) {
 		Language: cfg.Campaign.Language, Location: cfg.Campaign.Location(),
 	}, st, log, opt.Now)
 	d.purger = batch.NewPurger(st, log, opt.Now)
+	if cfg.Secondary.Primary != "" {
+		if d.forward, err = newForwarder(cfg, st, log, opt); err != nil {
+			return nil, err
+		}
+	}
+	if d.notify, err = notify.New(st, notify.Options{Campaign: cfg.Campaign.Name, From: cfg.Campaign.From,
+		Language: cfg.Campaign.Language, Location: cfg.Campaign.Location(), TTL: cfg.Verify.ConfirmTTL.Duration,
+		PerHour: cfg.Verify.ConfirmPerHour, Receipts: cfg.Receipts.Enabled, Signer: signer, Logger: log, Now: opt.Now,
+	}); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// newForwarder makes a secondary's forwarder: every letter goes to
+// [secondary] primary, retried as [delivery] retries batches (SPEC 12). It
+// sends no credentials: those of [delivery] are for the smarthost.
+func newForwarder(cfg *config.Config, st *store.Store, log *slog.Logger, opt Options) (*forward.Forwarder, error) {
+	so := deliver.SMTPOptions{
+		Hostname: cfg.SMTP.Hostname, Smarthost: cfg.Secondary.Primary, StartTLS: string(cfg.Delivery.StartTLS),
+		TLSConfig: opt.DeliveryTLS, Resolver: cfg.Verify.DNSResolver, Dial: opt.Dial,
+	}
+	if err := so.Validate(); err != nil {
+		return nil, fmt.Errorf("[secondary] primary: %w", err)
+	}
+	return forward.New(st, deliver.NewSMTP(so), forward.Options{
+		Policy: deliver.Policy{Min: cfg.Delivery.RetryMin.Duration, Max: cfg.Delivery.RetryMax.Duration, GiveUpAfter: cfg.Delivery.GiveUpAfter.Duration},
+		Logger: log, Now: opt.Now,
+	}), nil
+}
+
+// supportersTransport is where the mail to supporters goes: in maildir
+// mode one Maildir (SupportersMaildir); over SMTP, the batches' way (the
+// supporter's MX, or the smarthost).
+func supportersTransport(cfg *config.Config, tr deliver.Transport) deliver.Transport {
+	if cfg.Delivery.Mode == config.DeliveryMaildir {
+		return deliver.Mailbox{Dir: SupportersMaildir(cfg)}
+	}
+	return tr
+}
+
+// SupportersMaildir is the Maildir the mail to supporters is written to in
+// maildir mode: "supporters" below delivery.maildir (SPEC 11).
+func SupportersMaildir(cfg *config.Config) string {
+	return filepath.Join(cfg.DataPath(cfg.Delivery.Maildir), "supporters")
 }
 
 // newAdmin makes the admin listener. Without a configured token (admin.token
@@ -189,7 +242,7 @@ func newAdmin(cfg *config.Config, st *store.Store, token string, log *slog.Logge
 		Hosts: []string{cfg.SMTP.Hostname}, Campaign: cfg.Campaign.Name, Language: cfg.Campaign.Language,
 		Location: cfg.Campaign.Location(), Logger: log, Now: opt.Now, Parts: parts, SMTP: smtp,
 		Fold:         verify.FoldOptions{Subaddress: cfg.Dedup.FoldSubaddress, GmailDots: cfg.Dedup.FoldGmailDots},
-		MinFreeBytes: cfg.Store.MinFreeBytes,
+		MinFreeBytes: cfg.Store.MinFreeBytes, Secondary: cfg.Secondary.Primary != "",
 	})
 }
 
@@ -209,7 +262,7 @@ func newTransport(cfg *config.Config, opt Options) (deliver.Transport, error) {
 	so := deliver.SMTPOptions{
 		Hostname: cfg.SMTP.Hostname, Smarthost: cfg.Delivery.Smarthost, Port: opt.DeliveryPort,
 		Username: cfg.Delivery.Username, Password: password, StartTLS: string(cfg.Delivery.StartTLS),
-		TLSConfig: opt.DeliveryTLS, Resolver: cfg.Verify.DNSResolver,
+		TLSConfig: opt.DeliveryTLS, Resolver: cfg.Verify.DNSResolver, Dial: opt.Dial,
 	}
 	if err := so.Validate(); err != nil {
 		return nil, fmt.Errorf("[delivery]: %w", err)
@@ -251,9 +304,15 @@ func (d *Daemon) Start() error {
 	if d.admin != nil {
 		d.part(&d.servers, "admin listener", d.admin.Serve)
 	}
-	d.part(&d.workers, "batch closer", func() error { return d.closer.Run(ctx) })
+	if d.forward != nil {
+		// A secondary closes no batch and sends only to its primary.
+		d.part(&d.workers, "forwarder", func() error { return d.forward.Run(ctx, abort) })
+	} else {
+		d.part(&d.workers, "batch closer", func() error { return d.closer.Run(ctx) })
+		d.part(&d.workers, "delivery scheduler", func() error { return d.deliver.Run(ctx, abort) })
+		d.part(&d.workers, "notifier", func() error { return d.notify.Run(ctx) })
+	}
 	d.part(&d.workers, "purger", func() error { return d.purger.Run(ctx) })
-	d.part(&d.workers, "delivery scheduler", func() error { return d.deliver.Run(ctx, abort) })
 	for _, a := range d.smtp.Addrs() {
 		d.log.Info("listening for letters", "addr", a.String(), "hostname", d.cfg.SMTP.Hostname)
 	}

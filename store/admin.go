@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -178,7 +179,9 @@ type Decision struct {
 	// sender was counted meanwhile) or dropped; empty when Err is set.
 	Event EventKind
 	// Err says why the decision could not be carried out for this letter
-	// (ErrNotFound, ErrState, or the store failing).
+	// (ErrNotFound, ErrState, or the store failing); with Event set, the
+	// decision was carried out but wiping the free pages of what it
+	// removed failed (the purger and the next Open finish that).
 	Err error
 }
 
@@ -188,22 +191,44 @@ const decideAtOnce = 32
 
 // ReleaseMany releases each of ids as Release does, and returns one
 // Decision per ID in the same order. A letter that cannot be released does
-// not stop the others.
+// not stop the others. One wipe at the end covers every body removed.
 func (s *Store) ReleaseMany(ctx context.Context, ids []string) []Decision {
-	return s.decideMany(ctx, ids, func(id string) (EventKind, error) {
-		dup, err := s.Release(ctx, id)
+	out := s.decideMany(ctx, ids, func(id string) (EventKind, error) {
+		dup, err := s.release(ctx, id)
 		if dup {
 			return EventDuplicate, err
 		}
 		return EventReleased, err
 	})
+	s.wipeDecided(ctx, out, EventDuplicate)
+	return out
 }
 
-// DropMany drops each of ids as Drop does, one Decision per ID in order.
+// DropMany drops each of ids as Drop does, one Decision per ID in order,
+// with one wipe at the end.
 func (s *Store) DropMany(ctx context.Context, ids []string) []Decision {
-	return s.decideMany(ctx, ids, func(id string) (EventKind, error) {
-		return EventDropped, s.Drop(ctx, id)
+	out := s.decideMany(ctx, ids, func(id string) (EventKind, error) {
+		return EventDropped, s.drop(ctx, id)
 	})
+	s.wipeDecided(ctx, out, EventDropped)
+	return out
+}
+
+// wipeDecided wipes the free pages after the decisions that removed a body
+// (those that made event removed); if the wipe fails, they say so.
+func (s *Store) wipeDecided(ctx context.Context, out []Decision, removed EventKind) {
+	if !slices.ContainsFunc(out, func(d Decision) bool { return d.Event == removed }) {
+		return
+	}
+	err := s.wipeRemoved(ctx, string(removed))
+	if err == nil {
+		return
+	}
+	for i := range out {
+		if out[i].Event == removed {
+			out[i].Err = err
+		}
+	}
 }
 
 // decideMany runs decide for every ID, a few at a time so the writes share

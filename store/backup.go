@@ -269,7 +269,7 @@ func storeFileInfo(path string) (tag string, pos Position, err error) {
 			if meta == nil || meta.Get(keySecret) == nil || tx.Bucket(bucketEvents) == nil {
 				return fmt.Errorf("store: %s is not a petitiond store: %w", path, ErrSchema)
 			}
-			if v := getU64(meta, keySchema); v != SchemaVersion && v != 1 {
+			if v := getU64(meta, keySchema); !readableSchema(v) {
 				return fmt.Errorf("store: %s has schema version %d, this petitiond reads version %d: %w",
 					path, v, SchemaVersion, ErrSchema)
 			}

@@ -28,7 +28,11 @@ func (w *writer) event(e Event) error {
 		return fmt.Errorf("store: put event %d: %w", seq, err)
 	}
 	// Keep the journal bounded: drop what fell off the end (usually one
-	// event; more after a restart with a smaller bound).
+	// event; more after a restart with a smaller bound). This asks for no
+	// wipe: once the journal is full that would be at every letter, and
+	// the purger would zero the whole file at each wake. A dropped event's
+	// sender stays in a free page until a later write reuses the page or
+	// the next wipe (after any purge, expiry, drop or erasure) zeroes it.
 	if seq > w.s.journalMax {
 		c := b.Cursor()
 		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq-w.s.journalMax; k, _ = c.First() {

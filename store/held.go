@@ -14,12 +14,15 @@ import (
 
 // Held letters cannot fill the disk (issue 9, point 4): the same letter
 // held again is not stored twice, and a held letter nobody decided on goes
-// after store.held_retention.
+// after store.held_retention. So does the record of an unverified letter
+// from a sender already counted (policy relay), which is kept whole like a
+// counted letter (see Accept) but never batched, so nothing else would
+// ever remove its body.
 var (
 	// bucketHeldDedup: heldKey → the ID of the held letter with that key.
 	bucketHeldDedup = []byte("held_dedup")
 	// bucketHeldSince: pendingKey(received, id) → the letter's heldKey
-	// (nil for a repeat's record): the expiry queue, oldest first.
+	// (nil for a duplicate's record): the expiry queue, oldest first.
 	bucketHeldSince = []byte("held_since")
 )
 
@@ -62,11 +65,11 @@ func (s *Store) hold(tx *bolt.Tx, l *Letter, ev *Event, nl *NewLetter) error {
 	if first := tx.Bucket(bucketHeldDedup).Get(key); first != nil {
 		if prev, err := getLetter(tx, string(first)); err == nil && prev.State == StateHeld {
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "the same letter is held already as "+prev.ID
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "the same letter is held already as "+prev.ID, DuplicateOfHeld
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
-			return tx.Bucket(bucketHeldSince).Put(pendingKey(l.Received, l.ID), nil)
+			return queueExpiry(tx, l)
 		}
 	}
 	l.State, l.HeldReason = StateHeld, nl.Hold
@@ -83,6 +86,12 @@ func (s *Store) hold(tx *bolt.Tx, l *Letter, ev *Event, nl *NewLetter) error {
 		}
 	}
 	return addU64(meta, ctrHeld, 1)
+}
+
+// queueExpiry puts a letter record that is never batched in the expiry
+// queue, so it goes after store.held_retention.
+func queueExpiry(tx *bolt.Tx, l *Letter) error {
+	return tx.Bucket(bucketHeldSince).Put(pendingKey(l.Received, l.ID), nil)
 }
 
 // unindexHeld takes a held letter out of the dedup and expiry indexes, when
@@ -102,30 +111,14 @@ func unindexHeld(tx *bolt.Tx, l *Letter) error {
 	return since.Delete(k)
 }
 
-// indexHeldLetters puts the letters held before this store kept the expiry
-// queue into it (once, when the bucket is made), so they expire too. They
-// were stored before held letters were deduplicated, and stay out of that
-// index.
-func indexHeldLetters(tx *bolt.Tx) error {
-	since := tx.Bucket(bucketHeldSince)
-	return tx.Bucket(bucketHeld).ForEach(func(k, _ []byte) error {
-		l, err := getLetter(tx, string(k))
-		if err != nil {
-			return err
-		}
-		if l.HeldReason == HeldUnbatchable {
-			return nil
-		}
-		return since.Put(pendingKey(l.Received, l.ID), nil)
-	})
-}
-
 // ExpireHeld purges held letters received store.held_retention or longer
-// before now, with their bodies, and the records of their repeats, each
+// before now, with their bodies, the records of their repeats, and those of
+// unverified letters from senders counted already (with their bodies), each
 // with a purged event; a letter held as unbatchable (counted already) never
 // expires. It purges at most a few hundred per call and returns how many,
 // and when the next one is due (zero when none waits; not after now when
-// more are due already).
+// more are due already). Call Wipe afterwards, so the purged bytes leave
+// the file too.
 func (s *Store) ExpireHeld(ctx context.Context, now time.Time) (purged int, next time.Time, err error) {
 	cutoff := now.Add(-s.heldRetain)
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
@@ -162,23 +155,30 @@ func (s *Store) expireHeld(tx *bolt.Tx, w *writer, id string) (int, error) {
 		return 0, nil
 	}
 	ev := Event{Event: EventPurged, Letter: id, Sender: l.From, IP: l.RemoteIP}
-	if l.State == StateHeld {
+	bodies := tx.Bucket(bucketBodies)
+	switch {
+	case l.State == StateHeld:
 		if err := unindexHeld(tx, l); err != nil {
 			return 0, err
 		}
-		for _, b := range [][]byte{bucketHeld, bucketBodies} {
-			if err := tx.Bucket(b).Delete([]byte(id)); err != nil {
-				return 0, err
-			}
+		if err := tx.Bucket(bucketHeld).Delete([]byte(id)); err != nil {
+			return 0, err
 		}
 		if err := addU64(tx.Bucket(bucketMeta), ctrHeld, -1); err != nil {
 			return 0, err
 		}
 		ev.Reason = fmt.Sprintf("held (%s) for %s without an admin's decision (store.held_retention)", l.HeldReason, s.heldRetain)
-	} else {
+	case bodies.Get([]byte(id)) != nil:
+		ev.Reason = fmt.Sprintf("unverified letter from a sender already counted, kept whole for %s (store.held_retention)", s.heldRetain)
+	default:
 		ev.Reason = fmt.Sprintf("record of a repeat of a held letter, after %s (store.held_retention)", s.heldRetain)
 	}
-	if err := tx.Bucket(bucketLetters).Delete([]byte(id)); err != nil {
+	for _, b := range [][]byte{bucketBodies, bucketLetters} {
+		if err := tx.Bucket(b).Delete([]byte(id)); err != nil {
+			return 0, err
+		}
+	}
+	if err := markWipe(tx); err != nil {
 		return 0, err
 	}
 	return 1, w.event(ev)

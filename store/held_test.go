@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // resend is the same letter sent again: a new Message-ID and Date, the
@@ -52,7 +51,8 @@ func TestHeldRepeatNotStoredTwice(t *testing.T) {
 	if st := mustStats(t, s); st.Held != 1 || st.Duplicates != 3 {
 		t.Errorf("stats = %+v, want held 1, duplicates 3", st)
 	}
-	if evs := eventsOfKind(t, s, EventDuplicate); len(evs) != 3 || evs[0].Reason != "the same letter is held already as "+first.ID {
+	if evs := eventsOfKind(t, s, EventDuplicate); len(evs) != 3 || evs[0].Reason != "the same letter is held already as "+first.ID ||
+		evs[0].DuplicateOf != DuplicateOfHeld {
 		t.Errorf("duplicate events = %+v", evs)
 	}
 
@@ -148,34 +148,6 @@ func TestHeldExpiry(t *testing.T) {
 	}
 }
 
-// TestHeldQueueFilledOnUpgrade: letters held by a store made before held
-// letters expired are queued at the first Open that knows, and expire.
-func TestHeldQueueFilledOnUpgrade(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	clk := newClock()
-	s := openStore(t, dir, Options{Now: clk.Now})
-	id := mustAccept(t, s, unverified(clk, "ana@example.org", HeldUnverified)).ID
-	// As an older petitiond left it: no queue.
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketHeldSince); err != nil {
-			return err
-		}
-		return tx.DeleteBucket(bucketHeldDedup)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = openStore(t, dir, Options{Now: clk.Now, HeldRetention: time.Hour})
-	if n, _, err := s.ExpireHeld(context.Background(), clk.Advance(time.Hour)); err != nil || n != 1 {
-		t.Fatalf("ExpireHeld = %d, %v; want the old held letter", n, err)
-	}
-	if _, err := s.Letter(id); !errors.Is(err, ErrNotFound) {
-		t.Errorf("old held letter %s still there: %v", id, err)
-	}
-}
-
 // TestFreeBytes: the store reports the free space of its file system, and
 // fails for a directory that is gone.
 func TestFreeBytes(t *testing.T) {
@@ -191,5 +163,56 @@ func TestFreeBytes(t *testing.T) {
 	gone := &Store{dir: t.TempDir() + "/gone"}
 	if _, err := gone.FreeBytes(); err == nil {
 		t.Error("FreeBytes of a missing directory succeeded")
+	}
+}
+
+// TestRelayDuplicateExpires: under policy relay, an unverified letter from
+// a sender counted already is kept whole (so its reply's timing tells
+// nothing) but never batched: it goes after the held retention, body and
+// record, with a purged event that says what it was, and the purge asks
+// for a wipe.
+func TestRelayDuplicateExpires(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	s := openStore(t, t.TempDir(), Options{Now: clk.Now, HeldRetention: time.Hour})
+	ctx := context.Background()
+	counted := mustAccept(t, s, verified(clk, "ana@example.org")).ID
+	clk.Advance(time.Minute)
+	dup := mustAccept(t, s, unverified(clk, "ana@example.org", "")).ID
+	if l := mustLetter(t, s, dup); l.State != StateDuplicate {
+		t.Fatalf("repeat under policy relay is %s, want %s", l.State, StateDuplicate)
+	}
+	if n, _, err := s.ExpireHeld(ctx, clk.Advance(59*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("ExpireHeld before the retention = %d, %v; want none", n, err)
+	}
+	if _, err := s.Body(dup); err != nil {
+		t.Fatalf("body before the retention: %v", err)
+	}
+	wanted, done, err := s.wipeGenerations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, next, err := s.ExpireHeld(ctx, clk.Advance(2*time.Minute)) // an hour after it came
+	if err != nil || n != 1 || !next.IsZero() {
+		t.Fatalf("ExpireHeld at the retention = %d, %v, %v; want 1, nothing next", n, next, err)
+	}
+	if _, err := s.Letter(dup); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired duplicate %s: %v, want gone", dup, err)
+	}
+	if _, err := s.Body(dup); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired duplicate's body: %v, want gone", err)
+	}
+	if n := bucketLen(t, s, bucketBodies); n != 1 {
+		t.Errorf("%d bodies left, want only the counted letter's", n)
+	}
+	if l := mustLetter(t, s, counted); l.State != StatePending {
+		t.Errorf("the counted letter is %s after the expiry", l.State)
+	}
+	purged := eventsOfKind(t, s, EventPurged)
+	if len(purged) != 1 || purged[0].Letter != dup || !strings.Contains(purged[0].Reason, "already counted") {
+		t.Errorf("purged events = %+v", purged)
+	}
+	if w, _, _ := s.wipeGenerations(); w == wanted || done == w {
+		t.Errorf("the expiry asked for no wipe (wipe marks %d -> %d, done %d)", wanted, w, done)
 	}
 }

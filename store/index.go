@@ -51,27 +51,3 @@ func senderLetterIDs(tx *bolt.Tx, dedupKey []byte) []string {
 	slices.Sort(ids)
 	return ids
 }
-
-// buildSenderIndex makes the sender index of a store written before it
-// existed, from the dedup key each letter record keeps (the counted
-// letters' entries too, which is harmless); a store that has it is left
-// alone. It runs once, inside Open's transaction.
-func buildSenderIndex(tx *bolt.Tx) error {
-	if tx.Bucket(bucketSenders) != nil {
-		return nil
-	}
-	idx, err := tx.CreateBucket(bucketSenders)
-	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketSenders, err)
-	}
-	return tx.Bucket(bucketLetters).ForEach(func(k, _ []byte) error {
-		l, err := getLetter(tx, string(k))
-		if err != nil {
-			return err
-		}
-		if len(l.DedupKey) == 0 {
-			return nil
-		}
-		return idx.Put(senderKey(l.DedupKey, l.ID), nil)
-	})
-}

@@ -28,13 +28,20 @@ type NewLetter struct {
 	// keeps only its HMAC. Empty for postmaster mail.
 	DedupAddress string
 	// Hold, when set, keeps the letter for an admin instead of counting it
-	// (HeldUnverified or HeldPostmaster).
+	// (HeldUnverified or HeldPostmaster), or for its sender's reply
+	// (HeldConfirm).
 	Hold HeldReason
 	Body []byte
 	// TraceLen is how many bytes at the start of Body are the front end's
 	// own Received: field: what differs between two copies of one letter
 	// (its ID, the time), so a comparison of letters skips it.
 	TraceLen int
+	// ConfirmVia is, with Hold HeldConfirm, the campaign address the letter
+	// was sent to: the sender's confirmation address is made from it.
+	ConfirmVia string
+	// HoldNote says more in the held event: why no confirmation request
+	// goes out, for a letter held as unconfirmed at once.
+	HoldNote string
 }
 
 // Accepted is what Accept did with a letter.
@@ -84,7 +91,7 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		counted := nl.Hold == "" && dedup.Get(key) != nil
 		if counted && nl.Verdict.Verified() {
 			res.Duplicate = true
-			ev.Event, ev.Reason = EventDuplicate, "already counted"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted", DuplicateOfCounted
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
 				return err
 			}
@@ -92,10 +99,10 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 		}
 		if nl.ID == "" {
 			// Kept if this runs again after a failed group commit.
-			nl.ID = s.ids.next(getU64(meta, keyLetterSeq))
+			nl.ID = formatLetterID(s.ids.next(getU64(meta, keyLetterSeq)))
 		}
 		id := nl.ID
-		if err := useLetterID(tx, id); err != nil {
+		if err := useLetterID(tx, id, letterPrefix); err != nil {
 			return err
 		}
 		res.ID = id
@@ -111,8 +118,11 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			// its timing does not tell the sender the address signed
 			// before (SPEC 4).
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "already counted (unverified)"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "already counted (unverified)", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Put([]byte(id), nl.Body); err != nil {
+				return err
+			}
+			if err := queueExpiry(tx, &l); err != nil { // never batched: it goes after store.held_retention
 				return err
 			}
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
@@ -122,10 +132,18 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 			if err := s.hold(tx, &l, &ev, &nl); err != nil {
 				return err
 			}
+			if l.State == StateHeld && l.HeldReason == HeldConfirm {
+				if err := askConfirm(tx, &l, nl.ConfirmVia, &ev); err != nil {
+					return err
+				}
+			}
 		default:
 			l.State, l.PendingSince = StatePending, l.Received
 			ev.Event, ev.Reason = EventAccepted, verdictReason(nl.Verdict)
 			if err := countLetter(tx, &l, nl.Body); err != nil {
+				return err
+			}
+			if err := s.receiptDue(tx, &l); err != nil {
 				return err
 			}
 		}
@@ -146,8 +164,15 @@ func (s *Store) Accept(ctx context.Context, nl NewLetter) (Accepted, error) {
 }
 
 func heldReason(nl NewLetter) string {
-	if nl.Hold == HeldPostmaster {
+	switch nl.Hold {
+	case HeldPostmaster:
 		return string(HeldPostmaster)
+	case HeldConfirm, HeldUnconfirmed:
+		r := string(nl.Hold) + ": unverified: " + nl.Verdict.Reason
+		if nl.HoldNote != "" {
+			r += "; " + nl.HoldNote
+		}
+		return r
 	}
 	return "unverified: " + nl.Verdict.Reason
 }
@@ -345,10 +370,21 @@ func (s *Store) Held() ([]Letter, error) {
 // Release counts a held letter as an admin decided, with verdict "admin"
 // and pending from now (SPEC 7: its batch clock starts at the release). If
 // its sender was counted meanwhile it becomes a duplicate (SPEC 5) and is
-// never batched. Mail to postmaster is never counted: it can only be
-// dropped. A letter held as unbatchable was counted already; releasing it
-// puts it back in the pending queue for another try.
+// never batched; its body is removed, and Release returns once the store
+// file's free pages are wiped of it. Mail to postmaster is never counted:
+// it can only be dropped. A letter held as unbatchable was counted already;
+// releasing it puts it back in the pending queue for another try. On a
+// secondary, a letter held as forward_failed goes back in the forwarding
+// queue.
 func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err error) {
+	if duplicate, err = s.release(ctx, id); err != nil || !duplicate {
+		return duplicate, err
+	}
+	return true, s.wipeRemoved(ctx, "release "+id)
+}
+
+// release is Release but for the wipe.
+func (s *Store) release(ctx context.Context, id string) (duplicate bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		duplicate = false
 		l, err := getLetter(tx, id)
@@ -357,6 +393,9 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 		}
 		if l.State != StateHeld {
 			return fmt.Errorf("letter %s is %s, not held: %w", id, l.State, ErrState)
+		}
+		if l.HeldReason == HeldForwardFailed {
+			return s.releaseForward(tx, w, l)
 		}
 		if l.HeldReason == HeldPostmaster {
 			return fmt.Errorf("letter %s is postmaster mail, which is never counted (drop it): %w", id, ErrState)
@@ -387,8 +426,11 @@ func (s *Store) Release(ctx context.Context, id string) (duplicate bool, err err
 		case tx.Bucket(bucketDedup).Get(l.DedupKey) != nil:
 			duplicate = true
 			l.State = StateDuplicate
-			ev.Event, ev.Reason = EventDuplicate, "released, but the sender was counted meanwhile"
+			ev.Event, ev.Reason, ev.DuplicateOf = EventDuplicate, "released, but the sender was counted meanwhile", DuplicateOfCounted
 			if err := tx.Bucket(bucketBodies).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := markWipe(tx); err != nil {
 				return err
 			}
 			if err := addU64(meta, ctrDuplicates, 1); err != nil {
@@ -450,7 +492,16 @@ func (s *Store) HoldUnbatchable(ctx context.Context, id, why string) error {
 }
 
 // Drop removes a held letter and its body; an unbatchable one is uncounted.
+// It returns once the store file's free pages are wiped of them.
 func (s *Store) Drop(ctx context.Context, id string) error {
+	if err := s.drop(ctx, id); err != nil {
+		return err
+	}
+	return s.wipeRemoved(ctx, "drop "+id)
+}
+
+// drop is Drop but for the wipe.
+func (s *Store) drop(ctx context.Context, id string) error {
 	err := s.update(ctx, func(tx *bolt.Tx, w *writer) error {
 		l, err := getLetter(tx, id)
 		if err != nil {
@@ -465,6 +516,9 @@ func (s *Store) Drop(ctx context.Context, id string) error {
 			}
 		}
 		if err := unindexHeld(tx, l); err != nil {
+			return err
+		}
+		if err := markWipe(tx); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -504,6 +558,8 @@ func (s *Store) Stats() (Stats, error) {
 		st.Rejected = getU64(meta, ctrRejected)
 		st.Batches = getU64(meta, ctrBatches)
 		st.Pending = getU64(meta, ctrPending)
+		st.Forward = forwardCounts(meta)
+		st.Supporters = supporterMailCounts(tx)
 		return tx.Bucket(bucketBatches).ForEach(func(_, v []byte) error {
 			var b Batch
 			if err := json.Unmarshal(v, &b); err != nil {

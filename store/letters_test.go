@@ -162,7 +162,7 @@ func TestAcceptRelayUnverified(t *testing.T) {
 		t.Errorf("Stats %+v -> %+v, want only duplicates+1", before, after)
 	}
 	dups := eventsOfKind(t, s, EventDuplicate)
-	if len(dups) != 1 || dups[0].Letter != dup.ID {
+	if len(dups) != 1 || dups[0].Letter != dup.ID || dups[0].DuplicateOf != DuplicateOfCounted {
 		t.Errorf("duplicate events = %+v", dups)
 	}
 	// It is never batched.

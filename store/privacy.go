@@ -243,6 +243,9 @@ func (s *Store) eraseCommit(ctx context.Context, sp Supporter) (*Erasure, error)
 			}
 			files = append(files, removed...)
 		}
+		if err := eraseSupporterMail(tx, key, ids); err != nil {
+			return err
+		}
 		if er.Events, err = scrubSupporterEvents(tx, candidates, seen, idSet(ids), sp); err != nil {
 			return err
 		}
@@ -312,6 +315,10 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 			if err := unqueuePending(tx, l); err != nil {
 				return false, err
 			}
+		case StateForwarding:
+			if err := unqueueForward(tx, l); err != nil {
+				return false, err
+			}
 		case StateHeld:
 			counted = l.HeldReason == HeldUnbatchable
 			if err := tx.Bucket(bucketHeld).Delete(id); err != nil {
@@ -339,7 +346,7 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 	}
 	// The verdict keeps how the letter verified, not the domain that says
 	// whose it was.
-	l.From, l.Name, l.RemoteIP, l.DedupKey = "", "", "", nil
+	l.From, l.Name, l.RemoteIP, l.DedupKey, l.Forward = "", "", "", nil, nil
 	l.Verdict = Verdict{Kind: l.Verdict.Kind}
 	l.Erased = true
 	return withdrawn, putLetter(tx, l)

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/petitiond/petitiond/internal/traces"
 )
 
@@ -48,7 +46,13 @@ func anaSupporter() Supporter {
 // anaTraces lists the strings of ana that any file under dir still holds.
 func anaTraces(t *testing.T, dir string) []string {
 	t.Helper()
-	found, err := traces.Find(dir, anaAddr, anaName, anaText, anaIP)
+	return tracesOf(t, dir, anaAddr, anaName, anaText, anaIP)
+}
+
+// tracesOf lists where files under dir hold the needles.
+func tracesOf(t *testing.T, dir string, needles ...string) []string {
+	t.Helper()
+	found, err := traces.Find(dir, needles...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,6 +439,96 @@ func TestPurgeIsWiped(t *testing.T) {
 	}
 }
 
+// heldLetter is an unsigned letter from sender, held for an admin, with a
+// name and text no other letter holds.
+func heldLetter(clk *testClock, sender, name, text string) NewLetter {
+	nl := unverified(clk, sender, HeldUnverified)
+	nl.Name = name
+	nl.Body = []byte("From: " + nl.Name + " <" + sender + ">\r\nSubject: Libertad\r\n\r\n" + text + "\r\n")
+	return nl
+}
+
+// TestHeldRemovalsAreWiped: a held letter dropped (alone or among others),
+// one that expired, and one released as a duplicate lose their body and
+// name from the store file itself, free pages included, not only from
+// what the store answers. (Their journal events keep the sender until
+// store.retention, by design.)
+func TestHeldRemovalsAreWiped(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Now: clk.Now, HeldRetention: time.Hour})
+	ctx := context.Background()
+	texts, names := map[string]string{}, map[string]string{}
+	hold := func(what, sender string) string {
+		texts[what], names[what] = "texto-"+what+"-que-nadie-mas-escribe", "Nombre "+what+" Unico"
+		return mustAccept(t, s, heldLetter(clk, sender, names[what], texts[what])).ID
+	}
+	dropped := hold("dropped", "ana@privacy.test")
+	droppedMany := hold("dropped-many", "bo@privacy.test")
+	expired := hold("expired", "cy@privacy.test")
+	released := hold("released", "dan@privacy.test")
+	// Enough other letters that the removals free pages among pages in use.
+	for i := range 30 {
+		mustAccept(t, s, verified(clk, fmt.Sprintf("supporter%03d@privacy.test", i)))
+	}
+	mustAccept(t, s, verified(clk, "dan@privacy.test")) // counted meanwhile
+	// gone reports which of the letters no file under dir holds: their
+	// text, and their name but for the one released, whose record stays.
+	gone := func(whats ...string) []string {
+		var out []string
+		for _, what := range whats {
+			needles := []string{texts[what], names[what]}
+			if what == "released" {
+				needles = needles[:1]
+			}
+			if len(tracesOf(t, dir, needles...)) == 0 {
+				out = append(out, what)
+			}
+		}
+		return out
+	}
+	if g := gone("dropped", "dropped-many", "expired", "released"); len(g) > 0 {
+		t.Fatalf("before any removal no file holds %v: the test would prove nothing", g)
+	}
+
+	// Each is checked at once: any later wipe covers every free page.
+	if err := s.Drop(ctx, dropped); err != nil {
+		t.Fatal(err)
+	}
+	if g := gone("dropped"); len(g) != 1 {
+		t.Error("after Drop the store's files still hold the letter")
+	}
+	if d := s.DropMany(ctx, []string{droppedMany}); d[0].Err != nil {
+		t.Fatal(d[0].Err)
+	}
+	if g := gone("dropped-many"); len(g) != 1 {
+		t.Error("after DropMany the store's files still hold the letter")
+	}
+	if dup, err := s.Release(ctx, released); err != nil || !dup {
+		t.Fatalf("Release = %v, %v; want a duplicate", dup, err)
+	}
+	if g := gone("released"); len(g) != 1 {
+		t.Error("after Release made it a duplicate the store's files still hold the letter's text")
+	}
+	// An expiry is wiped by the Wipe that follows it (the purger's).
+	if n, _, err := s.ExpireHeld(ctx, clk.Advance(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("ExpireHeld = %d, %v; want the one letter still held", n, err)
+	}
+	if _, err := s.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g := gone("expired"); len(g) != 1 {
+		t.Errorf("after the expiry and a wipe the store's files still hold the expired letter: %v",
+			tracesOf(t, dir, texts["expired"], names["expired"]))
+	}
+	if _, err := s.Letter(expired); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired letter: %v", err)
+	}
+	if st := mustStats(t, s); st.Counted != 31 || st.Held != 0 {
+		t.Errorf("stats after the removals: %+v", st)
+	}
+}
+
 // TestForgetOldSenders: events older than the retention time lose sender
 // and IP (and the address in their reason); newer ones keep them; the next
 // due time follows the oldest event kept.
@@ -473,32 +567,6 @@ func TestForgetOldSenders(t *testing.T) {
 	clk.Advance(time.Minute)
 	if _, err := s.ForgetOldSenders(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestSenderIndexBuiltAtOpen: a store written before the sender index
-// existed gets one at the next Open, from the letters' dedup keys.
-func TestSenderIndexBuiltAtOpen(t *testing.T) {
-	clk := newClock()
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Now: clk.Now, LockTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := mustAccept(t, s, ana(clk, anaAddr)).ID
-	mustAccept(t, s, verified(clk, "bo@privacy.test"))
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketSenders) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir, Options{Now: clk.Now})
-	if got := recordIDs(mustLookup(t, s, anaSupporter())); !slices.Equal(got, []string{id}) {
-		t.Errorf("lookup after rebuilding the index: %v, want [%s]", got, id)
-	}
-	if n := bucketLen(t, s, bucketSenders); n != 2 {
-		t.Errorf("rebuilt index holds %d entries, want 2", n)
 	}
 }
 

@@ -3,7 +3,10 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -97,6 +100,60 @@ func TestOpenConvertsVersion1(t *testing.T) {
 		}
 		if v := getU64(tx.Bucket(bucketMeta), keySchema); v != SchemaVersion {
 			t.Errorf("schema version %d after the conversion", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A version 2 store opens as version 3. A petitiond of version 2 may not
+// have kept the sender index or the held letters' expiry queue (it came
+// before them, or ran on a file a newer one had written): the conversion
+// builds them from the letter records, so a lookup (and so an erasure)
+// finds every letter of a supporter, and every letter that must expire
+// does.
+func TestOpenConvertsVersion2(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Now: clk.Now})
+	counted := mustAccept(t, s, ana(clk, anaAddr)).ID
+	held := mustAccept(t, s, unverified(clk, anaAddr, HeldUnverified)).ID
+	kept := mustAccept(t, s, unverified(clk, anaAddr, "")).ID // policy relay: kept whole as a duplicate
+	mustAccept(t, s, verified(clk, "bo@example.org"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What a version 2 petitiond that knew neither index left after
+	// taking these letters: no entry in either.
+	writeBolt(t, dir, func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSenders).Delete(senderKey(s.DedupKey(strings.ToLower(anaAddr)), held)); err != nil {
+			return err
+		}
+		for _, id := range []string{held, kept} {
+			l, err := getLetter(tx, id)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketHeldSince).Delete(pendingKey(l.Received, id)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, u64(2))
+	})
+
+	s = openStore(t, dir, Options{Now: clk.Now, HeldRetention: time.Hour})
+	if got, want := recordIDs(mustLookup(t, s, anaSupporter())), []string{counted, held, kept}; !slices.Equal(got, want) {
+		t.Errorf("lookup after the conversion: %v, want %v", got, want)
+	}
+	if n, _, err := s.ExpireHeld(context.Background(), clk.Advance(time.Hour)); err != nil || n != 2 {
+		t.Errorf("ExpireHeld after the conversion = %d, %v; want the held letter and the kept duplicate", n, err)
+	}
+	err := s.view(func(tx *bolt.Tx) error {
+		if v := getU64(tx.Bucket(bucketMeta), keySchema); v != 3 {
+			t.Errorf("schema version %d after the conversion, want 3", v)
 		}
 		return nil
 	})

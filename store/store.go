@@ -26,8 +26,17 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Version 1 kept
 // the pending queue by letter ID; version 2 keys it by when each letter
-// became pending (Open converts a version 1 file).
-const SchemaVersion = 2
+// became pending. Version 3 adds indexes that every write must keep: the
+// sender index (index.go) and the held letters' expiry queue (held.go).
+// A petitiond that knows only version 2 would store letters they miss,
+// which an erasure would then not find, so it must refuse a version 3
+// file (it refuses any version it does not know); Open converts older
+// files (convertV2).
+const SchemaVersion = 3
+
+// readableSchema reports whether this code opens a file of version v,
+// converting it if it is older.
+func readableSchema(v uint64) bool { return v >= 1 && v <= SchemaVersion }
 
 // FileName is the bbolt file inside the store directory.
 const FileName = "petitiond.db"
@@ -51,9 +60,9 @@ var (
 	bucketQueue    = []byte("queue")
 	bucketPurge    = []byte("purge")
 	bucketEvents   = []byte("events")
-	allBuckets     = [][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
+	allBuckets     = append([][]byte{bucketMeta, bucketLetters, bucketBodies, bucketDedup, bucketPending,
 		bucketHeld, bucketBatches, bucketBatchMsg, bucketQueue, bucketPurge, bucketEvents,
-		bucketHeldDedup, bucketHeldSince}
+		bucketHeldDedup, bucketHeldSince, bucketSenders, bucketForwardDue}, supporterBuckets...)
 
 	keySchema    = []byte("schema")
 	keySecret    = []byte("secret")
@@ -108,6 +117,9 @@ type Options struct {
 	// HeldRetention is how long a held letter waits for an admin before it
 	// is purged; 0 means 720h.
 	HeldRetention time.Duration
+	// Receipts has every newly counted verified letter owed a receipt
+	// ([receipts] enabled, SPEC 11).
+	Receipts bool
 	// AcceptRollback accepts a store file older than its mark (a backup
 	// restored on purpose): its letter, event and batch numbers move past
 	// the highest ever handed out, and Open goes on. Without it such a file
@@ -126,6 +138,7 @@ type Store struct {
 	retention  time.Duration
 	heldRetain time.Duration
 	dir        string
+	receipts   bool // Options.Receipts
 
 	// The mark (mark.go): its file, what it says (the commit loop's), and
 	// the last failure to update it.
@@ -215,6 +228,7 @@ func Open(dir string, opt Options) (*Store, error) {
 		maxGroup:   opt.MaxGroup,
 		retention:  opt.Retention,
 		heldRetain: opt.HeldRetention,
+		receipts:   opt.Receipts,
 		ops:        make(chan *op, 1024),
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
@@ -276,13 +290,14 @@ func Open(dir string, opt Options) (*Store, error) {
 func (s *Store) init(path string, mk *mark, acceptRollback bool) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
+		version := uint64(SchemaVersion) // a new file
 		if meta != nil {
 			v := meta.Get(keySchema)
-			version := uint64(0)
+			version = 0
 			if len(v) == 8 {
 				version = binary.BigEndian.Uint64(v)
 			}
-			if version != SchemaVersion && version != 1 {
+			if !readableSchema(version) {
 				got := "none"
 				if len(v) == 8 {
 					got = fmt.Sprint(version)
@@ -293,28 +308,24 @@ func (s *Store) init(path string, mk *mark, acceptRollback bool) error {
 		} else if hasAnyBucket(tx) {
 			return fmt.Errorf("store: %s is not a petitiond store (no meta bucket): %w", path, ErrSchema)
 		}
-		newHeldQueue := tx.Bucket(bucketHeldSince) == nil
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
 		}
-		if newHeldQueue {
-			if err := indexHeldLetters(tx); err != nil {
-				return fmt.Errorf("store: %s: queue the held letters for expiry: %w", path, err)
-			}
-		}
-		meta = tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && binary.BigEndian.Uint64(v) == 1 {
+		if version == 1 {
 			if err := migrateV1(tx); err != nil {
 				return fmt.Errorf("store: %s: convert schema version 1 to %d: %w", path, SchemaVersion, err)
 			}
 		}
+		if version < 3 {
+			if err := convertV2(tx); err != nil {
+				return fmt.Errorf("store: %s: convert schema version %d to %d: %w", path, version, SchemaVersion, err)
+			}
+		}
+		meta = tx.Bucket(bucketMeta)
 		if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
 			return err
-		}
-		if err := buildSenderIndex(tx); err != nil {
-			return fmt.Errorf("store: %s: build the sender index: %w", path, err)
 		}
 		if err := sumPendingBytes(tx); err != nil {
 			return fmt.Errorf("store: %s: add up the pending letters: %w", path, err)
@@ -392,6 +403,39 @@ func migrateV1(tx *bolt.Tx) error {
 		return err
 	}
 	return tx.DeleteBucket(bucketPendingV1)
+}
+
+// convertV2 brings a version 2 file to version 3: it builds the sender
+// index anew, and queues for expiry every letter that version 3 would have
+// queued, from the letter records. Whatever a petitiond of version 2 wrote
+// last, with or without these indexes, they then hold every letter.
+func convertV2(tx *bolt.Tx) error {
+	if err := tx.DeleteBucket(bucketSenders); err != nil {
+		return err
+	}
+	senders, err := tx.CreateBucket(bucketSenders)
+	if err != nil {
+		return err
+	}
+	since, bodies := tx.Bucket(bucketHeldSince), tx.Bucket(bucketBodies)
+	return tx.Bucket(bucketLetters).ForEach(func(k, _ []byte) error {
+		l, err := getLetter(tx, string(k))
+		if err != nil {
+			return err
+		}
+		// The counted letters' entries too, which is harmless.
+		if len(l.DedupKey) > 0 {
+			if err := senders.Put(senderKey(l.DedupKey, l.ID), nil); err != nil {
+				return err
+			}
+		}
+		held := l.State == StateHeld && l.HeldReason != HeldUnbatchable
+		keptDuplicate := l.State == StateDuplicate && bodies.Get(k) != nil
+		if q := pendingKey(l.Received, l.ID); (held || keptDuplicate) && since.Get(q) == nil {
+			return queueExpiry(tx, l)
+		}
+		return nil
+	})
 }
 
 // sweepLeftovers removes the message files no open batch names (see

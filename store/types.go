@@ -31,6 +31,14 @@ const (
 	// HeldUnbatchable: counted, but the batch builder could not take it, so
 	// it was set aside rather than block every later batch.
 	HeldUnbatchable HeldReason = "unbatchable"
+	// HeldConfirm: unverified under policy "confirm"; its From address was
+	// asked (or will be) to confirm it by reply (SPEC 11).
+	HeldConfirm HeldReason = "confirm"
+	// HeldUnconfirmed: unverified under policy "confirm", and no reply
+	// confirmed it: the request expired or could not be delivered, or none
+	// could be sent (SPF fail for MAIL FROM, a null MAIL FROM). It waits
+	// for an admin.
+	HeldUnconfirmed HeldReason = "unconfirmed"
 )
 
 // DeliveryState is where one recipient's copy of a batch is.
@@ -94,6 +102,22 @@ const (
 	EventPaused      EventKind = "paused"
 	EventResumed     EventKind = "resumed"
 	EventErased      EventKind = "erased"
+)
+
+// DuplicateOf says what a duplicate event's letter repeats, as a fixed
+// word, so that the log and tools tell one case from the other without
+// reading the reason's text.
+type DuplicateOf string
+
+// What a duplicate repeats.
+const (
+	// DuplicateOfCounted: its sender was counted already (the letter
+	// verified, came unverified under policy relay, or was released by an
+	// admin after the sender was counted meanwhile).
+	DuplicateOfCounted DuplicateOf = "counted"
+	// DuplicateOfHeld: the same letter is held already (it was sent again
+	// unverified); nothing was counted.
+	DuplicateOfHeld DuplicateOf = "held"
 )
 
 // RejectClass says why a letter was refused at the end of DATA, as a fixed
@@ -184,6 +208,9 @@ type Letter struct {
 	// DedupKey is the HMAC of the normalised sender, kept so that a held
 	// letter can be checked against the index when an admin releases it.
 	DedupKey []byte `json:"dedup_key,omitempty"`
+	// Forward is the envelope and forwarding state of a letter on a
+	// secondary MX (forward.go); nil on a primary.
+	Forward *Forward `json:"forward,omitempty"`
 }
 
 // Unverified reports whether the letter was counted or held without the
@@ -311,14 +338,17 @@ type Event struct {
 	Time  time.Time `json:"time"`
 	Event EventKind `json:"event"`
 	// Class is set on rejected events.
-	Class     RejectClass `json:"class,omitempty"`
-	Letter    string      `json:"letter,omitempty"`
-	Batch     uint64      `json:"batch,omitempty"`
-	Sender    string      `json:"sender,omitempty"`
-	IP        string      `json:"ip,omitempty"`
-	Session   string      `json:"session,omitempty"`
-	Recipient string      `json:"recipient,omitempty"`
-	Reason    string      `json:"reason,omitempty"`
+	Class RejectClass `json:"class,omitempty"`
+	// DuplicateOf is set on duplicate events.
+	DuplicateOf DuplicateOf `json:"duplicate_of,omitempty"`
+
+	Letter    string `json:"letter,omitempty"`
+	Batch     uint64 `json:"batch,omitempty"`
+	Sender    string `json:"sender,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	Session   string `json:"session,omitempty"`
+	Recipient string `json:"recipient,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Stats is the tally (SPEC 9).
@@ -330,6 +360,32 @@ type Stats struct {
 	Batches    uint64         `json:"batches"`
 	Pending    uint64         `json:"pending"`
 	Deliveries DeliveryCounts `json:"deliveries"`
+	// Forward counts a secondary's letters (SPEC 12).
+	Forward ForwardCounts `json:"-"` // the admin API shows it on a secondary only
+	// Supporters counts the mail petitiond wrote to supporters.
+	Supporters SupporterMailCounts `json:"supporters"`
+}
+
+// SupporterMailCounts counts confirmation requests and receipts (SPEC 11).
+// The totals count since the store was made.
+type SupporterMailCounts struct {
+	// ConfirmWaiting is how many requests wait for their turn under
+	// verify.confirm_per_hour, now; ConfirmLive how many were sent and
+	// can still be answered.
+	ConfirmWaiting uint64 `json:"confirm_waiting"`
+	ConfirmLive    uint64 `json:"confirm_live"`
+	// ConfirmSent, ConfirmConfirmed and ConfirmExpired are requests sent,
+	// answered, and past verify.confirm_ttl without an answer;
+	// ConfirmUndeliverable are requests the supporter's mail host refused
+	// or that delivery gave up on.
+	ConfirmSent          uint64 `json:"confirm_sent"`
+	ConfirmConfirmed     uint64 `json:"confirmed"`
+	ConfirmExpired       uint64 `json:"confirm_expired"`
+	ConfirmUndeliverable uint64 `json:"confirm_undeliverable"`
+	// ReceiptsSent are receipts handed to delivery.
+	ReceiptsSent uint64 `json:"receipts_sent"`
+	// Queued is supporter mail waiting to be delivered, now.
+	Queued uint64 `json:"queued"`
 }
 
 // DeliveryCounts counts recipient copies by state.

@@ -96,6 +96,16 @@ func (s *Store) Wipe(ctx context.Context) (WipeStats, error) {
 	return total, nil
 }
 
+// wipeRemoved wipes, after a committed removal (what names it), the free
+// pages it left, even if the caller stopped waiting: the removal is done,
+// and Close still stops the wipe (the purger or the next Open finishes it).
+func (s *Store) wipeRemoved(ctx context.Context, what string) error {
+	if _, err := s.Wipe(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("store: %s: done, but %w", what, err)
+	}
+	return nil
+}
+
 // wipeIfDue finishes, at Open, a wipe that a crash interrupted.
 func (s *Store) wipeIfDue() error {
 	_, err := s.Wipe(context.Background())

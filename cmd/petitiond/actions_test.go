@@ -96,6 +96,8 @@ func TestAdminHeldBulk(t *testing.T) {
 		ids = append(ids, e.Queued(unsigned(e, who+"@ed.test")))
 	}
 	pm := e.Queued(bounce, "postmaster@campaign.test")
+	// Paused, no batch closes between the releases, however slow they are.
+	cliOK(t, "pause", "-admin", e.AdminURL())
 
 	// Two by name, text.
 	out := cliOK(t, "held", "release", "-admin", e.AdminURL(), ids[0], ids[1])
@@ -139,6 +141,7 @@ func TestAdminHeldBulk(t *testing.T) {
 	}
 
 	// The five released letters wait together: one batch.
+	cliOK(t, "resume", "-admin", e.AdminURL())
 	var batches []admin.Batch
 	testenv.WaitFor(t, "the released letters' batch", 10*time.Second, func() bool {
 		cliJSON(t, &batches, "batches", "-json", "-admin", e.AdminURL())

@@ -229,7 +229,7 @@ func printEvent(w io.Writer, e admin.Event, asJSON bool) error {
 }
 
 func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, af := newAdminFlags("stats", "stats "+adminFlagsUsage, "Prints the tally: letters counted, duplicates, held, rejected, batches, deliveries.", stderr)
+	fs, af := newAdminFlags("stats", "stats "+adminFlagsUsage, "Prints the tally: letters counted, duplicates, held, rejected, batches, deliveries, confirmation requests and receipts.", stderr)
 	c, err := clientNoArgs(fs, af, stderr, args, "")
 	if err != nil {
 		return err
@@ -251,6 +251,15 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	d := st.Deliveries
 	fmt.Fprintf(tw, "deliveries\t%d\tbatch copies: queued %d, deferred %d, delivered %d, failed %d\n",
 		d.Queued+d.Deferred+d.Delivered+d.Failed, d.Queued, d.Deferred, d.Delivered, d.Failed)
+	sm := st.Supporters
+	fmt.Fprintf(tw, "confirm\t%d\tconfirmation requests sent to supporters: confirmed %d, expired %d, undeliverable %d; live %d, waiting their turn %d\n",
+		sm.ConfirmSent, sm.ConfirmConfirmed, sm.ConfirmExpired, sm.ConfirmUndeliverable, sm.ConfirmLive, sm.ConfirmWaiting)
+	fmt.Fprintf(tw, "receipts\t%d\treceipts sent to supporters (mail to supporters waiting for delivery: %d)\n",
+		sm.ReceiptsSent, sm.Queued)
+	if f := st.Forwarding; f != nil {
+		fmt.Fprintf(tw, "waiting\t%d\tletters waiting to be forwarded to the primary (secondary MX)\n", f.Waiting)
+		fmt.Fprintf(tw, "forwarded\t%d\tletters the primary has taken\n", f.Forwarded)
+	}
 	if st.Paused {
 		fmt.Fprintf(tw, "paused\tyes\t%s\n", pauseNote(st.PausedSince, st.PauseReason))
 	} else {

@@ -93,6 +93,8 @@ func TestAdminStats(t *testing.T) {
 	want := map[string]any{
 		"counted": 2.0, "duplicates": 1.0, "held": 1.0, "rejected": 1.0, "batches": 0.0, "pending": 2.0, "paused": false,
 		"deliveries": map[string]any{"queued": 0.0, "deferred": 0.0, "delivered": 0.0, "failed": 0.0},
+		"supporters": map[string]any{"confirm_sent": 0.0, "confirmed": 0.0, "confirm_expired": 0.0, "confirm_undeliverable": 0.0,
+			"confirm_waiting": 0.0, "confirm_live": 0.0, "receipts_sent": 0.0, "queued": 0.0},
 	}
 	if fmt.Sprint(raw) != fmt.Sprint(want) {
 		t.Errorf("stats -json = %v\nwant %v", raw, want)

@@ -20,6 +20,7 @@ import (
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/internal/wait"
+	"github.com/petitiond/petitiond/relay"
 	"github.com/petitiond/petitiond/relay/admin"
 	"github.com/petitiond/petitiond/store"
 )
@@ -29,11 +30,14 @@ const demoUsage = "demo [-letters N] [-keep] [-exit] [-dir DIR] [-v]"
 const demoNote = `
 A tour on a throwaway store, with nothing outside this machine: it starts a
 DNS server on 127.0.0.1 publishing DKIM keys for a few made-up supporter
-domains, and the daemon (SMTP on a free 127.0.0.1 port, batches written as
-Maildirs). Then N supporters send signed letters, one sends again under
-another spelling of the address, and one letter comes without a signature.
-It shows the replies, the batch each recipient got, the held letter and the
-tally, and keeps running (until Ctrl-C) so you can send letters yourself.
+domains, and the daemon (SMTP on a free 127.0.0.1 port, batches and the mail
+to supporters written as Maildirs, verify.unverified = "confirm"). Then N
+supporters send signed letters, one sends again under another spelling of
+the address, one letter comes without a signature and is confirmed by a
+reply to the request its sender gets, and one comes with a forged envelope,
+which gets no request. It shows the replies, the batch each recipient got,
+the held letter and the tally, and keeps running (until Ctrl-C) so you can
+send letters yourself.
 `
 
 const (
@@ -180,7 +184,7 @@ type demo struct {
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fl := newFlags("demo", demoUsage, stderr)
-	letters := fl.Int("letters", 12, fmt.Sprintf("how many supporters send a signed letter (1 to %d); the tour's batch closes at that many", maxDemoLetters))
+	letters := fl.Int("letters", 12, fmt.Sprintf("how many supporters send a signed letter (1 to %d); the tour's batch closes at that many and the confirmed one", maxDemoLetters))
 	keep := fl.Bool("keep", false, "keep the demo's folder (store, outbox, log) when it ends")
 	exit := fl.Bool("exit", false, "stop after the summary instead of running until Ctrl-C")
 	base := fl.String("dir", "", "make the demo's folder inside `DIR` (default the system's temp dir)")
@@ -260,7 +264,9 @@ func (t *demo) start(letters int, log *slog.Logger) error {
 		Configure: func(cfg *config.Config) {
 			cfg.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
 			cfg.Delivery.Mode = "maildir"
-			cfg.Batch.MaxLetters = letters
+			cfg.Verify.Unverified = config.UnverifiedConfirm
+			// The signed letters and the one confirmed by reply.
+			cfg.Batch.MaxLetters = letters + 1
 			cfg.Batch.MaxWait = config.Duration{Duration: demoMaxWait}
 			// A free port rather than 8025, so the demo runs beside a real daemon.
 			cfg.Admin.Listen = "127.0.0.1:0"
@@ -273,6 +279,8 @@ func (t *demo) start(letters int, log *slog.Logger) error {
 	if err := env.DNS.PublishAll(); err != nil {
 		return errors.Join(err, env.Close())
 	}
+	// The forged letter's domain authorises other servers than this one.
+	env.DNS.SetTXT(demoForged.domain, "v=spf1 ip4:192.0.2.0/24 -all")
 	if err := env.Start(); err != nil {
 		return errors.Join(err, env.Close())
 	}
@@ -292,7 +300,8 @@ func (t *demo) tour(ctx context.Context, letters int) error {
 	cfg := t.env.Config
 	fmt.Fprintf(out, "  SMTP          %s (for %s)\n", t.env.SMTPAddr(), t.campaignAddr())
 	fmt.Fprintf(out, "  DKIM keys     served by a DNS server on %s for %s\n", t.env.DNS.Addr, strings.Join(t.env.DNS.Domains(), ", "))
-	fmt.Fprintf(out, "  batches       close at %d letters or after %s, written to %s\n", letters, demoMaxWait, cfg.DataPath(cfg.Delivery.Maildir))
+	fmt.Fprintf(out, "  batches       close at %d letters or after %s, written to %s\n", letters+1, demoMaxWait, cfg.DataPath(cfg.Delivery.Maildir))
+	fmt.Fprintf(out, "  supporters    mail to them written to %s\n", relay.SupportersMaildir(cfg))
 	if url := t.env.AdminURL(); url != "" {
 		fmt.Fprintf(out, "  admin API     %s\n", url)
 	}
@@ -313,14 +322,24 @@ func (t *demo) tour(ctx context.Context, letters int) error {
 		return err
 	}
 
+	fmt.Fprintf(out, "\nA letter in the name of %s comes from a server %s does not authorise (SPF fails),\n"+
+		"so its envelope may be forged: no confirmation request goes to the address, the letter is held for an admin:\n",
+		demoForged.address(), demoForged.domain)
+	if err := t.send(ctx, demoForged, len(supporters)+2, false); err != nil {
+		return err
+	}
+
 	unsigned := demoSupporter{"Pedro Vergara", "pedro.vergara", "sin-dkim.example", "es"}
 	fmt.Fprintf(out, "\n%s sends a letter without a DKIM signature (his provider does not sign):\n", unsigned.name)
 	if err := t.send(ctx, unsigned, len(supporters)+1, false); err != nil {
 		return err
 	}
+	if err := t.confirm(ctx, unsigned); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(out, "\nWaiting for the batch to reach both recipients' outboxes ...\n")
-	batches, err := t.waitForBatches(ctx, letters)
+	batches, err := t.waitForBatches(ctx, letters+1)
 	if err != nil {
 		return err
 	}
@@ -349,6 +368,51 @@ func (t *demo) send(ctx context.Context, s demoSupporter, i int, sign bool) erro
 	if r.Code != 250 {
 		return fmt.Errorf("the letter from %s was refused: %s", s.address(), r)
 	}
+	return nil
+}
+
+// demoForged is the supporter whose address a forged letter uses.
+var demoForged = demoSupporter{"Nadie Real", "nadie", "correo.example", "es"}
+
+// confirm waits for the confirmation request to s in the supporters
+// Maildir, shows it, and replies to it as s would.
+func (t *demo) confirm(ctx context.Context, s demoSupporter) error {
+	var path, confirmAddr string
+	err := wait.Until(ctx, demoIOTimeout, func() (bool, error) {
+		files, err := t.env.SupporterMail()
+		if err != nil {
+			return false, err
+		}
+		for _, f := range files {
+			m, err := testenv.ReadMail(f)
+			if err != nil {
+				return false, err
+			}
+			if to, err := mail.ParseAddress(m.Header.Get("To")); err == nil && to.Address == s.address() {
+				path = f
+				confirmAddr, err = testenv.ReplyTo(m)
+				return true, err
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the confirmation request to %s: %w", s.address(), err)
+	}
+	fmt.Fprintf(t.out, "  It is held, and %s gets a confirmation request (in the campaign's language) asking for a reply:\n    %s\n"+
+		"  Reply-To: %s\n", s.address(), path, confirmAddr)
+	msg := []byte(strings.ReplaceAll(fmt.Sprintf("From: %s\nTo: <%s>\nSubject: Re: Confirma tu carta\nDate: %s\n"+
+		"Message-ID: <%s@%s>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\nSí, la mandé yo.\n",
+		s.header(), confirmAddr, time.Now().Format(time.RFC1123Z), strings.ToLower(rand.Text()), s.domain), "\n", "\r\n"))
+	r, err := smtpclient.SendMail(t.env.SMTPAddr(), "mail."+s.domain, s.address(), []string{confirmAddr}, msg, demoIOTimeout)
+	if err != nil {
+		return fmt.Errorf("reply to the confirmation request: %w", err)
+	}
+	fmt.Fprintf(t.out, "  %s replies to it: %d %s\n", s.name, r.Code, strings.ReplaceAll(r.Text, "\n", " / "))
+	if r.Code != 250 {
+		return fmt.Errorf("the reply to the confirmation request was refused: %s", r)
+	}
+	fmt.Fprintf(t.out, "  The letter is counted, with verdict \"confirmed\".\n")
 	return nil
 }
 
@@ -423,9 +487,11 @@ func (t *demo) summary(batches []store.Batch) error {
 		return err
 	}
 	fmt.Fprintf(out, "\ntally: counted %d, duplicates %d, held %d, rejected %d, batches %d;"+
-		" deliveries: queued %d, deferred %d, delivered %d, failed %d\n",
+		" deliveries: queued %d, deferred %d, delivered %d, failed %d;"+
+		" confirmation requests: sent %d, confirmed %d\n",
 		st.Counted, st.Duplicates, st.Held, st.Rejected, st.Batches,
-		st.Deliveries.Queued, st.Deliveries.Deferred, st.Deliveries.Delivered, st.Deliveries.Failed)
+		st.Deliveries.Queued, st.Deliveries.Deferred, st.Deliveries.Delivered, st.Deliveries.Failed,
+		st.Supporters.ConfirmSent, st.Supporters.ConfirmConfirmed)
 
 	host, port, err := net.SplitHostPort(t.env.SMTPAddr())
 	if err != nil {
@@ -434,9 +500,11 @@ func (t *demo) summary(batches []store.Batch) error {
 	fmt.Fprintf(out, "\nWhile the demo runs, send it a letter yourself, for example with swaks:\n"+
 		"  swaks --server %s --port %s --from you@example.org --to %s \\\n"+
 		"    --header 'Subject: Libertad' --body 'Libertad a los presos políticos.'\n"+
-		"It carries no DKIM signature, so it is held like the one above (verify.unverified = %q).\n"+
+		"It carries no DKIM signature, so it is held and its From address asked to confirm it by reply, like\n"+
+		"Pedro's above (verify.unverified = %q): the request lands in %s.\n"+
 		"The daemon's log (%s) shows every event.\n",
-		host, port, t.campaignAddr(), t.env.Config.Verify.Unverified, filepath.Join(t.dir, "petitiond.log"))
+		host, port, t.campaignAddr(), t.env.Config.Verify.Unverified, relay.SupportersMaildir(t.env.Config),
+		filepath.Join(t.dir, "petitiond.log"))
 	if url := t.env.AdminURL(); url != "" && len(held) > 0 {
 		fmt.Fprintf(out, "\nAnd look at it as an admin would, from another terminal (the daemon made its\n"+
 			"admin token at first start; the organisers' pages at %[1]s/ take it too):\n"+

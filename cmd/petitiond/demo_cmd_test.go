@@ -50,15 +50,19 @@ func digestLetters(t *testing.T, path string) int {
 }
 
 // The tour runs to completion on its own: every supporter's letter is in
-// the one batch each recipient finds in its outbox, the duplicate and the
-// unsigned letter are not, and -keep leaves the folder to look at.
+// the one batch each recipient finds in its outbox, the unsigned one
+// confirmed by a reply to the request in the supporters Maildir among
+// them; the duplicate and the forged letter are not, and the forged one
+// got no request; -keep leaves the folder to look at.
 func TestDemoKeepsBatchesForBothRecipients(t *testing.T) {
 	base := t.TempDir()
 	code, out, errOut := demoRun(t, "-keep", "-dir", base)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"batch 1: 12 letters", "already counted", "held for an admin", "counted 12, duplicates 1, held 1", "swaks --server 127.0.0.1", "petitiond held release -admin http://127.0.0.1:"} {
+	for _, want := range []string{"batch 1: 13 letters", "already counted", "held for an admin", "counted 13, duplicates 1, held 1",
+		"confirmation requests: sent 1, confirmed 1", "Reply-To: libertad+confirm-", "replies to it: 250 2.0.0",
+		"swaks --server 127.0.0.1", "petitiond held release -admin http://127.0.0.1:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -77,8 +81,8 @@ func TestDemoKeepsBatchesForBothRecipients(t *testing.T) {
 		if !strings.Contains(out, files[0]) {
 			t.Errorf("output does not name %s", files[0])
 		}
-		if n := digestLetters(t, files[0]); n != 12 {
-			t.Errorf("%s: digest holds %d letters, want 12", rcpt, n)
+		if n := digestLetters(t, files[0]); n != 13 {
+			t.Errorf("%s: digest holds %d letters, want 13", rcpt, n)
 		}
 		b, err := os.ReadFile(files[0])
 		if err != nil {
@@ -93,6 +97,33 @@ func TestDemoKeepsBatchesForBothRecipients(t *testing.T) {
 	if !bytes.Equal(copies[0], copies[1]) {
 		t.Errorf("the recipients' copies differ")
 	}
+	b, err := batchmime.Read(copies[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := b.Rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	confirmed := 0
+	for _, r := range rows {
+		if r.Verified == "confirmed" {
+			confirmed++
+			if r.Address != "pedro.vergara@sin-dkim.example" {
+				t.Errorf("letter %s from %s is listed as confirmed", r.LetterID, r.Address)
+			}
+		}
+	}
+	if confirmed != 1 {
+		t.Errorf("the batch's CSV lists %d letters confirmed by reply, want Pedro's", confirmed)
+	}
+	requests, _ := filepath.Glob(filepath.Join(dirs[0], "store", "outbox", "supporters", "new", "*"))
+	if len(requests) != 1 {
+		t.Fatalf("supporters Maildir: %d messages, want the one request (none for the forged letter)", len(requests))
+	}
+	if req, _ := os.ReadFile(requests[0]); !bytes.Contains(req, []byte("\nTo: <pedro.vergara@sin-dkim.example>\n")) {
+		t.Errorf("the request is not Pedro's:\n%s", req)
+	}
 }
 
 func TestDemoRemovesItsFolder(t *testing.T) {
@@ -101,7 +132,7 @@ func TestDemoRemovesItsFolder(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	if !strings.Contains(out, "batch 1: 3 letters") {
+	if !strings.Contains(out, "batch 1: 4 letters") {
 		t.Errorf("output lacks the batch:\n%s", out)
 	}
 	left, err := os.ReadDir(base)

@@ -248,3 +248,39 @@ func TestRetentionLeavesNoBodyInStoreFiles(t *testing.T) {
 		t.Errorf("batch after retention: %+v", look.Batches)
 	}
 }
+
+// TestHeldLettersLeaveNoTraceInStoreFiles: an unsigned letter an admin
+// dropped, and one nobody decided on that expired after
+// store.held_retention, leave their name and text in no file under
+// store.dir (free pages of the bbolt file included).
+func TestHeldLettersLeaveNoTraceInStoreFiles(t *testing.T) {
+	e := testenv.Prepare(t, admConfig(func(c *config.Config) {
+		// Long enough for the drop to come first under load.
+		c.Store.HeldRetention = config.Duration{Duration: 4 * time.Second}
+	}))
+	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
+	const (
+		droppedName, droppedText = "Remedios Calfucura Dropped", "carta-descartada-que-nadie-mas-escribe"
+		expiredName, expiredText = "Eliana Huenchumil Expired", "carta-olvidada-que-nadie-mas-escribe"
+	)
+	// Long letters fill runs of pages: later writes that reuse a page or
+	// two of a freed run cannot hide a missing wipe.
+	long := func(text string) string { return strings.Repeat(text+"\r\n", 1500) }
+	dropped := e.Queued(testenv.Letter(droppedName+" <remedios@ed.test>", e.CampaignAddr(), "carta", long(droppedText)))
+	if found := supporterTraces(t, e.Config.Store.Dir, droppedName, droppedText); len(found) == 0 {
+		t.Fatal("before the drop no file holds the letter: the test would prove nothing")
+	}
+	cliOK(t, "held", "drop", "-admin", e.AdminURL(), dropped)
+	if found := supporterTraces(t, e.Config.Store.Dir, droppedName, droppedText); len(found) > 0 {
+		t.Errorf("after held drop, files under store.dir still hold: %v", found)
+	}
+
+	expired := e.Queued(testenv.Letter(expiredName+" <eliana@ed.test>", e.CampaignAddr(), "carta", long(expiredText)))
+	testenv.WaitFor(t, "the held letter to expire", 20*time.Second, func() bool {
+		return !strings.Contains(cliOK(t, "held", "-json", "-admin", e.AdminURL()), expired)
+	})
+	testenv.WaitFor(t, "the expired letter gone from every file under store.dir", 15*time.Second, func() bool {
+		return len(supporterTraces(t, e.Config.Store.Dir, expiredName, expiredText)) == 0
+	})
+}

@@ -214,11 +214,12 @@ func (e *Env) Send(msg []byte, rcpts ...string) (smtpclient.Reply, error) {
 	return smtpclient.SendMail(e.SMTPAddr(), "client.test", "bounce@client.test", rcpts, msg, ioTimeout)
 }
 
-// MailHosts starts a receiving SMTP server for every recipient, found by
-// MX, and has the daemon deliver there (delivery.mode "smtp"). Call it
-// before Start.
-func (e *Env) MailHosts() (*MailHosts, error) {
-	mh, err := StartMailHosts(e.DNS.Server, e.Config.Campaign.Recipients)
+// MailHosts starts a receiving SMTP server for every recipient, and for
+// the addresses also (supporters, whose providers get the mail to
+// supporters), found by MX, and has the daemon deliver there
+// (delivery.mode "smtp"). Call it before Start.
+func (e *Env) MailHosts(also ...string) (*MailHosts, error) {
+	mh, err := StartMailHosts(e.DNS.Server, append(slices.Clone(e.Config.Campaign.Recipients), also...))
 	if err != nil {
 		return nil, err
 	}

@@ -202,10 +202,10 @@ func (e *Test) Sign(domain string, msg []byte, opt keyserver.SignOptions) []byte
 }
 
 // MailHosts has the daemon deliver to a receiving SMTP server per
-// recipient, found by MX. Call it before Start.
-func (e *Test) MailHosts() *MailHosts {
+// recipient, and per address of also, found by MX. Call it before Start.
+func (e *Test) MailHosts(also ...string) *MailHosts {
 	e.t.Helper()
-	mh, err := e.Env.MailHosts()
+	mh, err := e.Env.MailHosts(also...)
 	if err != nil {
 		e.t.Fatalf("%v", err)
 	}

@@ -282,14 +282,18 @@ func TestFollowResumes(t *testing.T) {
 }
 
 // TestObserve: events count where they belong, by their typed kind and
-// class; an admin's requeue is not a delivery attempt.
+// class; an admin's requeue is not a delivery attempt, nor is mail to a
+// supporter a batch copy's.
 func TestObserve(t *testing.T) {
 	m := newMetrics(openStore(t), time.Now)
 	for _, e := range []store.Event{
 		{Event: store.EventAccepted}, {Event: store.EventRejected, Class: store.RejectSize, Reason: "whatever the text says"},
 		{Event: store.EventRejected, Class: "smuggled_class", Reason: "bare CR or LF"},
-		{Event: store.EventBatched}, {Event: store.EventDeferred, Reason: "attempt 1: 451 later; next try soon"},
+		{Event: store.EventBatched}, {Event: store.EventDeferred, Batch: 1, Reason: "attempt 1: 451 later; next try soon"},
 		{Event: store.EventRequeued, Reason: "after: 550 no"}, {Event: store.EventPurged},
+		// Mail to a supporter names a letter: not a batch copy's attempt.
+		{Event: store.EventDeferred, Letter: "L00000001", Reason: "receipt to the sender: attempt 1: 451 later"},
+		{Event: store.EventConfirmed, Letter: "L00000002"},
 	} {
 		m.observe(e)
 	}
@@ -303,7 +307,7 @@ func TestObserve(t *testing.T) {
 		{m.letters.WithLabelValues("accepted"), 1}, {m.letters.WithLabelValues("rejected"), 2},
 		{m.rejections.WithLabelValues("size"), 1}, {m.rejections.WithLabelValues("other"), 1},
 		{m.rejections.WithLabelValues("bare_line_ending"), 0}, {m.batches, 1},
-		{m.attempts.WithLabelValues("deferred"), 1},
+		{m.attempts.WithLabelValues("deferred"), 1}, {m.letters.WithLabelValues("confirmed"), 1},
 		{m.refused.WithLabelValues("max_per_ip"), 1}, {m.refused.WithLabelValues("other"), 1},
 		{m.dkim.WithLabelValues("temperror"), 1},
 	} {

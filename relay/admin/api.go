@@ -10,33 +10,35 @@ import (
 )
 
 // The JSON the API speaks, and so the shapes of the CLI's -json output (SPEC
-// 9). They are their own types, not the store's records, so a change in how
-// the store keeps things cannot silently change what scripts read; the one
-// exception is Event, which the store journals in exactly SPEC 9's shape.
+// 9). Most are their own types, not the store's records, so a change in how
+// the store keeps things cannot silently change what scripts read. The
+// exceptions, the tally and Event, are the store's types, whose JSON is
+// already SPEC 9's shape; api_test.go pins the tally's JSON, so a change
+// in the store that would change it fails there.
 
-// Stats is the tally.
+// Stats is the tally (the store's: counted, duplicates, held, rejected,
+// batches, pending, deliveries by state) and the pause.
 type Stats struct {
-	Counted    uint64         `json:"counted"`
-	Duplicates uint64         `json:"duplicates"`
-	Held       uint64         `json:"held"`
-	Rejected   uint64         `json:"rejected"`
-	Batches    uint64         `json:"batches"`
-	Pending    uint64         `json:"pending"` // counted letters waiting for a batch
-	Deliveries DeliveryCounts `json:"deliveries"`
+	store.Stats
 	// Paused is the emergency hold: letters are still counted, but no
 	// batch closes and nothing is sent.
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	PauseReason string     `json:"pause_reason,omitempty"`
+	// Forwarding is a secondary MX's letters (SPEC 12); absent on a
+	// primary.
+	Forwarding *ForwardCounts `json:"forwarding,omitempty"`
+}
+
+// ForwardCounts are a secondary's letters waiting to go to the primary,
+// and those the primary took so far.
+type ForwardCounts struct {
+	Waiting   uint64 `json:"waiting"`
+	Forwarded uint64 `json:"forwarded"`
 }
 
 // DeliveryCounts counts recipient copies by state.
-type DeliveryCounts struct {
-	Queued    uint64 `json:"queued"`
-	Deferred  uint64 `json:"deferred"`
-	Delivered uint64 `json:"delivered"`
-	Failed    uint64 `json:"failed"`
-}
+type DeliveryCounts = store.DeliveryCounts
 
 // HeldLetter is a letter waiting for an admin's decision.
 type HeldLetter struct {
@@ -62,17 +64,28 @@ type Batch struct {
 	LetterIDs  []string    `json:"letter_ids,omitempty"`
 }
 
-// Recipient is one recipient's copy of a batch. NextAttempt is null once no
-// attempt is planned (delivered or failed).
+// Recipient is one recipient's copy of a batch.
 type Recipient struct {
-	Address     string              `json:"address"`
+	Address string `json:"address"`
+	CopyStatus
+	// Parts: see parts.go.
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// CopyStatus is where one message to one recipient is, a whole copy or a
+// part. NextAttempt is null once no attempt is planned (delivered or
+// failed). ErrorKind: see parts.go.
+type CopyStatus struct {
 	State       store.DeliveryState `json:"state"`
 	Attempts    int                 `json:"attempts"`
 	NextAttempt *time.Time          `json:"next_attempt"`
 	LastError   string              `json:"last_error"`
-	// ErrorKind and Parts: see parts.go.
-	ErrorKind store.FailureKind `json:"error_kind,omitempty"`
-	Parts     []Part            `json:"parts,omitempty"`
+	ErrorKind   store.FailureKind   `json:"error_kind,omitempty"`
+}
+
+func apiCopy(c store.CopyState) CopyStatus {
+	return CopyStatus{State: c.State, Attempts: c.Attempts, NextAttempt: nextAttempt(c), LastError: c.LastError,
+		ErrorKind: c.ErrorKind}
 }
 
 // Event is one journal event as the store keeps it; Seq orders them and is
@@ -171,17 +184,6 @@ type Error struct {
 // no event yet still knows where to resume.
 const FollowAfterHeader = "Petitiond-Follow-After"
 
-func apiStats(st store.Stats) Stats {
-	return Stats{
-		Counted: st.Counted, Duplicates: st.Duplicates, Held: st.Held, Rejected: st.Rejected,
-		Batches: st.Batches, Pending: st.Pending,
-		Deliveries: DeliveryCounts{
-			Queued: st.Deliveries.Queued, Deferred: st.Deliveries.Deferred,
-			Delivered: st.Deliveries.Delivered, Failed: st.Deliveries.Failed,
-		},
-	}
-}
-
 func apiPause(p store.Pause, changed bool) PauseState {
 	return PauseState{Paused: p.Paused, Since: timePtr(p.Since), Reason: p.Reason, Changed: changed}
 }
@@ -201,8 +203,12 @@ const heldHeadBytes = 16 << 10
 func apiHeld(h store.HeldHead) HeldLetter {
 	l := h.Letter
 	reason := string(l.HeldReason)
-	if l.HeldReason == store.HeldUnverified && l.Verdict.Reason != "" {
+	if (l.HeldReason == store.HeldUnverified || l.HeldReason == store.HeldConfirm || l.HeldReason == store.HeldUnconfirmed) &&
+		l.Verdict.Reason != "" {
 		reason += ": " + l.Verdict.Reason
+	}
+	if l.HeldReason == store.HeldForwardFailed && l.Forward != nil {
+		reason += ": " + l.Forward.LastError // what the primary said
 	}
 	return HeldLetter{ID: l.ID, From: l.From, Name: l.Name, Subject: subjectOf(h.Head), Received: l.Received,
 		Reason: reason, IP: l.RemoteIP, Size: l.Size}
@@ -250,8 +256,7 @@ func apiBatch(b store.Batch, withLetters bool) Batch {
 	out := Batch{ID: b.ID, Letters: len(b.LetterIDs), Created: b.Created, MessageID: b.MessageID,
 		Recipients: make([]Recipient, 0, len(b.Recipients)), Purged: b.Purged}
 	for _, d := range b.Recipients {
-		r := Recipient{Address: d.Address, State: d.State, Attempts: d.Attempts, LastError: d.LastError,
-			NextAttempt: nextAttempt(d.CopyState), ErrorKind: d.ErrorKind, Parts: apiParts(d.Parts, withLetters)}
+		r := Recipient{Address: d.Address, CopyStatus: apiCopy(d.CopyState), Parts: apiParts(d.Parts, withLetters)}
 		out.Recipients = append(out.Recipients, r)
 	}
 	if withLetters {

@@ -107,8 +107,11 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	out := apiStats(st)
+	out := Stats{Stats: st}
 	out.Paused, out.PausedSince, out.PauseReason = p.Paused, timePtr(p.Since), p.Reason
+	if s.opt.Secondary {
+		out.Forwarding = &ForwardCounts{Waiting: st.Forward.Waiting, Forwarded: st.Forward.Forwarded}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

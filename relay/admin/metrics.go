@@ -32,18 +32,24 @@ const (
 	metricPending           = "petitiond_letters_pending"
 	metricPaused            = "petitiond_paused"
 	metricBuildInfo         = "petitiond_build_info"
+	metricConfirmations     = "petitiond_confirmation_requests_total"
+	metricConfirmWaiting    = "petitiond_confirmation_requests_waiting"
+	metricReceipts          = "petitiond_receipts_total"
+	metricSupporterQueue    = "petitiond_supporter_mail_queued"
 )
 
 // Label values: typed classes, never a reason's text, so the number of
 // series stays fixed whatever senders do. Each label set is registered in
 // full at start, so a rate() over something that has not happened yet reads
-// 0 rather than nothing.
+// 0 rather than nothing. The class sets hold every constant of their type
+// (metrics_internal_test.go reads the packages' source to check), so a
+// class added later is not counted as "other".
 var (
-	letterOutcomes   = []store.EventKind{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped}
-	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectFrom, store.RejectSize, store.RejectUnverified}
-	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP}
+	letterOutcomes   = []store.EventKind{store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventRejected, store.EventReleased, store.EventDropped, store.EventConfirmed}
+	rejectionClasses = []store.RejectClass{store.RejectBareLineEnding, store.RejectLineTooLong, store.RejectFrom, store.RejectSize, store.RejectUnverified}
+	refusalClasses   = []inbound.RefusalClass{inbound.RefusedMaxConnections, inbound.RefusedMaxPerIP, inbound.CutLifetime, inbound.CutTooSlow}
 	dkimResults      = []inbound.DKIMResult{inbound.DKIMPass, inbound.DKIMFail, inbound.DKIMNone, inbound.DKIMTempError}
-	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable}
+	heldReasons      = []store.HeldReason{store.HeldUnverified, store.HeldPostmaster, store.HeldUnbatchable, store.HeldConfirm, store.HeldUnconfirmed, store.HeldForwardFailed}
 	attemptOutcomes  = []store.EventKind{store.EventDelivered, store.EventDeferred, store.EventFailed}
 	deliveryStates   = []store.DeliveryState{store.DeliveryQueued, store.DeliveryDeferred, store.DeliveryDelivered, store.DeliveryFailed}
 )
@@ -78,7 +84,7 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 		sessions: prometheus.NewCounter(prometheus.CounterOpts{Name: metricSessions,
 			Help: "SMTP sessions started (after EHLO/HELO)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSessionsRefused,
-			Help: "SMTP connections refused with 421 by the connection limits."}, []string{"reason"}),
+			Help: "SMTP connections refused with 421 by the connection limits (max_connections, max_per_ip), or cut by the session limits (session_lifetime, too_slow)."}, []string{"reason"}),
 		dkim: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricDKIM,
 			Help: "DKIM verification results of letters (none: no signature at all; fail: signed, but no signature passed; temperror: the sender was asked to retry)."}, []string{"result"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: metricBatches,
@@ -117,7 +123,8 @@ func newMetrics(st *store.Store, now func() time.Time) *Metrics {
 // Session counts an SMTP session (inbound.Metrics).
 func (m *Metrics) Session() { m.sessions.Inc() }
 
-// SessionRefused counts a connection refused by a limit (inbound.Metrics).
+// SessionRefused counts a connection refused, or a session cut, by a limit
+// (inbound.Metrics).
 func (m *Metrics) SessionRefused(why inbound.RefusalClass) {
 	m.refused.WithLabelValues(known(why, refusalClasses)).Inc()
 }
@@ -141,7 +148,7 @@ func known[T ~string](v T, values []T) string {
 // observe counts one journal event.
 func (m *Metrics) observe(e store.Event) {
 	switch e.Event {
-	case store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventReleased, store.EventDropped:
+	case store.EventAccepted, store.EventDuplicate, store.EventHeld, store.EventReleased, store.EventDropped, store.EventConfirmed:
 		m.letters.WithLabelValues(string(e.Event)).Inc()
 	case store.EventRejected:
 		m.letters.WithLabelValues(string(e.Event)).Inc()
@@ -149,8 +156,11 @@ func (m *Metrics) observe(e store.Event) {
 	case store.EventBatched:
 		m.batches.Inc()
 	case store.EventDelivered, store.EventDeferred, store.EventFailed:
-		// An admin's requeue is its own kind, not an attempt.
-		m.attempts.WithLabelValues(string(e.Event)).Inc()
+		// An admin's requeue is its own kind, not an attempt; mail to a
+		// supporter names a letter, not a batch.
+		if e.Batch != 0 {
+			m.attempts.WithLabelValues(string(e.Event)).Inc()
+		}
 	}
 }
 
@@ -196,6 +206,10 @@ type storeCollector struct {
 	held          *prometheus.Desc
 	pending       *prometheus.Desc
 	paused        *prometheus.Desc
+	confirms      *prometheus.Desc
+	confirmWait   *prometheus.Desc
+	receipts      *prometheus.Desc
+	supporterMail *prometheus.Desc
 }
 
 func newStoreCollector(st *store.Store, now func() time.Time) *storeCollector {
@@ -217,11 +231,21 @@ func newStoreCollector(st *store.Store, now func() time.Time) *storeCollector {
 			"Counted letters waiting for a batch, now.", nil, nil),
 		paused: prometheus.NewDesc(metricPaused,
 			"1 while an admin has paused batches and sending (petitiond pause), else 0.", nil, nil),
+		confirms: prometheus.NewDesc(metricConfirmations,
+			"Confirmation requests since the store was made, by outcome: sent; confirmed by a reply; expired without one; undeliverable.",
+			[]string{"outcome"}, nil),
+		confirmWait: prometheus.NewDesc(metricConfirmWaiting,
+			"Confirmation requests waiting for their turn under verify.confirm_per_hour, now.", nil, nil),
+		receipts: prometheus.NewDesc(metricReceipts,
+			"Receipts sent to supporters since the store was made.", nil, nil),
+		supporterMail: prometheus.NewDesc(metricSupporterQueue,
+			"Messages to supporters waiting for delivery, now.", nil, nil),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.deliveries, c.oldestPending, c.oldestBatch, c.commits, c.writes, c.held, c.pending, c.paused} {
+	for _, d := range []*prometheus.Desc{c.deliveries, c.oldestPending, c.oldestBatch, c.commits, c.writes, c.held, c.pending, c.paused,
+		c.confirms, c.confirmWait, c.receipts, c.supporterMail} {
 		ch <- d
 	}
 }
@@ -246,6 +270,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(v), string(s))
 		}
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
+		c.collectSupporters(ch, st.Supporters)
 	}
 	c.collectHeld(ch)
 	if p, err := c.st.Paused(); err != nil {
@@ -292,6 +317,17 @@ func (c *storeCollector) collectHeld(ch chan<- prometheus.Metric) {
 	for r, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(n), string(r))
 	}
+}
+
+// collectSupporters reports the mail to supporters (SPEC 11).
+func (c *storeCollector) collectSupporters(ch chan<- prometheus.Metric, sm store.SupporterMailCounts) {
+	for outcome, v := range map[string]uint64{"sent": sm.ConfirmSent, "confirmed": sm.ConfirmConfirmed,
+		"expired": sm.ConfirmExpired, "undeliverable": sm.ConfirmUndeliverable} {
+		ch <- prometheus.MustNewConstMetric(c.confirms, prometheus.CounterValue, float64(v), outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(c.confirmWait, prometheus.GaugeValue, float64(sm.ConfirmWaiting))
+	ch <- prometheus.MustNewConstMetric(c.receipts, prometheus.CounterValue, float64(sm.ReceiptsSent))
+	ch <- prometheus.MustNewConstMetric(c.supporterMail, prometheus.GaugeValue, float64(sm.Queued))
 }
 
 func boolGauge(b bool) float64 {

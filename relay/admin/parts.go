@@ -19,16 +19,12 @@ import (
 // big in turn has state "split": its letters went in later parts.
 // LetterIDs is filled only when one batch is asked for.
 type Part struct {
-	N           int                 `json:"n"`
-	Of          int                 `json:"of"`
-	MessageID   string              `json:"message_id"`
-	Letters     int                 `json:"letters"`
-	State       store.DeliveryState `json:"state"`
-	Attempts    int                 `json:"attempts"`
-	NextAttempt *time.Time          `json:"next_attempt"`
-	LastError   string              `json:"last_error"`
-	ErrorKind   store.FailureKind   `json:"error_kind,omitempty"`
-	LetterIDs   []string            `json:"letter_ids,omitempty"`
+	N         int    `json:"n"`
+	Of        int    `json:"of"`
+	MessageID string `json:"message_id"`
+	Letters   int    `json:"letters"`
+	CopyStatus
+	LetterIDs []string `json:"letter_ids,omitempty"`
 }
 
 func apiParts(parts []store.Part, withLetters bool) []Part {
@@ -37,8 +33,7 @@ func apiParts(parts []store.Part, withLetters bool) []Part {
 	}
 	out := make([]Part, 0, len(parts))
 	for _, p := range parts {
-		ap := Part{N: p.N, Of: p.Of, MessageID: p.MessageID, Letters: len(p.LetterIDs), State: p.State,
-			Attempts: p.Attempts, NextAttempt: nextAttempt(p.CopyState), LastError: p.LastError, ErrorKind: p.ErrorKind}
+		ap := Part{N: p.N, Of: p.Of, MessageID: p.MessageID, Letters: len(p.LetterIDs), CopyStatus: apiCopy(p.CopyState)}
 		if withLetters {
 			ap.LetterIDs = append([]string{}, p.LetterIDs...)
 		}

@@ -67,6 +67,9 @@ type Options struct {
 	Fold verify.FoldOptions
 	// MinFreeBytes is store.min_free_bytes: /healthz answers 503 below it.
 	MinFreeBytes int64
+	// Secondary: the daemon is a secondary MX ([secondary] primary), whose
+	// stats say what waits to be forwarded.
+	Secondary bool
 }
 
 // Server is the admin listener.

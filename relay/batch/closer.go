@@ -79,9 +79,9 @@ func (c *Closer) Run(ctx context.Context) error {
 		return err
 	}
 	defer feed.Close()
-	// A letter joins the queue (accepted, released), a copy is set aside
-	// to be split (deferred), or an admin ends a pause (resumed).
-	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventDeferred, store.EventResumed},
+	// A letter joins the queue (accepted, released, confirmed), a copy is
+	// set aside to be split (deferred), or an admin ends a pause (resumed).
+	return feed.Loop(ctx, []store.EventKind{store.EventAccepted, store.EventReleased, store.EventConfirmed, store.EventDeferred, store.EventResumed},
 		func() time.Duration { return c.closeDue(ctx) })
 }
 
@@ -278,17 +278,7 @@ func (c *Closer) spec(pb *store.PendingBatch, created time.Time) Spec {
 }
 
 // letterOf is a stored letter as the builder takes it.
-func letterOf(l store.BatchLetter) Letter {
-	bl := Letter{ID: l.ID, Received: l.Received, Name: l.Name, Address: l.From, Raw: l.Body,
-		Verified: string(l.Verdict.Kind)}
-	switch l.Verdict.Kind {
-	case store.VerdictDKIM:
-		bl.DKIMDomain = l.Verdict.Domain
-	case store.VerdictSPF:
-		bl.SPFDomain = l.Verdict.Domain
-	}
-	return bl
-}
+func letterOf(l store.BatchLetter) Letter { return LetterOf(&l.Letter, l.Body) }
 
 // buildSigned builds the message and signs it when [dkim] is set.
 func (c *Closer) buildSigned(spec Spec) ([]byte, error) {

@@ -56,6 +56,12 @@ func LoadSigner(domain, selector, keyFile string) (*Signer, error) {
 // and every retry must get the same bytes. No expiry (x=) is set, because a
 // delivery may be retried for days.
 func (s *Signer) Sign(msg []byte) ([]byte, error) {
+	return s.SignFields(msg, signedHeaders())
+}
+
+// SignFields is Sign covering the header fields given (a field listed
+// twice is oversigned), for messages other than batches.
+func (s *Signer) SignFields(msg []byte, fields []string) ([]byte, error) {
 	var out bytes.Buffer
 	out.Grow(len(msg) + 1024)
 	err := dkim.Sign(&out, bytes.NewReader(msg), &dkim.SignOptions{
@@ -65,7 +71,7 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 		Hash:                   crypto.SHA256,
 		HeaderCanonicalization: dkim.CanonicalizationRelaxed,
 		BodyCanonicalization:   dkim.CanonicalizationRelaxed,
-		HeaderKeys:             signedHeaders(),
+		HeaderKeys:             fields,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dkim: sign: %w", err)

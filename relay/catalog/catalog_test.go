@@ -91,7 +91,16 @@ var samples = map[string]any{
 	"page.error.not_found":    samplePage,
 	"page.error.busy":         nil,
 	"page.error.internal":     nil,
+
+	"supporter.confirm.subject": sampleSupporter,
+	"supporter.confirm.body":    sampleSupporter,
+	"supporter.receipt.subject": sampleSupporter,
+	"supporter.receipt.body":    sampleSupporter,
 }
+
+var sampleSupporter = Supporter{Campaign: "Libertad a los presos políticos", Address: "ana@sin-firma.example",
+	LetterID: "L0000001A", Received: time.Date(2024, 5, 6, 10, 0, 0, 0, time.UTC),
+	Expires: time.Date(2024, 5, 13, 10, 0, 0, 0, time.UTC), Count: 120}
 
 var samplePage = Page{Campaign: "Libertad a los presos políticos", Batch: 3}
 

@@ -125,3 +125,18 @@ type Search struct {
 	// letter, at its bound.
 	Cut bool
 }
+
+// Supporter is the data of the mail to supporters (supporter.*): nothing
+// in it comes from the letter's own text, since whoever sent the letter
+// may not own the address the mail goes to.
+type Supporter struct {
+	Campaign string // campaign.name, on one line
+	Address  string // the supporter's address, where the mail goes
+	LetterID string
+	Received time.Time // when the letter arrived
+	// Expires is, in a confirmation request, when a reply stops counting.
+	Expires time.Time
+	// Count is, in a receipt, how many letters were counted with it, it
+	// included.
+	Count uint64
+}

@@ -60,7 +60,36 @@ func (m Maildir) Deliver(ctx context.Context, from, rcpt string, msg []byte) (Re
 	if len(name) > 255 {
 		return Receipt{}, permanent("maildir: recipient "+rcpt, errors.New("address too long for a folder name"))
 	}
-	dir := filepath.Join(m.Root, name)
+	return writeMaildir(filepath.Join(m.Root, name), from, rcpt, msg)
+}
+
+// Mailbox writes every message into one Maildir, Dir, whoever it is for:
+// in maildir mode, the mail to supporters goes there, for an admin (or
+// the demo) to read, with Delivered-To naming the supporter.
+type Mailbox struct {
+	Dir string
+}
+
+// Deliver writes the message to the Maildir as Maildir.Deliver does.
+func (m Mailbox) Deliver(ctx context.Context, from, rcpt string, msg []byte) (Receipt, error) {
+	if err := ctx.Err(); err != nil {
+		return Receipt{}, temporary("maildir: delivery to "+rcpt, err)
+	}
+	if m.Dir == "" {
+		return Receipt{}, permanent("maildir", errors.New("no directory configured"))
+	}
+	if err := checkPath(rcpt); err != nil {
+		return Receipt{}, permanent("maildir: recipient "+strconv.Quote(rcpt), err)
+	}
+	if err := checkPath(from); err != nil {
+		return Receipt{}, permanent("maildir: sender "+strconv.Quote(from), err)
+	}
+	return writeMaildir(m.Dir, from, rcpt, msg)
+}
+
+// writeMaildir writes msg into the Maildir dir, made if missing (see
+// Maildir.Deliver).
+func writeMaildir(dir, from, rcpt string, msg []byte) (Receipt, error) {
 	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "new"), filepath.Join(dir, "cur")} {
 		if err := safeio.MkdirAll(d, 0o700); err != nil {
 			return Receipt{}, temporary("maildir: "+d, err)

@@ -28,7 +28,7 @@ func Level(k store.EventKind) slog.Level {
 // messages say in an admin's words what each event means.
 var messages = map[store.EventKind]string{
 	store.EventAccepted:    "letter accepted and counted",
-	store.EventDuplicate:   "letter from a sender already counted; not counted again",
+	store.EventDuplicate:   "duplicate letter; not counted again",
 	store.EventHeld:        "letter held for an admin",
 	store.EventRejected:    "letter rejected",
 	store.EventReleased:    "held letter released by an admin and counted",
@@ -44,17 +44,55 @@ var messages = map[store.EventKind]string{
 	store.EventConfirmed:   "sender confirmed the letter by reply",
 	store.EventReceiptSent: "receipt sent to the sender",
 	store.EventForwarded:   "letter forwarded to the primary",
+	store.EventQueued:      "letter stored, to be forwarded to the primary",
 	store.EventPaused:      "paused by an admin: no batch closes, nothing is sent",
 	store.EventResumed:     "resumed by an admin",
 	store.EventErased:      "a supporter's personal data erased",
 }
 
-// Message is the log line's text for an event kind.
-func Message(k store.EventKind) string {
-	if m, ok := messages[k]; ok {
+// duplicateMessages say what a duplicate repeats; the kind's message is
+// for one that does not say (journalled before it was recorded).
+var duplicateMessages = map[store.DuplicateOf]string{
+	store.DuplicateOfCounted: "letter from a sender already counted; not counted again",
+	store.DuplicateOfHeld:    "the same letter is held already; not stored again",
+}
+
+// supporterMail says what delivery events mean for mail to a supporter
+// (a letter's, where a batch copy's name a batch).
+var supporterMail = map[store.EventKind]string{
+	store.EventDelivered: "mail to a supporter delivered",
+	store.EventDeferred:  "mail to a supporter deferred; will retry",
+	store.EventFailed:    "mail to a supporter failed",
+}
+
+// forwarding words the events of a secondary's attempts to forward a
+// letter to its primary (SPEC 12), which share their kinds with batch
+// copies'; its letters' IDs start with "S".
+var forwarding = map[store.EventKind]string{
+	store.EventDeferred: "forwarding to the primary deferred; will retry",
+	store.EventFailed:   "letter not forwarded: the primary refused it, or forwarding gave up; held for an admin",
+}
+
+// Message is the log line's text for an event.
+func Message(e store.Event) string {
+	if m, ok := duplicateMessages[e.DuplicateOf]; ok && e.Event == store.EventDuplicate {
 		return m
 	}
-	return string(k)
+	if e.Batch == 0 && e.Letter != "" {
+		// A letter's delivery event: a secondary forwarding it, or mail
+		// to its supporter.
+		table := supporterMail
+		if e.Letter[0] == 'S' {
+			table = forwarding
+		}
+		if m, ok := table[e.Event]; ok {
+			return m
+		}
+	}
+	if m, ok := messages[e.Event]; ok {
+		return m
+	}
+	return string(e.Event)
 }
 
 // Attrs renders an event as log attributes: no letter bodies, ever.
@@ -74,6 +112,7 @@ func Attrs(e store.Event) []slog.Attr {
 	add("session", e.Session)
 	add("recipient", e.Recipient)
 	add("class", string(e.Class))
+	add("duplicate_of", string(e.DuplicateOf))
 	add("reason", e.Reason)
 	return attrs
 }
@@ -107,6 +146,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("following the store: %w", err)
 		}
-		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e.Event), Attrs(e)...)
+		w.log.LogAttrs(context.Background(), Level(e.Event), Message(e), Attrs(e)...)
 	}
 }

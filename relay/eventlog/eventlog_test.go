@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -111,5 +112,52 @@ func TestWriter(t *testing.T) {
 	}
 	if lines[1]["class"] != "size" {
 		t.Errorf("rejected line has class %v, want size", lines[1]["class"])
+	}
+}
+
+// TestDuplicateMessages: a duplicate's line says what it repeats, from
+// the event's typed field: a sender counted already, or the same unsigned
+// letter held already (nothing counted).
+func TestDuplicateMessages(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var out syncBuffer
+	w, err := New(st, slog.New(slog.NewJSONHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	body := []byte("Subject: x\r\n\r\nhola\r\n")
+	signed := store.NewLetter{From: "ana@ed.test", DedupAddress: "ana@ed.test",
+		Verdict: store.Verdict{Kind: store.VerdictDKIM, Domain: "ed.test"}, Body: body}
+	unsigned := store.NewLetter{From: "bo@ed.test", DedupAddress: "bo@ed.test", Hold: store.HeldUnverified,
+		Verdict: store.Verdict{Kind: store.VerdictUnverified, Reason: "no signature"}, Body: body}
+	for _, nl := range []store.NewLetter{signed, signed, unsigned, unsigned} {
+		if _, err := st.Accept(ctx, nl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines []map[string]any
+	if err := wait.Until(ctx, 10*time.Second, func() (bool, error) {
+		lines = out.lines(t)
+		return len(lines) >= 4, nil
+	}); err != nil {
+		t.Fatalf("%d lines, want 4: %v: %v", len(lines), lines, err)
+	}
+	for i, want := range []struct{ of, msg string }{
+		{"counted", "letter from a sender already counted; not counted again"},
+		{"held", "the same letter is held already; not stored again"},
+	} {
+		l := lines[1+2*i]
+		if l["event"] != "duplicate" || l["duplicate_of"] != want.of || l["msg"] != want.msg {
+			t.Errorf("line %v; want a duplicate of %s saying %q", l, want.of, want.msg)
+		}
 	}
 }

@@ -27,6 +27,9 @@ const (
 	replyNoSpace
 	replyBusy
 	replyUnverifiedCap
+	replyPrimaryOnly
+	replyConfirmUnknown
+	replyConfirmAlone
 )
 
 var replies = map[replyKind]smtp.SMTPError{
@@ -49,6 +52,12 @@ var replies = map[replyKind]smtp.SMTPError{
 		Message: "too many letters arriving at once; try again later"},
 	replyUnverifiedCap: {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1},
 		Message: "too much unverified mail from your network or domain this hour; try again later"},
+	replyPrimaryOnly: {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "this address is served by the primary mail server only; try again later"},
+	replyConfirmUnknown: {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+		Message: "no such confirmation address: it is unknown, was used already, or expired"},
+	replyConfirmAlone: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
+		Message: "a reply to a confirmation request goes in a transaction of its own; send this one again"},
 	replyOneKindOfRecipient: {Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
 		Message: "letters to the campaign and mail to postmaster go in separate transactions; send this one again"},
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +30,14 @@ import (
 type Store interface {
 	ReserveLetterID() (string, error)
 	Accept(ctx context.Context, nl store.NewLetter) (store.Accepted, error)
+	// A secondary MX stores letters to forward instead (SPEC 12).
+	ReserveForwardID() (string, error)
+	QueueForward(ctx context.Context, nl store.NewLetter, mailFrom, rcpt string) (string, error)
 	Reject(ctx context.Context, r store.Rejection) error
+	// ConfirmLive and Confirm take replies to confirmation requests
+	// (SPEC 11).
+	ConfirmLive(tok store.ConfirmToken) (bool, error)
+	Confirm(ctx context.Context, r store.ConfirmReply) (store.Confirmation, error)
 }
 
 // Verifier checks a letter's DKIM signatures and its envelope sender's SPF.
@@ -118,6 +126,12 @@ type Server struct {
 	domains   map[string]bool
 	// bounceAddr is campaign.from, lower-cased: where batches' bounces go.
 	bounceAddr string
+	// secondary: this front end is a backup MX's, which stores letters to
+	// forward to [secondary] primary (SPEC 12).
+	secondary bool
+	// trusted are [secondary] trusted: the secondaries whose
+	// Authentication-Results field is believed.
+	trusted []netip.Prefix
 
 	inFlight     *budget // bytes of letters in memory
 	inFlightWait time.Duration
@@ -162,6 +176,11 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.bounceAddr = asciiLower(cfg.Campaign.From)
+	s.secondary = cfg.Secondary.Primary != ""
+	var err error
+	if s.trusted, err = trustedPrefixes(cfg.Secondary.Trusted); err != nil {
+		return nil, err
+	}
 	for _, a := range cfg.Campaign.Addresses {
 		a = asciiLower(a)
 		s.addresses[a] = true
@@ -194,6 +213,11 @@ func New(cfg *config.Config, st Store, v Verifier, opt Options) (*Server, error)
 	srv.MaxLineLength = maxLineLength
 	srv.RefusalNote = refusalNote
 	srv.MaxMessageBytes = cfg.SMTP.MaxMessageBytes
+	if len(s.trusted) > 0 {
+		// Room for what a secondary adds on top; the session holds every
+		// other client to smtp.max_message_bytes (maxMessageBytes).
+		srv.MaxMessageBytes += forwardedRoom
+	}
 	srv.MaxRecipients = 20
 	srv.ReadTimeout = cfg.SMTP.Timeout.Duration
 	srv.WriteTimeout = cfg.SMTP.Timeout.Duration
@@ -426,3 +450,52 @@ type nopMetrics struct{}
 func (nopMetrics) Session()                    {}
 func (nopMetrics) SessionRefused(RefusalClass) {}
 func (nopMetrics) Verdict(DKIMResult)          {}
+
+// forwardedRoom is how much larger than smtp.max_message_bytes a letter
+// from a trusted secondary may be: its Received: and Authentication-Results
+// fields, on a letter it took at the size limit.
+const forwardedRoom = 4096
+
+// trustedPrefixes parses [secondary] trusted (Validate checked it): an IP
+// stands for itself.
+func trustedPrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, t := range list {
+		if p, err := netip.ParsePrefix(t); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(t)
+		if err != nil {
+			return nil, fmt.Errorf("inbound: secondary.trusted %q is not an IP address or CIDR prefix", t)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// trusts reports whether ip is one of [secondary] trusted.
+func (s *Server) trusts(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxMessageBytes is the largest letter the front end takes from a client
+// at ip: smtp.max_message_bytes, with forwardedRoom more from a trusted
+// secondary.
+func (s *Server) maxMessageBytes(ip string) int64 {
+	if s.trusts(ip) {
+		return s.cfg.SMTP.MaxMessageBytes + forwardedRoom
+	}
+	return s.cfg.SMTP.MaxMessageBytes
+}

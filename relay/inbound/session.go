@@ -50,6 +50,9 @@ type envelope struct {
 	rcpts      int
 	rcpt       string // the first recipient, lower-case
 	postmaster bool   // the recipients are postmaster or campaign.from
+	// confirm is the token of a confirmation address, the transaction's
+	// only recipient (SPEC 11); nil for a letter.
+	confirm *store.ConfirmToken
 }
 
 // inFlight is one letter being read, checked and stored.
@@ -59,6 +62,11 @@ type inFlight struct {
 	// (receivedRoom); held is what it took from the in-flight budget.
 	buf  []byte
 	held int64
+	// ip is the client the letter is accounted to: the connecting one, or
+	// the one a trusted secondary names.
+	ip string
+	// authResults is the field a secondary puts on top (SPEC 12).
+	authResults []byte
 }
 
 func (ss *session) Reset() {
@@ -77,7 +85,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.s.draining.Load() {
 		return ss.reply(replyShuttingDown)
 	}
-	if opts != nil && opts.Size > ss.s.cfg.SMTP.MaxMessageBytes {
+	if opts != nil && opts.Size > ss.s.maxMessageBytes(ss.ip) {
 		return ss.reply(replyTooBig)
 	}
 	if !ss.s.diskHasRoom(0) {
@@ -112,7 +120,16 @@ func (ss *session) closeIfIdle() bool {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if tok, ok := ss.s.confirmation(to); ok {
+		return ss.confirmRcpt(tok)
+	}
 	addr, postmaster, ok := ss.s.recipient(to)
+	if !ok && ss.s.secondary && ss.s.confirmationAddress(to) {
+		// Only the primary knows the confirmation tokens (SPEC 11): the
+		// reply waits in the sender's queue until it is back.
+		ss.s.log.Info("recipient deferred: a confirmation address, for the primary", "session", ss.id, "ip", ss.ip, "rcpt", to)
+		return ss.reply(replyPrimaryOnly)
+	}
 	if !ok {
 		ss.s.log.Info("recipient refused: not a campaign address", "session", ss.id, "ip", ss.ip, "rcpt", to)
 		return ss.reply(replyNotCampaign)
@@ -120,6 +137,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	env := &ss.env
+	if env.confirm != nil {
+		return ss.reply(replyConfirmAlone)
+	}
 	// A letter is either counted or kept for an admin, never both: the
 	// other kind of recipient waits for its own transaction (the sending
 	// server retries a 452).
@@ -199,7 +219,12 @@ func (ss *session) Data(r io.Reader) error {
 		return true
 	}
 	var err error
-	l.buf, err = readMessage(r, receivedRoom, l.size, ss.s.cfg.SMTP.MaxMessageBytes, take)
+	limit := ss.s.maxMessageBytes(ss.ip)
+	l.buf, err = readMessage(r, receivedRoom, l.size, limit, take)
+	if err == nil && int64(len(l.buf)-receivedRoom) > limit {
+		// go-smtp's limit has room for a trusted secondary's letters.
+		err = smtp.ErrDataTooLarge
+	}
 	if errors.Is(err, errBusy) {
 		ss.s.log.Warn("letters in flight over their memory budget; sender asked to retry", "session", ss.id, "ip", ss.ip)
 		return ss.reply(replyBusy)
@@ -217,6 +242,9 @@ func (ss *session) Data(r io.Reader) error {
 		}
 		ss.s.log.Warn("reading the message failed", "session", ss.id, "ip", ss.ip, "err", err)
 		return ss.reply(replyReadFailed)
+	}
+	if l.confirm != nil {
+		return ss.confirmReply(l)
 	}
 	return ss.letter(l)
 }
@@ -236,6 +264,8 @@ func (ss *session) letter(l *inFlight) error {
 		ss.reject(store.RejectLineTooLong, l.mailFrom, "header fields folded over too many lines (cost "+strconv.FormatInt(c, 10)+")")
 		return ss.reply(replyFoldedTooMuch)
 	}
+	rel := ss.authResults(l)
+	msg = l.buf[receivedRoom:]
 	received := ss.s.now()
 	sender, ferr := verify.ParseFrom(msg)
 	if l.postmaster {
@@ -245,14 +275,23 @@ func (ss *session) letter(l *inFlight) error {
 		if ferr != nil {
 			from = l.mailFrom
 		}
+		if ss.s.secondary {
+			var spf verify.SPFResult
+			if rel != nil {
+				spf = rel.spf
+			} else {
+				spf = ss.s.verifier.CheckSPF(ctx, net.ParseIP(ss.ip), ss.smtpConn.Hostname(), l.mailFrom)
+			}
+			l.authResults = authResultsField(ss.s.cfg.SMTP.Hostname, nil, spf, l.mailFrom, l.ip)
+		}
 		return ss.store(ctx, l, store.NewLetter{Received: received, From: from, Name: sender.Name,
-			RemoteIP: ss.ip, Session: ss.id, Hold: store.HeldPostmaster, Body: msg})
+			RemoteIP: l.ip, Session: ss.id, Hold: store.HeldPostmaster, Body: msg})
 	}
 	if ferr != nil {
 		ss.reject(store.RejectFrom, l.mailFrom, ferr.Error())
 		return ss.reply(replyBadFrom)
 	}
-	dec := ss.verify(ctx, msg, sender, l.mailFrom)
+	dec := ss.verify(ctx, msg, sender, l.mailFrom, rel)
 	if dec.tempFail {
 		ss.s.log.Warn("a DNS lookup failed temporarily; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", sender.Address, "mail_from", l.mailFrom, "reason", dec.verdict.Reason)
@@ -263,8 +302,11 @@ func (ss *session) letter(l *inFlight) error {
 		ss.reject(store.RejectFrom, sender.Address, "From address cannot be normalised: "+err.Error())
 		return ss.reply(replyBadFrom)
 	}
+	if ss.s.secondary {
+		l.authResults = authResultsField(ss.s.cfg.SMTP.Hostname, &dec.dkim, dec.spf, l.mailFrom, l.ip)
+	}
 	nl := store.NewLetter{
-		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: ss.ip, Session: ss.id,
+		Received: received, From: sender.Address, Name: sender.Name, RemoteIP: l.ip, Session: ss.id,
 		Verdict:      dec.verdict,
 		DedupAddress: dedup, Body: msg,
 	}
@@ -277,22 +319,33 @@ func (ss *session) letter(l *inFlight) error {
 			nl.Hold = store.HeldUnverified
 		case config.UnverifiedRelay:
 			// Counted, marked unverified in its verdict.
+		case config.UnverifiedConfirm:
+			nl.Hold, nl.ConfirmVia = store.HeldConfirm, l.rcpt
+			if why := noConfirmation(l.mailFrom, dec); why != "" {
+				nl.Hold, nl.HoldNote = store.HeldUnconfirmed, "no confirmation request: "+why
+			}
 		}
 	}
 	return ss.store(ctx, l, nl)
 }
 
-// decision is a letter's verdict as the store keeps it, and whether a
-// temporary DNS failure kept it from verifying.
+// decision is a letter's verdict as the store keeps it, whether a
+// temporary DNS failure kept it from verifying, and the checks it came
+// from.
 type decision struct {
 	verdict  store.Verdict
 	tempFail bool
+	dkim     verify.Verdict
+	spf      verify.SPFResult // zero when not checked
 }
 
 // verify checks the letter's DKIM signatures and, when none passes aligned
 // and verify.spf is on, the SPF record of its envelope sender from the
-// connecting IP (SPEC 5).
-func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender, mailFrom string) decision {
+// connecting IP (SPEC 5); for a letter a trusted secondary forwarded (rel),
+// the SPF result it checked from the original client's IP. A secondary
+// checks SPF even after a DKIM pass: the primary needs the result should
+// the signature fail there.
+func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender, mailFrom string, rel *relayed) decision {
 	dkim := ss.s.verifier.Verify(ctx, msg, sender)
 	switch {
 	case dkim.Pass:
@@ -305,7 +358,11 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender,
 		ss.s.metrics.Verdict(DKIMFail)
 	}
 	var spf verify.SPFResult // zero: not checked
-	if !dkim.Pass && ss.s.cfg.Verify.SPF {
+	switch {
+	case rel != nil && ss.s.cfg.Verify.SPF:
+		spf = rel.spf
+	case ss.s.secondary, !dkim.Pass && ss.s.cfg.Verify.SPF:
+		// With verify.spf off this asks no DNS and says so.
 		spf = ss.s.verifier.CheckSPF(ctx, net.ParseIP(ss.ip), ss.smtpConn.Hostname(), mailFrom)
 	}
 	d := verify.Decide(dkim, spf, sender.Domain)
@@ -316,7 +373,7 @@ func (ss *session) verify(ctx context.Context, msg []byte, sender verify.Sender,
 	case verify.MethodSPF:
 		v = store.Verdict{Kind: store.VerdictSPF, Domain: d.Domain, Reason: d.Reason}
 	}
-	return decision{verdict: v, tempFail: d.TempFail}
+	return decision{verdict: v, tempFail: d.TempFail, dkim: dkim, spf: spf}
 }
 
 // store has the letter stored, with its Received: field on top, and
@@ -333,13 +390,17 @@ func (ss *session) store(ctx context.Context, l *inFlight, nl store.NewLetter) e
 	unverified := !nl.Verdict.Verified()
 	domain := senderDomain(nl.From)
 	if unverified {
-		if over := ss.s.unverified.over(domain, ss.ip, size, ss.s.now()); over != "" {
+		if over := ss.s.unverified.over(domain, l.ip, size, ss.s.now()); over != "" {
 			ss.s.log.Warn("unverified mail over its hourly cap; sender asked to retry", "session", ss.id, "ip", ss.ip,
 				"sender", nl.From, "over", over)
 			return ss.reply(replyUnverifiedCap)
 		}
 	}
-	id, err := ss.s.store.ReserveLetterID()
+	reserve := ss.s.store.ReserveLetterID
+	if ss.s.secondary {
+		reserve = ss.s.store.ReserveForwardID
+	}
+	id, err := reserve()
 	if err != nil {
 		ss.s.log.Error("reserving a letter ID failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", nl.From, "err", err)
@@ -351,16 +412,25 @@ func (ss *session) store(ctx context.Context, l *inFlight, nl store.NewLetter) e
 	if l.rcpts == 1 {
 		t.rcpt = l.rcpt
 	}
-	field := t.receivedField()
+	// A secondary's Authentication-Results field goes above its Received:
+	// field, where the primary looks for it.
+	field := append(l.authResults, t.receivedField()...)
 	nl.ID, nl.Body, nl.TraceLen = id, withField(l.buf, receivedRoom, field), len(field)
-	res, err := ss.s.store.Accept(ctx, nl)
+	var res store.Accepted
+	if ss.s.secondary {
+		// Counted by the primary alone: stored to forward, never "already
+		// counted" here.
+		res.ID, err = ss.s.store.QueueForward(ctx, nl, l.mailFrom, ss.s.forwardRcpt(l.rcpt))
+	} else {
+		res, err = ss.s.store.Accept(ctx, nl)
+	}
 	if err != nil {
 		ss.s.log.Error("storing a letter failed; sender asked to retry", "session", ss.id, "ip", ss.ip,
 			"sender", nl.From, "err", err)
 		return ss.reply(replyStoreFailed)
 	}
 	if unverified {
-		ss.s.unverified.add(domain, ss.ip, size, ss.s.now())
+		ss.s.unverified.add(domain, l.ip, size, ss.s.now())
 	}
 	if res.Duplicate {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
@@ -491,4 +561,65 @@ func senderDomain(addr string) string {
 		return "<>"
 	}
 	return asciiLower(addr[at+1:])
+}
+
+// authResults takes the Authentication-Results fields that claim this host,
+// or that a trusted secondary's own field rules out, out of the letter
+// (scrubAuthResults), and sets the client the letter is accounted to. It
+// returns what a trusted secondary's topmost field says, nil when nothing
+// is believed: then SPF and the per-IP limits go by the connecting IP.
+func (ss *session) authResults(l *inFlight) *relayed {
+	l.ip = ss.ip
+	trusted := ss.s.trusts(ss.ip)
+	msg, sc := scrubAuthResults(l.buf[receivedRoom:], ss.s.cfg.SMTP.Hostname, trusted)
+	l.buf = l.buf[:receivedRoom+len(msg)]
+	if sc.removed > 0 {
+		ss.s.log.Info("Authentication-Results fields claiming this host or its secondary removed before verification",
+			"session", ss.id, "ip", ss.ip, "removed", sc.removed)
+	}
+	if !trusted {
+		return nil
+	}
+	var rel relayed
+	ok := sc.top != nil
+	if ok {
+		rel, ok = relayedBy(sc.top)
+	}
+	if !ok {
+		ss.s.log.Warn("letter from a trusted secondary ([secondary] trusted) without a readable Authentication-Results "+
+			"field of its own on top; SPF and the per-IP limits go by the secondary's IP", "session", ss.id, "ip", ss.ip,
+			"err", sc.topErr)
+		return nil
+	}
+	if !strings.EqualFold(rel.mailFrom, l.mailFrom) {
+		// The secondary forwards with the sender's MAIL FROM: a result
+		// for another sender is not this letter's.
+		rel.spf = verify.SPFResult{Status: verify.SPFNone, Reason: "by " + rel.servID + " for another MAIL FROM"}
+	}
+	l.ip = rel.clientIP
+	return &rel
+}
+
+// forwardRcpt is the recipient a secondary forwards a letter to: the first
+// the sender named, with a bare postmaster (RFC 5321 4.5.1) given the
+// first campaign domain, as the primary's delivery needs a domain.
+func (s *Server) forwardRcpt(rcpt string) string {
+	if !strings.Contains(rcpt, "@") {
+		first := s.cfg.Campaign.Addresses[0]
+		return rcpt + first[strings.LastIndexByte(first, '@'):]
+	}
+	return rcpt
+}
+
+// confirmationAddress reports whether to has the shape of a confirmation
+// address of a campaign address, <local>+confirm-<token>@<domain> (SPEC
+// 11), which a secondary cannot check.
+func (s *Server) confirmationAddress(to string) bool {
+	addr := asciiLower(to)
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return false
+	}
+	local, tag, found := strings.Cut(addr[:at], "+confirm-")
+	return found && tag != "" && s.addresses[local+addr[at:]]
 }
