@@ -627,6 +627,7 @@ func (s *Store) runGroup(group []*op) (pos Position, err error) {
 		}
 	}()
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		appendOnly(tx)
 		for _, o := range group {
 			w := &writer{s: s, tx: tx}
 			if err := o.fn(tx, w); err != nil {
@@ -638,6 +639,23 @@ func (s *Store) runGroup(group []*op) (pos Position, err error) {
 		return nil
 	})
 	return pos, err
+}
+
+// appendBuckets are keyed in the order records arrive (letter IDs, event
+// numbers, pending times), so new keys go at the end.
+var appendBuckets = [][]byte{bucketLetters, bucketBodies, bucketPending, bucketEvents}
+
+// appendOnly fills the pages of the append-ordered buckets before splitting
+// them, as bbolt advises for sequential keys: with its default half-full
+// split, every page left behind is half empty, so the file holds twice the
+// pages for them and a group's commit rewrites more. FillPercent lasts for
+// the transaction, on the bucket it caches.
+func appendOnly(tx *bolt.Tx) {
+	for _, name := range appendBuckets {
+		if b := tx.Bucket(name); b != nil {
+			b.FillPercent = 1
+		}
+	}
 }
 
 // view runs fn in a read-only transaction, beside the writer. A damaged
