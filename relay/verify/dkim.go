@@ -537,7 +537,8 @@ func (h *dkimHeader) bodySum(can int) []byte {
 }
 
 // headerSum is the hash the signature s signs: the fields its h= names,
-// picked from the bottom up, then its own field without the b= value.
+// picked from the bottom up, then its own field without the b= value and
+// its final line break.
 func (h *dkimHeader) headerSum(s *dkimSignature, can int) []byte {
 	w := newHashWriter()
 	picked := make(map[string]int, len(s.headerKeys))
@@ -554,36 +555,39 @@ func (h *dkimHeader) headerSum(s *dkimSignature, can int) []byte {
 				continue
 			}
 			picked[key]++
-			writeHeaderField(w, f, can)
+			writeHeaderField(w, f, can, true)
 			break
 		}
 	}
-	sigField := removeSignature(h.field(s.index))
-	if can == canonRelaxed {
-		var b bytes.Buffer
-		writeHeaderField(&b, sigField, can)
-		sigField = b.Bytes()
-	}
-	w.Write(bytes.TrimRight(sigField, "\r\n"))
+	writeHeaderField(w, removeSignature(h.field(s.index)), can, false)
 	return w.sum()[:]
 }
 
 // writeHeaderField writes field f canonicalised: as it is (simple), or
 // with its name lower-cased and trimmed and its value's runs of white
-// space and line breaks made one space, trimmed (relaxed).
-func writeHeaderField(w interface{ Write([]byte) (int, error) }, f []byte, can int) {
+// space and line breaks made one space, trimmed (relaxed); without its
+// final line break unless end. (The signature's own field goes without:
+// go-msgauth trims every CR and LF at its end, in either
+// canonicalisation.)
+func writeHeaderField(w *hashWriter, f []byte, can int, end bool) {
 	if can == canonSimple {
+		if !end {
+			f = bytes.TrimRight(f, "\r\n")
+		}
 		w.Write(f)
 		return
 	}
 	name, value, ok := bytes.Cut(f, []byte(":"))
 	if !ok {
 		w.Write([]byte(strings.TrimSpace(strings.ToLower(string(f)))))
-		w.Write([]byte(":\r\n"))
+		w.WriteByte(':')
+		if end {
+			w.Write(crlfBytes)
+		}
 		return
 	}
-	w.Write(lowerTrim(name))
-	w.Write([]byte(":"))
+	writeLowerTrim(w, name)
+	w.WriteByte(':')
 	first := true
 	for len(value) > 0 {
 		i := bytes.IndexFunc(value, isHeaderSpace)
@@ -592,7 +596,7 @@ func writeHeaderField(w interface{ Write([]byte) (int, error) }, f []byte, can i
 		}
 		if i > 0 {
 			if !first {
-				w.Write([]byte(" "))
+				w.WriteByte(' ')
 			}
 			w.Write(value[:i])
 			first = false
@@ -602,31 +606,30 @@ func writeHeaderField(w interface{ Write([]byte) (int, error) }, f []byte, can i
 			value = value[1:]
 		}
 	}
-	w.Write([]byte("\r\n"))
+	if end {
+		w.Write(crlfBytes)
+	}
 }
+
+var crlfBytes = []byte("\r\n")
 
 func isHeaderSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' }
 
-// lowerTrim is strings.TrimSpace(strings.ToLower(name)), without
+// writeLowerTrim writes strings.TrimSpace(strings.ToLower(name)), without
 // allocating for an ASCII name.
-func lowerTrim(name []byte) []byte {
-	ascii := true
+func writeLowerTrim(w *hashWriter, name []byte) {
 	for _, c := range name {
 		if c >= 0x80 {
-			ascii = false
-			break
+			w.Write([]byte(strings.TrimSpace(strings.ToLower(string(name)))))
+			return
 		}
 	}
-	if !ascii {
-		return []byte(strings.TrimSpace(strings.ToLower(string(name))))
-	}
-	name = bytes.TrimSpace(name)
-	for _, c := range name {
+	for _, c := range bytes.TrimSpace(name) {
 		if 'A' <= c && c <= 'Z' {
-			return bytes.ToLower(name)
+			c += 'a' - 'A'
 		}
+		w.WriteByte(c)
 	}
-	return name
 }
 
 // removeSignature empties the b= tag's value of a signature field, as
