@@ -364,6 +364,41 @@ func TestAdminOutputIsTerminalSafe(t *testing.T) {
 	}
 }
 
+// TestBatchOutputIsTerminalSafe: a recipient's server that answers with
+// escape sequences in its reply text reaches the admin's terminal through
+// batches and batches show (and lookup and erase of the letter's sender)
+// only as visible text.
+func TestBatchOutputIsTerminalSafe(t *testing.T) {
+	e := testenv.Prepare(t, admConfig(func(c *config.Config) {
+		c.Delivery.RetryMin = config.Duration{Duration: time.Hour}
+		c.Delivery.RetryMax = config.Duration{Duration: 2 * time.Hour}
+	}))
+	e.Smarthost().FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "busy " + osc52 + "\x1b[2KFORGED\xc2\x9b"})
+	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
+	e.Queued(e.Signed("ed.test", "ana@ed.test"))
+	testenv.WaitFor(t, "both copies deferred", 10*time.Second, func() bool {
+		var list []admin.Batch
+		cliJSON(t, &list, "batches", "-json", "-admin", e.AdminURL())
+		return len(list) == 1 && list[0].Recipients[0].State == "deferred" && list[0].Recipients[1].State == "deferred"
+	})
+	url := e.AdminURL()
+	for _, args := range [][]string{
+		{"batches", "-admin", url}, {"batches", "show", "-admin", url, "1"},
+		{"lookup", "-admin", url, "ana@ed.test"}, {"erase", "-admin", url, "ana@ed.test"},
+	} {
+		_, out, errs := cli(context.Background(), args...)
+		for _, text := range []string{out, errs} {
+			if bad := firstUnsafe(text); bad != "" {
+				t.Errorf("petitiond %v writes %s to the terminal:\n%q", args, bad, text)
+			}
+		}
+		if args[0] == "batches" && len(args) == 3 && !strings.Contains(out, `\x1b]52`) {
+			t.Errorf("petitiond %v does not show the reply's escape as text:\n%s", args, out)
+		}
+	}
+}
+
 // heldIDs lists the held letters' IDs.
 func heldIDs(t *testing.T, e *testenv.Test) []string {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -104,6 +105,37 @@ func TestAdminStats(t *testing.T) {
 		if !strings.Contains(out, line) {
 			t.Errorf("stats output lacks %q:\n%s", line, out)
 		}
+	}
+}
+
+// TestAdminStatsSupporterMail: under policy confirm with receipts on,
+// stats counts the requests and receipts that left, in JSON and in text.
+func TestAdminStatsSupporterMail(t *testing.T) {
+	e := startAdm(t, func(c *config.Config) {
+		c.Batch.MaxWait = config.Duration{Duration: time.Hour}
+		c.Verify.Unverified = config.UnverifiedConfirm
+		c.Receipts.Enabled = true
+	})
+	e.Queued(unsigned(e, "dan@ed.test"))         // a request to dan
+	e.Queued(unsigned(e, "eva@ed.test"))         // and one to eva
+	e.Queued(e.Signed("ed.test", "ana@ed.test")) // a receipt to ana
+	var raw struct{ Supporters map[string]float64 }
+	testenv.WaitFor(t, "two requests and a receipt sent", 10*time.Second, func() bool {
+		cliJSON(t, &raw, "stats", "-json", "-admin", e.AdminURL())
+		return raw.Supporters["confirm_sent"] == 2 && raw.Supporters["receipts_sent"] == 1
+	})
+	if raw.Supporters["confirm_live"] != 2 || raw.Supporters["confirmed"] != 0 || raw.Supporters["confirm_waiting"] != 0 {
+		t.Errorf("stats -json supporters = %v", raw.Supporters)
+	}
+	out := cliOK(t, "stats", "-admin", e.AdminURL())
+	for _, want := range []string{"confirmation requests sent to supporters: confirmed 0, expired 0, undeliverable 0; live 2, waiting their turn 0",
+		"receipts sent to supporters"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stats output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^confirm\s+2\s`).MatchString(out) || !regexp.MustCompile(`(?m)^receipts\s+1\s`).MatchString(out) {
+		t.Errorf("stats output does not count 2 requests and 1 receipt:\n%s", out)
 	}
 }
 
