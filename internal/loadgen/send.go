@@ -196,12 +196,6 @@ func dial(ctx context.Context, opt Options) (*conn, error) {
 // transaction sends one letter and RSET, recording its outcome in r. An
 // error means the connection is no longer usable.
 func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
-	record := func(rep smtpclient.Reply) {
-		r.Codes[rep.Code]++
-		if _, ok := r.Examples[rep.Code]; !ok {
-			r.Examples[rep.Code] = rep.Text
-		}
-	}
 	for _, cmd := range []struct {
 		line string
 		want int
@@ -211,22 +205,12 @@ func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
 			return err
 		}
 		if rep.Code != cmd.want {
-			record(rep)
+			r.record(rep)
 			return c.rset()
 		}
 	}
-	start := time.Now()
-	if err := c.Raw(l.Data); err != nil {
+	if err := c.message(l, r); err != nil {
 		return err
-	}
-	rep, err := c.ReadReply()
-	if err != nil {
-		return err
-	}
-	r.Latencies = append(r.Latencies, time.Since(start))
-	record(rep)
-	if rep.Code/100 == 2 {
-		r.Accepted++
 	}
 	return c.rset()
 }
@@ -237,12 +221,6 @@ func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
 // 354 (the server then waits for it); otherwise the transaction ends with
 // the first refusal in the group.
 func (c *conn) pipelined(l Letter, rcpt string, r *Result) error {
-	record := func(rep smtpclient.Reply) {
-		r.Codes[rep.Code]++
-		if _, ok := r.Examples[rep.Code]; !ok {
-			r.Examples[rep.Code] = rep.Text
-		}
-	}
 	b := c.cmds[:0]
 	replies := 3
 	if c.used {
@@ -277,9 +255,15 @@ func (c *conn) pipelined(l Letter, rcpt string, r *Result) error {
 		if refused.Code == 0 {
 			refused = data
 		}
-		record(refused)
+		r.record(refused)
 		return nil
 	}
+	return c.message(l, r)
+}
+
+// message sends the letter's message after DATA's 354 and records the
+// end-of-DATA reply and how long it took.
+func (c *conn) message(l Letter, r *Result) error {
 	start := time.Now()
 	if err := c.Raw(l.Data); err != nil {
 		return err
@@ -289,11 +273,19 @@ func (c *conn) pipelined(l Letter, rcpt string, r *Result) error {
 		return err
 	}
 	r.Latencies = append(r.Latencies, time.Since(start))
-	record(rep)
+	r.record(rep)
 	if rep.Code/100 == 2 {
 		r.Accepted++
 	}
 	return nil
+}
+
+// record counts a reply's code and keeps the first text seen for it.
+func (r *Result) record(rep smtpclient.Reply) {
+	r.Codes[rep.Code]++
+	if _, ok := r.Examples[rep.Code]; !ok {
+		r.Examples[rep.Code] = rep.Text
+	}
 }
 
 func (c *conn) rset() error {
