@@ -406,7 +406,11 @@ func TestReceipts(t *testing.T) {
 		!strings.Contains(receipts["sol@spf.test"], "Con la tuya ya van 3 cartas.") {
 		t.Errorf("running counts: %v", receipts)
 	}
-	if c := supporterCounts(t, e); c.ReceiptsSent != 2 || c.Queued != 0 {
+	// The Maildir file exists before the store records its delivery.
+	testenv.WaitFor(t, "the receipts' deliveries recorded", 10*time.Second, func() bool {
+		return supporterCounts(t, e).Queued == 0
+	})
+	if c := supporterCounts(t, e); c.ReceiptsSent != 2 {
 		t.Errorf("counts %+v", c)
 	}
 }
