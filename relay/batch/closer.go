@@ -49,7 +49,7 @@ type Closer struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
-	// build makes the message of a batch; Build, except in tests that
+	// build makes the message of a batch; Build, paced, except in tests that
 	// need a builder that fails on a given letter.
 	build func(Spec) ([]byte, error)
 }
@@ -62,7 +62,7 @@ func NewCloser(cfg CloserConfig, st *store.Store, log *slog.Logger, now func() t
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Closer{cfg: cfg, store: st, log: log, now: now, build: Build}
+	return &Closer{cfg: cfg, store: st, log: log, now: now, build: buildPaced}
 }
 
 // retryAfterError is how long the closer waits after a store or build

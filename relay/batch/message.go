@@ -131,7 +131,12 @@ func isDotAtom(s string) bool {
 // Build fails only for a Spec that cannot make a message (no letters, a bad
 // From, recipient or Message-ID, a language without a catalogue); a letter
 // it cannot read is still batched, with a note in the summary.
-func Build(s Spec) ([]byte, error) {
+func Build(s Spec) ([]byte, error) { return build(s, nil) }
+
+// build is Build calling yield, when not nil, after each letter it
+// prepares and each it writes into the digest: the closer paces the build
+// there (see pacer).
+func build(s Spec, yield func()) ([]byte, error) {
 	if err := validate(s); err != nil {
 		return nil, err
 	}
@@ -145,6 +150,9 @@ func Build(s Spec) ([]byte, error) {
 	for i := range s.Letters {
 		letters[i] = prepareLetter(&s.Letters[i])
 		eightBit = eightBit || letters[i].carry.cte == "8bit"
+		if yield != nil {
+			yield()
+		}
 	}
 	data := batchData(s, letters)
 	var texts struct{ subject, csvName, digestDesc string }
@@ -179,7 +187,7 @@ func Build(s Spec) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
-	digest, digestSeed, digestBoundary, err := digestBody(letters)
+	digest, digestSeed, digestBoundary, err := digestBody(letters, yield)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: digest: %w", s.Number, err)
 	}
@@ -381,8 +389,9 @@ func qpEncode(text []byte) ([]byte, error) {
 // returns it with the seed of its boundary and the boundary. Each letter is
 // written as it is, or base64-encoded where carriageOf says so: go-message's
 // message.Writer would wrap 7bit/8bit lines at 998 bytes, which changes the
-// bytes and breaks the letter's signature.
-func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
+// bytes and breaks the letter's signature. yield, when not nil, is called
+// after each letter.
+func digestBody(letters []preparedLetter, yield func()) ([]byte, []byte, string, error) {
 	raws := make([][]byte, len(letters))
 	bodies := make([][]byte, len(letters))
 	size := 0
@@ -414,6 +423,9 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 		}
 		if _, err := w.Write(bodies[i]); err != nil {
 			return nil, nil, "", err
+		}
+		if yield != nil {
+			yield()
 		}
 	}
 	if err := mw.Close(); err != nil {
