@@ -36,7 +36,7 @@ func (p *pacer) yield() {
 	p.start = p.now()
 }
 
-// buildPaced is Build with the builder paced.
-func buildPaced(s Spec) ([]byte, error) {
-	return build(s, newPacer(paceSlice).yield)
+// buildPaced is Build with the builder paced, working in sc.
+func buildPaced(s Spec, sc *scratch) ([]byte, error) {
+	return build(s, newPacer(paceSlice).yield, sc)
 }

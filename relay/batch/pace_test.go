@@ -45,7 +45,7 @@ func TestBuildYieldsBetweenLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	yields := 0
-	got, err := build(s, func() { yields++ })
+	got, err := build(s, func() { yields++ }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestBuildYieldsBetweenLetters(t *testing.T) {
 	if yields != 2*len(letters) {
 		t.Errorf("%d yields for %d letters, want %d", yields, len(letters), 2*len(letters))
 	}
-	if paced, err := buildPaced(s); err != nil || !bytes.Equal(paced, want) {
+	if paced, err := buildPaced(s, new(scratch)); err != nil || !bytes.Equal(paced, want) {
 		t.Errorf("buildPaced differs from Build (err %v)", err)
 	}
 }
