@@ -90,87 +90,8 @@ func WriteNewFrom(path string, r io.Reader, perm fs.FileMode) (n int64, err erro
 	if err := f.Chmod(perm); err != nil {
 		return 0, err
 	}
-	return writeSynced(osFile{f}, r)
-}
-
-// writebackChunk is how much of a file is written before its writeback is
-// started. A batch message is megabytes: written whole and synced once, it
-// would be queued on the disk in one piece, and every letter's fsync that
-// comes meanwhile would wait behind all of it (on ext4 with data=ordered, a
-// journal commit also waits for other files' dirty data). In chunks, at
-// most two are in flight at a time.
-const writebackChunk = 256 << 10
-
-// syncFile is what writeSynced needs of a file: *os.File through osFile,
-// whose writeback calls are the platform's (sync_file_range on Linux,
-// nothing elsewhere).
-type syncFile interface {
-	Write(p []byte) (int, error)
-	Sync() error
-	// StartWriteback starts writing the bytes [off, off+n) to the disk
-	// without waiting for them.
-	StartWriteback(off, n int64) error
-	// WaitWriteback waits until the bytes [off, off+n) are written out.
-	// Neither makes them durable: only Sync does.
-	WaitWriteback(off, n int64) error
-}
-
-// writeSynced copies r to f in chunks of writebackChunk: the writeback of
-// each chunk starts as soon as it is written, and the writer waits for the
-// chunk before it, so little dirty data waits at any time. Then it fsyncs
-// f, last: only the fsync makes the data durable, and the caller renames
-// the file or syncs its directory only after writeSynced returned nil.
-func writeSynced(f syncFile, r io.Reader) (int64, error) {
-	w := &chunkWriter{f: f}
-	n, err := io.Copy(w, r)
-	if err != nil {
+	if n, err = io.Copy(f, r); err != nil {
 		return n, err
 	}
 	return n, f.Sync()
-}
-
-// chunkWriter writes to f, starting the writeback of each full chunk.
-type chunkWriter struct {
-	f syncFile
-	// written is how many bytes were written; started, how many had their
-	// writeback started; the chunk before started has been waited for.
-	written, started int64
-}
-
-func (w *chunkWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		room := writebackChunk - int(w.written-w.started)
-		k, err := w.f.Write(p[:min(room, len(p))])
-		n += k
-		w.written += int64(k)
-		p = p[k:]
-		if err != nil {
-			return n, err
-		}
-		if w.written-w.started == writebackChunk {
-			if err := w.startChunk(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
-}
-
-// startChunk starts the writeback of the chunk just written and waits for
-// the one before it.
-func (w *chunkWriter) startChunk() error {
-	off, n := w.started, w.written-w.started
-	if err := w.f.StartWriteback(off, n); err != nil {
-		return fmt.Errorf("start writeback: %w", err)
-	}
-	if off > 0 {
-		// A failure here is a write error that a later fsync of this
-		// file might no longer report: it must fail the write.
-		if err := w.f.WaitWriteback(off-writebackChunk, writebackChunk); err != nil {
-			return fmt.Errorf("wait for writeback: %w", err)
-		}
-	}
-	w.started = w.written
-	return nil
 }
