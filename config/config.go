@@ -199,6 +199,10 @@ type Secondary struct {
 	Primary string `toml:"primary"`
 	// Trusted lists, on the primary, the IPs or CIDRs of its secondaries.
 	Trusted []string `toml:"trusted"`
+	// Names lists, on the primary, its secondaries' smtp.hostname: the
+	// authserv-id each writes, so that a field claiming one of them is
+	// removed from any letter but where it is believed.
+	Names []string `toml:"names"`
 }
 
 // The languages organisers and supporters can be written to in
@@ -295,7 +299,7 @@ func base() *Config {
 		Store: Store{Dir: "petitiond-data", Retention: Duration{720 * time.Hour},
 			HeldRetention: Duration{720 * time.Hour}, MinFreeBytes: 256 << 20},
 		Admin:     Admin{Listen: "127.0.0.1:8025"},
-		Secondary: Secondary{Trusted: []string{}},
+		Secondary: Secondary{Trusted: []string{}, Names: []string{}},
 		Log:       Log{Format: "text"},
 	}
 }

@@ -94,7 +94,7 @@ func TestDefault(t *testing.T) {
 		cfg.Campaign.Language != "es" || cfg.Campaign.Timezone != "America/Santiago" || !cfg.Verify.SPF ||
 		cfg.Verify.ConfirmTTL != d(168*time.Hour) || cfg.Verify.ConfirmPerHour != 200 ||
 		cfg.Batch.MaxBytes != 10485760 || cfg.Admin.ReaderToken != "" || cfg.Receipts.Enabled ||
-		cfg.Secondary.Primary != "" || len(cfg.Secondary.Trusted) != 0 {
+		cfg.Secondary.Primary != "" || len(cfg.Secondary.Trusted) != 0 || cfg.Secondary.Names == nil || len(cfg.Secondary.Names) != 0 {
 		t.Errorf("default differs from SPEC section 3:\n%s", cfg.TOML())
 	}
 	// Each call is a fresh copy: no shared mutable state.
@@ -269,10 +269,14 @@ starttls = "required"
 domain = "campaign.example"
 selector = "petitiond"
 key_file = "dkim.key"
+[secondary]
+trusted = ["192.0.2.25"]
+names = ["mx2.campaign.example", "MX3.Campaign.Example."]
 `)
 	if cfg.SMTP.Timeout != d(time.Second) || cfg.Verify.Unverified != "reject" ||
 		cfg.Verify.DNSResolver != "127.0.0.1:5353" || cfg.Batch.MaxWait != d(time.Second) ||
-		cfg.Delivery.Username != "relay" || cfg.DKIM.Selector != "petitiond" {
+		cfg.Delivery.Username != "relay" || cfg.DKIM.Selector != "petitiond" ||
+		!reflect.DeepEqual(cfg.Secondary.Names, []string{"mx2.campaign.example", "MX3.Campaign.Example."}) {
 		t.Errorf("values not decoded:\n%s", cfg.TOML())
 	}
 }
@@ -334,6 +338,8 @@ func TestParseProblems(t *testing.T) {
 		{name: "reader token is admin token", text: "[admin]\ntoken = \"t0ken-one\"\nreader_token = \"t0ken-one\"\n", key: "admin.reader_token", at: "reader_token", msg: "must differ"},
 		{name: "negative min free", text: "[store]\nmin_free_bytes = -1\n", key: "store.min_free_bytes", at: "min_free_bytes", msg: "negative"},
 		{name: "primary not host:port", text: "[secondary]\nprimary = \"mx1.campaign.example\"\n", key: "secondary.primary", at: "primary", msg: "not host:port"},
+		{name: "names not a DNS name", text: "[secondary]\nnames = [\"mx2.campaign.example\", \"mx2 campaign\"]\n", key: "secondary.names", at: "names", msg: `"mx2 campaign" is not a DNS name`},
+		{name: "names empty string", text: "[secondary]\ntrusted = []\n\nnames = [\"\"]\n", key: "secondary.names", at: "names", msg: "empty"},
 		{name: "trusted not an IP", text: "[secondary]\ntrusted = [\"10.0.0.0/8\", \"mx2.campaign.example\"]\n", key: "secondary.trusted", at: "trusted", msg: "not an IP address or CIDR"},
 		{name: "listen empty", text: "[smtp]\nlisten = []\n", key: "smtp.listen", at: "listen", msg: "required"},
 		{name: "listen no port", text: "[smtp]\nlisten = [\"127.0.0.1\"]\n", key: "smtp.listen", at: "listen", msg: "not host:port"},

@@ -194,6 +194,11 @@ func (c *Config) Validate() Problems {
 			v.add("secondary.trusted", fmt.Sprintf("%q is not an IP address or CIDR prefix", t))
 		}
 	}
+	for _, n := range c.Secondary.Names {
+		if err := dnsname.CheckDomain(n); err != nil {
+			v.add("secondary.names", err.Error())
+		}
+	}
 
 	// [log]
 	oneOf(&v, "log.format", c.Log.Format, []string{"text", "json"})

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -66,7 +67,16 @@ func TestAdminMetrics(t *testing.T) {
 	base := e.AdminURL()
 
 	expectReply(t, "ana", e.Send(e.Signed("rsa.test", "ana@rsa.test")), "250 2.0.0")
+	// One letter waits for its batch: the pending gauge says so.
+	if err := wait.Until(context.Background(), 10*time.Second, func() (bool, error) {
+		return scrape(t, base+"/metrics")["petitiond_letters_pending"] == 1, nil
+	}); err != nil {
+		t.Fatalf("petitiond_letters_pending never 1 with one letter waiting: %v", err)
+	}
 	expectReply(t, "bo", e.Send(e.Signed("ed.test", "bo@ed.test")), "250 2.0.0")
+	// A signature that no longer matches its body: "fail", not "none".
+	tampered := bytes.Replace(e.Signed("ed.test", "cid@ed.test"), []byte(testenv.Body), []byte("Free nobody."), 1)
+	expectReply(t, "tampered", e.Send(tampered), "250 2.0.0")
 	expectReply(t, "ana again", e.Send(e.Signed("rsa.test", "ana@rsa.test")), "250 2.0.0")
 	expectReply(t, "unsigned", e.Send(e.Letter("dan@rsa.test", "hi", "unsigned")), "250 2.0.0")
 	expectReply(t, "bare LF", e.Send([]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n")), "554 5.6.0")
@@ -76,7 +86,7 @@ func TestAdminMetrics(t *testing.T) {
 	want := map[string]float64{
 		`petitiond_letters_total{outcome="accepted"}`:                2,
 		`petitiond_letters_total{outcome="duplicate"}`:               1,
-		`petitiond_letters_total{outcome="held"}`:                    1,
+		`petitiond_letters_total{outcome="held"}`:                    2,
 		`petitiond_letters_total{outcome="rejected"}`:                2,
 		`petitiond_letters_total{outcome="released"}`:                0,
 		`petitiond_letters_total{outcome="dropped"}`:                 0,
@@ -84,14 +94,14 @@ func TestAdminMetrics(t *testing.T) {
 		`petitiond_rejections_total{reason="from"}`:                  1,
 		`petitiond_rejections_total{reason="unverified"}`:            0,
 		`petitiond_rejections_total{reason="line_too_long"}`:         0,
-		`petitiond_smtp_sessions_total`:                              6,
+		`petitiond_smtp_sessions_total`:                              7,
 		`petitiond_smtp_sessions_refused_total{reason="max_per_ip"}`: float64(refused),
 		`petitiond_smtp_sessions_refused_total{reason="too_slow"}`:   0,
 		`petitiond_dkim_results_total{result="pass"}`:                3,
-		`petitiond_dkim_results_total{result="fail"}`:                0,
+		`petitiond_dkim_results_total{result="fail"}`:                1,
 		`petitiond_dkim_results_total{result="none"}`:                1,
 		`petitiond_dkim_results_total{result="temperror"}`:           0,
-		`petitiond_letters_held{reason="unverified"}`:                1,
+		`petitiond_letters_held{reason="unverified"}`:                2,
 		`petitiond_letters_held{reason="postmaster"}`:                0,
 		`petitiond_letters_pending`:                                  0,
 		`petitiond_paused`:                                           0,

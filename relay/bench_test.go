@@ -80,6 +80,7 @@ func startBenchDaemon(b *testing.B, dns *testenv.DNS, sessions int) *testenv.Tes
 			cfg.Verify.Unverified = "reject"
 			cfg.Batch.MaxLetters = 1 << 30
 			cfg.Batch.MaxWait = config.Duration{Duration: 365 * 24 * time.Hour}
+			cfg.Batch.MaxBytes = 1 << 50
 		},
 	})
 	e.Start()

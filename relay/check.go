@@ -66,6 +66,11 @@ func Check(cfg *config.Config, opt Options) (warnings []string, err error) {
 		warnings = append(warnings, "[dkim] is empty: batches go out unsigned, and the recipients' providers may file them as spam "+
 			"(petitiond dkim-keygen makes a key)")
 	}
+	if len(cfg.Secondary.Trusted) > 0 && len(cfg.Secondary.Names) == 0 {
+		warnings = append(warnings, "secondary.trusted is set and secondary.names is empty: forged Authentication-Results fields "+
+			"naming the secondaries cannot be removed; they are not believed, but travel with the letters to the organisations "+
+			"(list each secondary's smtp.hostname)")
+	}
 	if cfg.Admin.Listen != "" && token == "" {
 		warnings = append(warnings, fmt.Sprintf("admin.token is empty, nor given in the environment: the admin listener on %s "+
 			"is guarded by the token made at first start in %s, which whoever may read that file can use",

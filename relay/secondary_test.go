@@ -277,28 +277,39 @@ func arField(host, result, mailFrom, ip string) string {
 
 // TestForgedAuthResults: a field claiming the secondary's name, sent to
 // the primary from an IP it does not trust, verifies nothing (SPF goes by
-// the connecting IP) and does not move the letter's IP; one claiming the
-// primary's own name is removed. From the trusted IP, only the topmost
-// field is believed, and any other naming the same host is removed.
+// the connecting IP), does not move the letter's IP, and is removed, as
+// is one claiming the primary's own name; a field of anyone else stays.
+// From the trusted IP, only the topmost field is believed, and any other
+// naming the same host is removed.
 func TestForgedAuthResults(t *testing.T) {
 	mx := prepareMX(t)
 	p := mx.Primary
 	p.Start()
 	forgedPass := arField(testenv.SecondaryHostname, "pass", "eve@forge.test", "198.51.100.7")
+	// The secondary's name as DNS compares it, not as the config spells it.
+	forgedUpper := arField(strings.ToUpper(testenv.SecondaryHostname)+".", "pass", "eve@forge.test", "198.51.100.7")
 	ownClaim := arField("mx.campaign.test", "pass", "eve@forge.test", "198.51.100.7")
+	provider := arField("mx.provider.test", "pass", "eve@forge.test", "198.51.100.7")
 	// Each letter its own text: the same held letter twice is stored once.
 	letter := func(text string) []byte { return p.Letter("eve@forge.test", "Libertad", text) }
 
-	// Untrusted: neither field is believed; SPF for forge.test fails from
-	// the client's own IP, so the letter is held unverified.
+	// Untrusted: no field is believed; SPF for forge.test fails from the
+	// client's own IP, so the letter is held unverified. The fields
+	// claiming the primary or its secondary are gone from the letter the
+	// organisations would get.
 	id := queuedAs(t, "forged letter", p.SendFrom(clientIP, "client.test", "eve@forge.test",
-		append([]byte(forgedPass+ownClaim), letter("forged")...)), "L")
+		append([]byte(forgedPass+ownClaim+provider+forgedUpper), letter("forged")...)), "L")
 	l := letters(t, p.Store())[id]
 	if l.Verdict.Kind != store.VerdictUnverified || l.State != store.StateHeld || l.RemoteIP != clientIP {
 		t.Errorf("forged letter: %s %s from %s (%s); want held unverified from %s", l.State, l.Verdict.Kind, l.RemoteIP, l.Verdict.Reason, clientIP)
 	}
-	if bytes.Contains(l.Body, []byte(ownClaim)) || !bytes.Contains(l.Body, []byte(forgedPass)) {
-		t.Errorf("stored: the field claiming this host should be gone, the other kept (not believed):\n%.600s", l.Body)
+	for _, f := range []string{forgedPass, forgedUpper, ownClaim} {
+		if bytes.Contains(l.Body, []byte(f)) {
+			t.Errorf("stored: the field %q should be gone:\n%.800s", f, l.Body)
+		}
+	}
+	if !bytes.Contains(l.Body, []byte(provider)) {
+		t.Errorf("stored: the field of another host should be kept (not believed):\n%.800s", l.Body)
 	}
 
 	// Trusted: the topmost field (what the secondary wrote) is believed,

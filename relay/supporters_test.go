@@ -104,6 +104,7 @@ func TestConfirmationRoundTrip(t *testing.T) {
 	e := testenv.Prepare(t, func(c *config.Config) {
 		confirmPolicy(c)
 		c.Batch.MaxLetters = 1
+		c.Admin.Listen = "127.0.0.1:0"
 	})
 	mh := e.MailHosts(ana)
 	e.Start()
@@ -161,6 +162,13 @@ func TestConfirmationRoundTrip(t *testing.T) {
 	if st, _ := e.Store().Stats(); st.Counted != 1 || st.Held != 0 || st.Supporters.ConfirmSent != 1 || st.Supporters.ConfirmConfirmed != 1 {
 		t.Errorf("stats %+v", st)
 	}
+	expectMetrics(t, e, map[string]float64{
+		`petitiond_confirmation_requests_total{outcome="sent"}`:      1,
+		`petitiond_confirmation_requests_total{outcome="confirmed"}`: 1,
+		`petitiond_confirmation_requests_total{outcome="expired"}`:   0,
+		`petitiond_confirmation_requests_waiting`:                    0,
+		`petitiond_letters_total{outcome="confirmed"}`:               1,
+	})
 	// The confirmed letter is batched, as its verdict says.
 	testenv.WaitFor(t, "the batch at the families' host", 15*time.Second, func() bool {
 		return len(mh.Sinks[testenv.Familias].Messages()) == 1
@@ -181,6 +189,7 @@ func TestConfirmationExpires(t *testing.T) {
 		confirmPolicy(c)
 		c.Campaign.Language = "en"
 		c.Verify.ConfirmTTL = config.Duration{Duration: 500 * time.Millisecond}
+		c.Admin.Listen = "127.0.0.1:0"
 	})
 	id, _ := unsignedLetter(t, e, ana)
 	var files []string
@@ -205,6 +214,24 @@ func TestConfirmationExpires(t *testing.T) {
 	expectReply(t, "a reply after confirm_ttl", reply(t, e, ana, confirmAddr), "550 5.1.1")
 	if c := supporterCounts(t, e); c.ConfirmExpired != 1 || c.ConfirmLive != 0 {
 		t.Errorf("counts %+v", c)
+	}
+	expectMetrics(t, e, map[string]float64{
+		`petitiond_confirmation_requests_total{outcome="sent"}`:      1,
+		`petitiond_confirmation_requests_total{outcome="confirmed"}`: 0,
+		`petitiond_confirmation_requests_total{outcome="expired"}`:   1,
+		`petitiond_letters_held{reason="unconfirmed"}`:               1,
+	})
+}
+
+// expectMetrics requires /metrics to show want (a counter read by the
+// collector from the store: no wait needed once the store says so).
+func expectMetrics(t *testing.T, e *testenv.Test, want map[string]float64) {
+	t.Helper()
+	got := scrape(t, e.AdminURL()+"/metrics")
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
 	}
 }
 
@@ -379,7 +406,11 @@ func TestReceipts(t *testing.T) {
 		!strings.Contains(receipts["sol@spf.test"], "Con la tuya ya van 3 cartas.") {
 		t.Errorf("running counts: %v", receipts)
 	}
-	if c := supporterCounts(t, e); c.ReceiptsSent != 2 || c.Queued != 0 {
+	// The Maildir file exists before the store records its delivery.
+	testenv.WaitFor(t, "the receipts' deliveries recorded", 10*time.Second, func() bool {
+		return supporterCounts(t, e).Queued == 0
+	})
+	if c := supporterCounts(t, e); c.ReceiptsSent != 2 {
 		t.Errorf("counts %+v", c)
 	}
 }

@@ -85,11 +85,17 @@ func (s *Store) NextBatchWithin(max int, maxBytes int64) (*PendingBatch, error) 
 
 // PendingOver reports whether the bodies of the (up to) max letters that
 // have waited longest come to more than maxBytes: then they cannot all go
-// in one batch message of maxBytes. It reads letter records, not bodies,
-// and stops as soon as it knows.
+// in one batch message of maxBytes. When no more than max letters wait, as
+// whenever the closer asks, their sum is kept; otherwise it reads letter
+// records, not bodies, and stops as soon as it knows.
 func (s *Store) PendingOver(max int, maxBytes int64) (bool, error) {
 	over := false
 	err := s.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if getU64(meta, ctrPending) <= uint64(max) {
+			over = int64(getU64(meta, ctrPendingBytes)) > maxBytes
+			return nil
+		}
 		var size int64
 		n := 0
 		c := tx.Bucket(bucketPending).Cursor()
@@ -155,6 +161,7 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 			return fmt.Errorf("built with running total %d, but it is %d: %w", nb.RunningTotal, total, ErrConflict)
 		}
 		pending := tx.Bucket(bucketPending)
+		var bytes int64
 		for _, id := range nb.LetterIDs {
 			l, err := getLetter(tx, id)
 			if err != nil {
@@ -166,6 +173,7 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 			if err := pending.Delete(pendingKey(l.PendingSince, id)); err != nil {
 				return err
 			}
+			bytes += int64(l.Size)
 			l.State, l.Batch, l.PendingSince = StateBatched, nb.Number, time.Time{}
 			if err := putLetter(tx, l); err != nil {
 				return err
@@ -187,7 +195,7 @@ func (s *Store) CloseBatch(ctx context.Context, nb NewBatch) (*Batch, error) {
 		for _, kv := range []struct {
 			key   []byte
 			delta int64
-		}{{ctrBatches, 1}, {ctrBatched, n}, {ctrPending, -n}} {
+		}{{ctrBatches, 1}, {ctrBatched, n}, {ctrPending, -n}, {ctrPendingBytes, -bytes}} {
 			if err := addU64(meta, kv.key, kv.delta); err != nil {
 				return err
 			}

@@ -40,12 +40,29 @@ func reportLettersPerCommit(b *testing.B, s *Store, commits0, writes0 uint64) {
 	}
 }
 
+// pageStats is what the file's pages cost: pages bbolt allocated (each
+// written at its commit, the freelist's included) and write calls.
+type pageStats struct{ alloc, writes int64 }
+
+func readPageStats(s *Store) pageStats {
+	st := s.db.Stats().TxStats
+	return pageStats{alloc: st.GetPageAlloc(), writes: st.GetWrite()}
+}
+
+// reportPages reports the pages written per letter (meta pages aside: one
+// per commit, counted in letters/commit).
+func reportPages(b *testing.B, s *Store, before pageStats, letters int) {
+	after := readPageStats(s)
+	b.ReportMetric(float64(after.alloc-before.alloc)/float64(s.db.Info().PageSize)/float64(letters), "pages/letter")
+}
+
 // BenchmarkAccept1 is one SMTP session after another: one fsync per letter.
 func BenchmarkAccept1(b *testing.B) {
 	s := openStore(b, b.TempDir(), Options{})
 	ctx := context.Background()
 	b.SetBytes(int64(len(benchBody)))
 	commits0, writes0 := s.CommitStats()
+	pages0 := readPageStats(s)
 	var n uint64
 	for b.Loop() {
 		n++
@@ -54,6 +71,7 @@ func BenchmarkAccept1(b *testing.B) {
 		}
 	}
 	reportLettersPerCommit(b, s, commits0, writes0)
+	reportPages(b, s, pages0, int(n))
 }
 
 // BenchmarkAccept50 is about 50 concurrent sessions sharing fsyncs.
@@ -65,6 +83,7 @@ func BenchmarkAccept50(b *testing.B) {
 	b.SetBytes(int64(len(benchBody)))
 	var n atomic.Uint64
 	commits0, writes0 := s.CommitStats()
+	pages0 := readPageStats(s)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -76,6 +95,7 @@ func BenchmarkAccept50(b *testing.B) {
 	})
 	b.StopTimer()
 	reportLettersPerCommit(b, s, commits0, writes0)
+	reportPages(b, s, pages0, int(n.Load()))
 }
 
 // BenchmarkCloseBatch1000 closes batches of 1,000 letters of about 3 KB.

@@ -204,13 +204,57 @@ func countLetter(tx *bolt.Tx, l *Letter, body []byte) error {
 			return fmt.Errorf("put body: %w", err)
 		}
 	}
-	if err := tx.Bucket(bucketPending).Put(pendingKey(l.PendingSince, l.ID), nil); err != nil {
-		return fmt.Errorf("put pending: %w", err)
-	}
 	if err := addU64(meta, ctrCounted, 1); err != nil {
 		return err
 	}
-	return addU64(meta, ctrPending, 1)
+	return queuePending(tx, l)
+}
+
+// queuePending puts l in the pending queue at l.PendingSince, and counts it
+// and its bytes.
+func queuePending(tx *bolt.Tx, l *Letter) error {
+	if err := tx.Bucket(bucketPending).Put(pendingKey(l.PendingSince, l.ID), nil); err != nil {
+		return fmt.Errorf("put pending: %w", err)
+	}
+	meta := tx.Bucket(bucketMeta)
+	if err := addU64(meta, ctrPending, 1); err != nil {
+		return err
+	}
+	return addU64(meta, ctrPendingBytes, int64(l.Size))
+}
+
+// unqueuePending takes l out of the pending queue and its counters.
+func unqueuePending(tx *bolt.Tx, l *Letter) error {
+	if err := tx.Bucket(bucketPending).Delete(pendingKey(l.PendingSince, l.ID)); err != nil {
+		return err
+	}
+	meta := tx.Bucket(bucketMeta)
+	if err := addU64(meta, ctrPending, -1); err != nil {
+		return err
+	}
+	return addU64(meta, ctrPendingBytes, -int64(l.Size))
+}
+
+// sumPendingBytes adds up the sizes of the pending letters once, for a
+// store written before it kept ctrPendingBytes.
+func sumPendingBytes(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(ctrPendingBytes) != nil {
+		return nil
+	}
+	var sum uint64
+	err := tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+		l, err := getLetter(tx, string(k[8:]))
+		if err != nil {
+			return err
+		}
+		sum += uint64(l.Size)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return meta.Put(ctrPendingBytes, u64(sum))
 }
 
 // pendingKey orders the pending queue by when each letter became pending,
@@ -376,10 +420,7 @@ func (s *Store) release(ctx context.Context, id string) (duplicate bool, err err
 			// Counted when it arrived: only back into the queue.
 			l.State, l.HeldReason, l.PendingSince = StatePending, "", now
 			ev.Event, ev.Reason = EventReleased, "back in the pending queue after it could not be batched"
-			if err := tx.Bucket(bucketPending).Put(pendingKey(now, id), nil); err != nil {
-				return err
-			}
-			if err := addU64(meta, ctrPending, 1); err != nil {
+			if err := queuePending(tx, l); err != nil {
 				return err
 			}
 		case tx.Bucket(bucketDedup).Get(l.DedupKey) != nil:
@@ -427,16 +468,13 @@ func (s *Store) HoldUnbatchable(ctx context.Context, id, why string) error {
 		if l.State != StatePending {
 			return fmt.Errorf("letter %s is %s, not pending: %w", id, l.State, ErrState)
 		}
-		if err := tx.Bucket(bucketPending).Delete(pendingKey(l.PendingSince, id)); err != nil {
+		if err := unqueuePending(tx, l); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketHeld).Put([]byte(id), nil); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
-		if err := addU64(meta, ctrPending, -1); err != nil {
-			return err
-		}
 		if err := addU64(meta, ctrHeld, 1); err != nil {
 			return err
 		}

@@ -312,10 +312,7 @@ func eraseLetter(tx *bolt.Tx, l *Letter, key []byte) (withdrawn bool, err error)
 		switch l.State {
 		case StatePending:
 			counted = true
-			if err := tx.Bucket(bucketPending).Delete(pendingKey(l.PendingSince, l.ID)); err != nil {
-				return false, err
-			}
-			if err := addU64(meta, ctrPending, -1); err != nil {
+			if err := unqueuePending(tx, l); err != nil {
 				return false, err
 			}
 		case StateForwarding:

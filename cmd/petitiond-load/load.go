@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -91,13 +92,38 @@ func runLoad(ctx context.Context, opt options, progress io.Writer) (*report, err
 	}
 
 	probe := newProbe(opt, d)
+	var tracer *straceRun
+	if opt.strace {
+		dir, err := os.MkdirTemp("", "petitiond-load-strace-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		if tracer, err = startStrace(probe.pid, dir); err != nil {
+			return nil, err
+		}
+		say("strace attached to pid %d: letters/s and latencies of this run are not the daemon's", probe.pid)
+	}
 	before := probe.sample(ctx)
 	prof := probe.startProfile(ctx, opt.profile, opt.profileSeconds)
 	say("sending %d letters over %d sessions to %s ...", opt.n, opt.sessions, target)
-	res := loadgen.Send(ctx, letters, loadgen.Options{Addr: target, Rcpt: opt.rcpt, Sessions: opt.sessions})
+	send := loadgen.Options{Addr: target, Rcpt: opt.rcpt, Sessions: opt.sessions, Lockstep: opt.lockstep}
+	res := loadgen.Send(ctx, letters, send)
 	after := probe.sample(ctx)
 	rep.Petitiond = newPhase(target, res)
 	rep.Daemon = probe.report(before, after, res.Accepted)
+	if tracer != nil {
+		calls, err := tracer.stop()
+		if err != nil {
+			return rep, err
+		}
+		if res.Accepted > 0 {
+			rep.Daemon.Syscalls = map[string]float64{}
+			for name, n := range calls {
+				rep.Daemon.Syscalls[name] = float64(n) / float64(res.Accepted)
+			}
+		}
+	}
 	if prof != nil {
 		rep.Daemon.Profile = prof.wait()
 	}
@@ -119,7 +145,8 @@ func runLoad(ctx context.Context, opt options, progress io.Writer) (*report, err
 			return rep, err
 		}
 		say("sending the same letters to the discarding baseline on %s ...", sink.Addr())
-		bres := loadgen.Send(ctx, letters, loadgen.Options{Addr: sink.Addr(), Rcpt: opt.rcpt, Sessions: opt.sessions})
+		send.Addr = sink.Addr()
+		bres := loadgen.Send(ctx, letters, send)
 		if err := sink.Close(); err != nil {
 			rep.Notes = append(rep.Notes, "closing the baseline server: "+err.Error())
 		}

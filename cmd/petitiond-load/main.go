@@ -40,7 +40,7 @@ type options struct {
 	addr, spawn, dnsListen     string
 	rcpt, admin                string
 	pid                        int
-	baseline                   bool
+	baseline, lockstep, strace bool
 	prefill, batch             int
 	json, keep                 bool
 	timeout                    time.Duration
@@ -51,8 +51,10 @@ type options struct {
 const usageText = `usage: petitiond-load [flags] (-spawn PATH | -addr HOST:PORT)
 
 Sends -n DKIM-signed letters from -n distinct supporters over -c concurrent
-SMTP sessions and reports letters/s, end-of-DATA latency, reply codes, the
-daemon's CPU and memory, and letters per fsync.
+SMTP sessions, pipelining RSET, MAIL, RCPT and DATA as sending servers do
+(-lockstep: one command at a time), and reports letters/s, end-of-DATA
+latency, reply codes, the daemon's CPU and memory, letters per fsync, and
+per letter its system calls, bytes written to disk and allocations.
 
   -spawn PATH   starts the petitiond binary at PATH ("serve -config") on a
                 generated config in a temp dir, and stops it at the end
@@ -109,6 +111,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.admin, "admin", "", "with -addr: the daemon's admin.listen, to read /metrics (loopback only)")
 	fs.IntVar(&o.pid, "pid", 0, "with -addr: the daemon's process ID, to read its CPU time and peak RSS from /proc")
 	fs.BoolVar(&o.baseline, "baseline", false, "also run the same client against an in-process go-smtp server that discards every message, and print the ratio")
+	fs.BoolVar(&o.lockstep, "lockstep", false, "send each command alone and wait for its reply, instead of pipelining RSET, MAIL, RCPT and DATA (RFC 2920) as sending servers do")
+	fs.BoolVar(&o.strace, "strace", false, "count the daemon's system calls per letter with strace -c during the timed phase (slows the daemon: a run for counts, not speed)")
 	fs.IntVar(&o.prefill, "prefill", 0, "with -spawn: first put this many counted senders in the new store")
 	fs.IntVar(&o.batch, "batch", 0, "with -spawn: batch.max_letters (0: batching kept out of the way)")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
@@ -148,6 +152,8 @@ func (o *options) check() error {
 		return errors.New("-admin and -pid are for -addr; with -spawn the tool knows its daemon")
 	case o.profile != "" && o.profileSeconds < 1:
 		return errors.New("-profile-seconds must be at least 1")
+	case o.strace && o.spawn == "" && o.pid == 0:
+		return errors.New("-strace needs the daemon's process: -spawn, or -addr with -pid")
 	}
 	for _, a := range []struct{ flag, addr string }{{"-addr", o.addr}, {"-dns-listen", o.dnsListen}, {"-admin", o.admin}} {
 		if a.addr == "" {

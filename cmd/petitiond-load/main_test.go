@@ -188,14 +188,30 @@ func TestLoadSpawn(t *testing.T) {
 	if dr == nil || dr.PID == 0 || dr.CPUSeconds == nil || dr.PeakRSSBytes == nil {
 		t.Fatalf("daemon report = %+v", dr)
 	}
-	if dr.Metrics == "ok" && (dr.LettersPerFsync == nil || dr.HeapInuseBytes == nil) {
-		t.Errorf("metrics read but letters/fsync %v, heap %v", dr.LettersPerFsync, dr.HeapInuseBytes)
+	if dr.Metrics != "ok" || dr.LettersPerFsync == nil || dr.HeapInuseBytes == nil || dr.AllocsPerLetter == nil || *dr.AllocsPerLetter < 1 {
+		t.Errorf("metrics %q, letters/fsync %v, heap %v, allocations %v", dr.Metrics, dr.LettersPerFsync, dr.HeapInuseBytes, dr.AllocsPerLetter)
+	}
+	// A letter takes at least one reply on the socket and one page write.
+	if dr.WriteCallsPerLetter == nil || *dr.WriteCallsPerLetter < 2 || *dr.ReadCallsPerLetter < 1 || dr.DiskBytesPerLetter == nil {
+		t.Errorf("per letter: writes %v, reads %v, disk bytes %v", dr.WriteCallsPerLetter, dr.ReadCallsPerLetter, dr.DiskBytesPerLetter)
 	}
 	if err := exec.Command("kill", "-0", strconv.Itoa(dr.PID)).Run(); err == nil {
 		t.Errorf("daemon pid %d still running after the run", dr.PID)
 	}
 	if left, _ := filepath.Glob(filepath.Join(tmp, "petitiond-load-*")); len(left) > 0 {
 		t.Errorf("work dir left behind: %v", left)
+	}
+
+	// strace counts the system calls, fdatasync among them.
+	if _, err := exec.LookPath("strace"); err == nil {
+		code, out, errOut := runTool(t, "-spawn", bin, "-n", "20", "-c", "2", "-domains", "1", "-strace", "-json", "-timeout", "2m")
+		if code != 0 {
+			t.Fatalf("-strace: exit %d\n%s\n%s", code, out, errOut)
+		}
+		calls := decodeReport(t, out).Daemon.Syscalls
+		if calls["fdatasync"] <= 0 || calls["write"] < 1 || calls["read"] < 1 {
+			t.Errorf("-strace: system calls per letter %v", calls)
+		}
 	}
 
 	// A binary that is not petitiond fails fast, with its output shown.
@@ -223,6 +239,7 @@ func TestOptions(t *testing.T) {
 		{[]string{"-spawn", "x", "-c", "0"}, "-c must be"},
 		{[]string{"-spawn", "x", "-size", "10"}, "-size must be"},
 		{[]string{"-spawn", "x", "extra"}, "unexpected arguments"},
+		{[]string{"-addr", "127.0.0.1:25", "-strace"}, "-strace needs"},
 	} {
 		code, _, errOut := runTool(t, tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {
@@ -255,6 +272,37 @@ func TestParseStat(t *testing.T) {
 	// And the real thing.
 	if user, sys, err := readCPU(os.Getpid()); err != nil || user+sys < 0 {
 		t.Errorf("readCPU(self) = %v, %v, %v", user, sys, err)
+	}
+}
+
+func TestParseIO(t *testing.T) {
+	data := "rchar: 1000\nwchar: 2000\nsyscr: 30\nsyscw: 40\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n"
+	if got, err := parseIO([]byte(data)); err != nil || got != (procIO{syscr: 30, syscw: 40, writeBytes: 8192}) {
+		t.Errorf("parseIO = %+v, %v", got, err)
+	}
+	if _, err := parseIO([]byte("rchar: 1\nsyscr: x\n")); err == nil {
+		t.Error("parseIO of a file without the counters succeeded")
+	}
+	if got, err := readIO(os.Getpid()); err != nil || got.syscr <= 0 {
+		t.Errorf("readIO(self) = %+v, %v", got, err)
+	}
+}
+
+func TestParseStraceSummary(t *testing.T) {
+	summary := `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 40.10    0.120000          12     10000           write
+ 30.00    0.090000          90      1000           fdatasync
+ 29.90    0.089700           4     20000      9000 read
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.299700                 31000      9000 total
+`
+	got, err := parseStraceSummary([]byte(summary))
+	if err != nil || len(got) != 3 || got["write"] != 10000 || got["fdatasync"] != 1000 || got["read"] != 20000 {
+		t.Errorf("parseStraceSummary = %v, %v", got, err)
+	}
+	if _, err := parseStraceSummary([]byte("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted\n")); err == nil {
+		t.Error("a summary without counts was read")
 	}
 }
 

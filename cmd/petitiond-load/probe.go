@@ -19,6 +19,7 @@ const (
 	metricCommits   = "petitiond_store_commits_total"
 	metricWrites    = "petitiond_store_commit_writes_total"
 	metricHeapInuse = "go_memstats_heap_inuse_bytes"
+	metricMallocs   = "go_memstats_mallocs_total"
 )
 
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat. Linux
@@ -34,14 +35,17 @@ var errNoMetrics = errors.New("no /metrics")
 type probe struct {
 	pid       int
 	adminAddr string
-	client    *http.Client
+	// token is the admin token: the spawned daemon's, else
+	// PETITIOND_ADMIN_TOKEN, as for petitiond's own admin commands.
+	token  string
+	client *http.Client
 }
 
 func newProbe(opt options, d *daemon) *probe {
 	// No client timeout: each request has its own deadline in its context.
-	p := &probe{pid: opt.pid, adminAddr: opt.admin, client: &http.Client{}}
+	p := &probe{pid: opt.pid, adminAddr: opt.admin, token: os.Getenv("PETITIOND_ADMIN_TOKEN"), client: &http.Client{}}
 	if d != nil {
-		p.pid, p.adminAddr = d.pid(), d.adminAddr
+		p.pid, p.adminAddr, p.token = d.pid(), d.adminAddr, d.adminTok
 	}
 	return p
 }
@@ -50,14 +54,24 @@ func newProbe(opt options, d *daemon) *probe {
 type sample struct {
 	cpuUser, cpuSys time.Duration
 	cpuErr          error
+	io              procIO
+	ioErr           error
 	metrics         map[string]float64
 	metricsErr      error
+}
+
+// procIO is what /proc/PID/io counts: system calls that read and write
+// (files and sockets alike), and the bytes the process had written to
+// storage (its share of the page cache it dirtied).
+type procIO struct {
+	syscr, syscw, writeBytes int64
 }
 
 func (p *probe) sample(ctx context.Context) sample {
 	var s sample
 	if p.pid > 0 {
 		s.cpuUser, s.cpuSys, s.cpuErr = readCPU(p.pid)
+		s.io, s.ioErr = readIO(p.pid)
 	}
 	if p.adminAddr != "" {
 		s.metrics, s.metricsErr = p.scrape(ctx)
@@ -82,6 +96,14 @@ func (p *probe) report(before, after sample, accepted int) *daemonReport {
 			}
 		} else {
 			r.Notes = append(r.Notes, "CPU: "+errors.Join(before.cpuErr, after.cpuErr).Error())
+		}
+		if before.ioErr == nil && after.ioErr == nil && accepted > 0 {
+			per := func(a, b int64) *float64 { v := float64(b-a) / float64(accepted); return &v }
+			r.WriteCallsPerLetter = per(before.io.syscw, after.io.syscw)
+			r.ReadCallsPerLetter = per(before.io.syscr, after.io.syscr)
+			r.DiskBytesPerLetter = per(before.io.writeBytes, after.io.writeBytes)
+		} else if accepted > 0 {
+			r.Notes = append(r.Notes, "I/O: "+errors.Join(before.ioErr, after.ioErr).Error())
 		}
 		if hwm, err := readPeakRSS(p.pid); err == nil {
 			r.PeakRSSBytes = &hwm
@@ -119,6 +141,12 @@ func (p *probe) report(before, after sample, accepted int) *daemonReport {
 		if h, ok := after.metrics[metricHeapInuse]; ok {
 			r.HeapInuseBytes = &h
 		}
+		m0, ok0 := before.metrics[metricMallocs]
+		m1, ok1 := after.metrics[metricMallocs]
+		if ok0 && ok1 && accepted > 0 {
+			allocs := (m1 - m0) / float64(accepted)
+			r.AllocsPerLetter = &allocs
+		}
 	}
 	return r
 }
@@ -154,6 +182,40 @@ func parseStat(data []byte) (user, sys time.Duration, err error) {
 	return time.Duration(ut) * tick, time.Duration(st) * tick, nil
 }
 
+// readIO reads a process's I/O counters from /proc/PID/io.
+func readIO(pid int) (procIO, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return procIO{}, err
+	}
+	return parseIO(data)
+}
+
+func parseIO(data []byte) (procIO, error) {
+	var io procIO
+	found := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		switch key {
+		case "syscr":
+			io.syscr, found = n, found+1
+		case "syscw":
+			io.syscw, found = n, found+1
+		case "write_bytes":
+			io.writeBytes, found = n, found+1
+		}
+	}
+	if found != 3 {
+		return procIO{}, errors.New("malformed /proc io: no syscr, syscw or write_bytes")
+	}
+	return io, nil
+}
+
 // readPeakRSS reads VmHWM (peak resident set) from /proc/PID/status.
 func readPeakRSS(pid int) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -184,9 +246,7 @@ func parseHWM(data []byte) (int64, error) {
 }
 
 // get fetches a path from the admin listener; a 404 or a refused
-// connection means the endpoint is absent. The admin token, if the daemon
-// needs one, comes from PETITIOND_ADMIN_TOKEN as for petitiond's own admin
-// commands.
+// connection means the endpoint is absent.
 func (p *probe) get(ctx context.Context, path string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -194,8 +254,8 @@ func (p *probe) get(ctx context.Context, path string, timeout time.Duration) ([]
 	if err != nil {
 		return nil, err
 	}
-	if tok := os.Getenv("PETITIOND_ADMIN_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,8 +75,18 @@ type daemonReport struct {
 	CommitWrites    *float64 `json:"commit_writes,omitempty"`
 	LettersPerFsync *float64 `json:"letters_per_fsync,omitempty"`
 	HeapInuseBytes  *float64 `json:"go_heap_inuse_bytes,omitempty"`
-	Profile         string   `json:"profile,omitempty"`
-	Notes           []string `json:"notes,omitempty"`
+	// Per accepted letter, during the timed phase: read and write system
+	// calls (sockets and files, /proc/PID/io), bytes written to storage,
+	// and heap allocations (go_memstats_mallocs_total).
+	WriteCallsPerLetter *float64 `json:"write_syscalls_per_letter,omitempty"`
+	ReadCallsPerLetter  *float64 `json:"read_syscalls_per_letter,omitempty"`
+	DiskBytesPerLetter  *float64 `json:"disk_bytes_per_letter,omitempty"`
+	AllocsPerLetter     *float64 `json:"allocs_per_letter,omitempty"`
+	// Syscalls is every system call strace counted (-strace), per
+	// accepted letter, by name.
+	Syscalls map[string]float64 `json:"strace_syscalls_per_letter,omitempty"`
+	Profile  string             `json:"profile,omitempty"`
+	Notes    []string           `json:"notes,omitempty"`
 }
 
 func newPhase(addr string, r *loadgen.Result) phase {
@@ -118,6 +130,25 @@ func writeReport(w io.Writer, r *report, asJSON bool) error {
 			fmt.Fprintf(&b, "  [pid %d]\n", d.PID)
 		} else {
 			fmt.Fprintf(&b, "  daemon CPU      n/a (give -pid)\n")
+		}
+		if d.WriteCallsPerLetter != nil {
+			fmt.Fprintf(&b, "  per letter      %.2f write and %.2f read system calls, %.0f bytes to disk",
+				*d.WriteCallsPerLetter, *d.ReadCallsPerLetter, *d.DiskBytesPerLetter)
+			if d.AllocsPerLetter != nil {
+				fmt.Fprintf(&b, ", %.0f allocations", *d.AllocsPerLetter)
+			}
+			b.WriteString("\n")
+		}
+		if len(d.Syscalls) > 0 {
+			names := slices.Collect(maps.Keys(d.Syscalls))
+			slices.SortFunc(names, func(a, b string) int { return cmp.Compare(d.Syscalls[b], d.Syscalls[a]) })
+			var parts []string
+			for _, n := range names {
+				if d.Syscalls[n] >= 0.01 {
+					parts = append(parts, fmt.Sprintf("%s %.2f", n, d.Syscalls[n]))
+				}
+			}
+			fmt.Fprintf(&b, "  strace/letter   %s\n", strings.Join(parts, ", "))
 		}
 		if d.PeakRSSBytes != nil {
 			fmt.Fprintf(&b, "  peak RSS        %.1f MiB\n", float64(*d.PeakRSSBytes)/(1<<20))

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -56,10 +58,14 @@ func spawnConfig(opt options, dir, dataDir, dnsAddr string) (*config.Config, err
 	cfg.SMTP.MaxConnections = max(cfg.SMTP.MaxConnections, cfg.SMTP.MaxPerIP)
 	cfg.Verify.Unverified = "reject"
 	cfg.Verify.DNSResolver = dnsAddr
+	// Out of the way means by every rule: a batch of 10 MB (max_bytes'
+	// default) would otherwise close every few thousand letters.
 	cfg.Batch.MaxLetters = 1 << 30
 	cfg.Batch.MaxWait = config.Duration{Duration: 365 * 24 * time.Hour}
+	cfg.Batch.MaxBytes = 1 << 50
 	if opt.batch > 0 {
 		cfg.Batch.MaxLetters = opt.batch
+		cfg.Batch.MaxBytes = config.Default().Batch.MaxBytes
 	}
 	cfg.Delivery.Mode = "maildir"
 	cfg.Store.Dir = dataDir
@@ -90,6 +96,7 @@ type daemon struct {
 	logPath   string
 	smtpAddr  string
 	adminAddr string
+	adminTok  string
 	exited    chan struct{} // closed when the process has exited
 	waitErr   error         // set before exited is closed
 	stopOnce  sync.Once
@@ -109,8 +116,15 @@ func startDaemon(ctx context.Context, path, dir string, cfg *config.Config) (*da
 		return nil, fmt.Errorf("create daemon log: %w", err)
 	}
 	defer logFile.Close() // the child has its own descriptor
+	// An admin token the tool knows (the config file would show it only as
+	// "(set)"), so it can read /metrics and ask for a profile.
+	token := make([]byte, 16)
+	if _, err := rand.Read(token); err != nil {
+		return nil, fmt.Errorf("make admin token: %w", err)
+	}
 	cmd := exec.Command(path, "serve", "-config", cfgPath)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PETITIOND_ADMIN_TOKEN="+hex.EncodeToString(token))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the tool dies without stopping it, the daemon goes too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -118,7 +132,8 @@ func startDaemon(ctx context.Context, path, dir string, cfg *config.Config) (*da
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
 	d := &daemon{cmd: cmd, logPath: logPath, smtpAddr: cfg.SMTP.Listen[0], adminAddr: cfg.Admin.Listen,
-		exited: make(chan struct{})}
+		adminTok: hex.EncodeToString(token),
+		exited:   make(chan struct{})}
 	go func() {
 		d.waitErr = cmd.Wait()
 		close(d.exited)

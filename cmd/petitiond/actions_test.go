@@ -96,6 +96,8 @@ func TestAdminHeldBulk(t *testing.T) {
 		ids = append(ids, e.Queued(unsigned(e, who+"@ed.test")))
 	}
 	pm := e.Queued(bounce, "postmaster@campaign.test")
+	// Paused, no batch closes between the releases, however slow they are.
+	cliOK(t, "pause", "-admin", e.AdminURL())
 
 	// Two by name, text.
 	out := cliOK(t, "held", "release", "-admin", e.AdminURL(), ids[0], ids[1])
@@ -139,6 +141,7 @@ func TestAdminHeldBulk(t *testing.T) {
 	}
 
 	// The five released letters wait together: one batch.
+	cliOK(t, "resume", "-admin", e.AdminURL())
 	var batches []admin.Batch
 	testenv.WaitFor(t, "the released letters' batch", 10*time.Second, func() bool {
 		cliJSON(t, &batches, "batches", "-json", "-admin", e.AdminURL())
@@ -206,6 +209,14 @@ func TestAdminPause(t *testing.T) {
 	if out := cliOK(t, "resume", "-admin", e.AdminURL()); !strings.Contains(out, "not paused") {
 		t.Errorf("resume again: %q", out)
 	}
+	var rp admin.PauseState
+	if cliJSON(t, &rp, "resume", "-json", "-admin", e.AdminURL()); rp.Paused || rp.Changed || rp.Since != nil {
+		t.Errorf("resume -json when not paused = %+v", rp)
+	}
+	cliOK(t, "pause", "-admin", e.AdminURL())
+	if cliJSON(t, &rp, "resume", "-json", "-admin", e.AdminURL()); rp.Paused || !rp.Changed {
+		t.Errorf("resume -json when paused = %+v, want changed, not paused", rp)
+	}
 	if h := healthz(t, e.AdminURL()); h.Status != "ok" || h.Paused {
 		t.Errorf("healthz after resume: %+v", h)
 	}
@@ -221,8 +232,8 @@ func TestAdminPause(t *testing.T) {
 	for _, ev := range evs {
 		kinds[string(ev.Event)]++
 	}
-	if kinds["paused"] != 1 || kinds["resumed"] != 1 {
-		t.Errorf("journal has %d paused and %d resumed events, want one each", kinds["paused"], kinds["resumed"])
+	if kinds["paused"] != 2 || kinds["resumed"] != 2 {
+		t.Errorf("journal has %d paused and %d resumed events, want two each", kinds["paused"], kinds["resumed"])
 	}
 }
 
@@ -358,6 +369,41 @@ func TestAdminOutputIsTerminalSafe(t *testing.T) {
 	}
 	if bad := firstUnsafe(screen.String()); bad != "" || !strings.Contains(screen.String(), `\x1b]52;c;aGVsbG8=\x07`) {
 		t.Errorf("a message shown on a terminal: %s in %q", bad, screen.String())
+	}
+}
+
+// TestBatchOutputIsTerminalSafe: a recipient's server that answers with
+// escape sequences in its reply text reaches the admin's terminal through
+// batches and batches show (and lookup and erase of the letter's sender)
+// only as visible text.
+func TestBatchOutputIsTerminalSafe(t *testing.T) {
+	e := testenv.Prepare(t, admConfig(func(c *config.Config) {
+		c.Delivery.RetryMin = config.Duration{Duration: time.Hour}
+		c.Delivery.RetryMax = config.Duration{Duration: 2 * time.Hour}
+	}))
+	e.Smarthost().FailRcpt(&sinkserver.Fault{Code: 451, Enhanced: [3]int{4, 3, 0}, Msg: "busy " + osc52 + "\x1b[2KFORGED\xc2\x9b"})
+	e.Start()
+	t.Setenv(adminTokenEnv, e.AdminToken())
+	e.Queued(e.Signed("ed.test", "ana@ed.test"))
+	testenv.WaitFor(t, "both copies deferred", 10*time.Second, func() bool {
+		var list []admin.Batch
+		cliJSON(t, &list, "batches", "-json", "-admin", e.AdminURL())
+		return len(list) == 1 && list[0].Recipients[0].State == "deferred" && list[0].Recipients[1].State == "deferred"
+	})
+	url := e.AdminURL()
+	for _, args := range [][]string{
+		{"batches", "-admin", url}, {"batches", "show", "-admin", url, "1"},
+		{"lookup", "-admin", url, "ana@ed.test"}, {"erase", "-admin", url, "ana@ed.test"},
+	} {
+		_, out, errs := cli(context.Background(), args...)
+		for _, text := range []string{out, errs} {
+			if bad := firstUnsafe(text); bad != "" {
+				t.Errorf("petitiond %v writes %s to the terminal:\n%q", args, bad, text)
+			}
+		}
+		if args[0] == "batches" && len(args) == 3 && !strings.Contains(out, `\x1b]52`) {
+			t.Errorf("petitiond %v does not show the reply's escape as text:\n%s", args, out)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -104,6 +105,105 @@ func TestAdminStats(t *testing.T) {
 		if !strings.Contains(out, line) {
 			t.Errorf("stats output lacks %q:\n%s", line, out)
 		}
+	}
+}
+
+// TestAdminJSONTimesInCampaignZone: the times the commands print as JSON
+// are RFC 3339 with campaign.timezone's offset (SPEC 3), whatever the
+// machine's own zone: a held letter's arrival, a batch's closing, an
+// event's time, the pause.
+func TestAdminJSONTimesInCampaignZone(t *testing.T) {
+	santiago, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startAdm(t, func(c *config.Config) { c.Campaign.Timezone = "America/Santiago" })
+	e.Queued(unsigned(e, "dan@ed.test"))
+	e.Queued(e.Signed("ed.test", "ana@ed.test"))
+	var raw struct {
+		Held []struct {
+			Received string `json:"received"`
+		}
+		Batches []struct {
+			Created string `json:"created"`
+		}
+		Events []struct {
+			Time string `json:"time"`
+		}
+		Pause struct {
+			Since string `json:"since"`
+		}
+	}
+	cliJSON(t, &raw.Held, "held", "-json", "-admin", e.AdminURL())
+	testenv.WaitFor(t, "the batch", 10*time.Second, func() bool {
+		cliJSON(t, &raw.Batches, "batches", "-json", "-admin", e.AdminURL())
+		return len(raw.Batches) == 1
+	})
+	_, out, _ := cli(context.Background(), "tail", "-json", "-n", "3", "-admin", e.AdminURL())
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev struct {
+			Time string `json:"time"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("tail -json line %q: %v", line, err)
+		}
+		raw.Events = append(raw.Events, ev)
+	}
+	cliJSON(t, &raw.Pause, "pause", "-json", "-admin", e.AdminURL())
+	times := []string{raw.Pause.Since}
+	for _, h := range raw.Held {
+		times = append(times, h.Received)
+	}
+	for _, b := range raw.Batches {
+		times = append(times, b.Created)
+	}
+	for _, ev := range raw.Events {
+		times = append(times, ev.Time)
+	}
+	if len(times) < 6 {
+		t.Fatalf("only %d times read: %q", len(times), times)
+	}
+	for _, s := range times {
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Errorf("%q is not RFC 3339: %v", s, err)
+			continue
+		}
+		_, want := at.In(santiago).Zone()
+		if _, got := at.Zone(); got != want || time.Since(at) > time.Hour || time.Since(at) < -time.Minute {
+			t.Errorf("%q: offset %ds, want Santiago's %ds, and a time of this run", s, got, want)
+		}
+	}
+}
+
+// TestAdminStatsSupporterMail: under policy confirm with receipts on,
+// stats counts the requests and receipts that left, in JSON and in text.
+func TestAdminStatsSupporterMail(t *testing.T) {
+	e := startAdm(t, func(c *config.Config) {
+		c.Batch.MaxWait = config.Duration{Duration: time.Hour}
+		c.Verify.Unverified = config.UnverifiedConfirm
+		c.Receipts.Enabled = true
+	})
+	e.Queued(unsigned(e, "dan@ed.test"))         // a request to dan
+	e.Queued(unsigned(e, "eva@ed.test"))         // and one to eva
+	e.Queued(e.Signed("ed.test", "ana@ed.test")) // a receipt to ana
+	var raw struct{ Supporters map[string]float64 }
+	testenv.WaitFor(t, "two requests and a receipt sent", 10*time.Second, func() bool {
+		cliJSON(t, &raw, "stats", "-json", "-admin", e.AdminURL())
+		return raw.Supporters["confirm_sent"] == 2 && raw.Supporters["receipts_sent"] == 1
+	})
+	if raw.Supporters["confirm_live"] != 2 || raw.Supporters["confirmed"] != 0 || raw.Supporters["confirm_waiting"] != 0 {
+		t.Errorf("stats -json supporters = %v", raw.Supporters)
+	}
+	out := cliOK(t, "stats", "-admin", e.AdminURL())
+	for _, want := range []string{"confirmation requests sent to supporters: confirmed 0, expired 0, undeliverable 0; live 2, waiting their turn 0",
+		"receipts sent to supporters"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stats output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^confirm\s+2\s`).MatchString(out) || !regexp.MustCompile(`(?m)^receipts\s+1\s`).MatchString(out) {
+		t.Errorf("stats output does not count 2 requests and 1 receipt:\n%s", out)
 	}
 }
 

@@ -218,7 +218,8 @@ func TestCheckConfigWarnings(t *testing.T) {
 	t.Setenv(adminTokenEnv, "")
 	// A public SMTP listener is only read here, never bound: serve is not
 	// run on it.
-	loose, _ := writeConfig(t, f, "loose", cfgSpec{smtp: `listen = ["0.0.0.0:2525", "127.0.0.1:2526"]`})
+	loose, _ := writeConfig(t, f, "loose", cfgSpec{smtp: `listen = ["0.0.0.0:2525", "127.0.0.1:2526"]`,
+		more: "[secondary]\ntrusted = [\"127.0.0.3\"]\n"})
 	code, out, errs := cli(context.Background(), "check-config", "-config", loose)
 	if code != 0 || !strings.HasPrefix(out, "# "+loose+": OK") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
@@ -231,17 +232,20 @@ func TestCheckConfigWarnings(t *testing.T) {
 		warnings = append(warnings, line)
 	}
 	for i, want := range []string{`smtp.listen "0.0.0.0:2525" is reachable from other machines and smtp.tls_cert is empty`,
-		"[dkim] is empty: batches go out unsigned", "admin.token is empty"} {
+		"[dkim] is empty: batches go out unsigned",
+		"secondary.trusted is set and secondary.names is empty: forged Authentication-Results fields naming the secondaries cannot be removed",
+		"admin.token is empty"} {
 		if i >= len(warnings) || !strings.Contains(warnings[i], want) {
 			t.Errorf("warning %d: want %q in %q", i, want, warnings)
 		}
 	}
-	if len(warnings) != 3 {
-		t.Errorf("%d warnings, want 3: %q", len(warnings), warnings)
+	if len(warnings) != 4 {
+		t.Errorf("%d warnings, want 4: %q", len(warnings), warnings)
 	}
 
 	tight, _ := writeConfig(t, f, "tight", cfgSpec{smtp: fmt.Sprintf("tls_cert = %q\ntls_key = %q", f.cert, f.key), admin: `token = "s3cret"`,
-		more: fmt.Sprintf("[dkim]\ndomain = \"campaign.test\"\nselector = \"pd1\"\nkey_file = %q\n", f.dkimKey)})
+		more: fmt.Sprintf("[dkim]\ndomain = \"campaign.test\"\nselector = \"pd1\"\nkey_file = %q\n"+
+			"[secondary]\ntrusted = [\"127.0.0.3\"]\nnames = [\"mx2.campaign.test\"]\n", f.dkimKey)})
 	if code, _, errs := cli(context.Background(), "check-config", "-config", tight); code != 0 || errs != "" {
 		t.Errorf("a config with nothing to warn about: exit %d, stderr %q", code, errs)
 	}

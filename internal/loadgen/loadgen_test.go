@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"net"
@@ -120,15 +121,15 @@ func TestSendNoServer(t *testing.T) {
 	}
 }
 
-// Refusals are counted by code, with an example text, and the session goes
-// on with the next letter.
-func TestSendRefusals(t *testing.T) {
-	t.Parallel()
+// scriptedServer accepts one connection, writes script at once and reads
+// until the client goes; it returns the address.
+func scriptedServer(t *testing.T, script string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -136,13 +137,6 @@ func TestSendRefusals(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		// A scripted server: EHLO ok, then letter 1 refused at RCPT,
-		// letter 2 refused at the end of DATA.
-		script := "220 hi\r\n" +
-			"250 ok\r\n" + // EHLO
-			"250 ok\r\n550 5.7.1 not here\r\n250 reset\r\n" +
-			"250 ok\r\n250 ok\r\n354 go\r\n451 4.3.0 try later\r\n250 reset\r\n" +
-			"221 bye\r\n" // QUIT
 		_, _ = c.Write([]byte(script))
 		buf := make([]byte, 64<<10)
 		for {
@@ -151,15 +145,108 @@ func TestSendRefusals(t *testing.T) {
 			}
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// Refusals are counted by code, with an example text, and the session goes
+// on with the next letter, in either way of sending.
+func TestSendRefusals(t *testing.T) {
+	t.Parallel()
+	// Scripted servers: EHLO ok, then letter 1 refused at RCPT, letter 2
+	// refused at the end of DATA.
+	for name, c := range map[string]struct {
+		lockstep bool
+		script   string
+	}{
+		"lockstep": {true, "220 hi\r\n" +
+			"250 ok\r\n" + // EHLO
+			"250 ok\r\n550 5.7.1 not here\r\n250 reset\r\n" +
+			"250 ok\r\n250 ok\r\n354 go\r\n451 4.3.0 try later\r\n250 reset\r\n" +
+			"221 bye\r\n"}, // QUIT
+		"pipelined": {false, "220 hi\r\n" +
+			"250 ok\r\n" + // EHLO
+			"250 ok\r\n550 5.7.1 not here\r\n503 5.5.1 no recipient\r\n" +
+			"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n451 4.3.0 try later\r\n" +
+			"221 bye\r\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			addr := scriptedServer(t, c.script)
+			letters := []Letter{{From: "a@x.test", Data: []byte("x\r\n.\r\n")}, {From: "b@x.test", Data: []byte("y\r\n.\r\n")}}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res := Send(ctx, letters, Options{Addr: addr, Rcpt: "r@x.test", Timeout: 10 * time.Second, Lockstep: c.lockstep})
+			if res.Sent != 2 || res.Accepted != 0 || res.Codes[550] != 1 || res.Codes[451] != 1 || len(res.Codes) != 2 {
+				t.Fatalf("sent %d accepted %d codes %v errors %v", res.Sent, res.Accepted, res.Codes, res.Errors)
+			}
+			if res.Examples[451] != "4.3.0 try later" || len(res.Latencies) != 1 {
+				t.Errorf("examples %v, %d latencies", res.Examples, len(res.Latencies))
+			}
+		})
+	}
+}
+
+// A pipelining client sends RSET, MAIL, RCPT and DATA in one write: the
+// server's first read after EHLO, made before it answers anything, holds
+// the whole group.
+func TestSendPipelines(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	groups := make(chan string, 2)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(c)
+		read := func() string {
+			buf := make([]byte, 4096)
+			n, _ := r.Read(buf)
+			return string(buf[:n])
+		}
+		_, _ = c.Write([]byte("220 hi\r\n"))
+		if _, err := r.ReadString('\n'); err != nil { // EHLO
+			return
+		}
+		_, _ = c.Write([]byte("250 ok\r\n"))
+		groups <- read()
+		_, _ = c.Write([]byte("250 ok\r\n250 ok\r\n354 go\r\n"))
+		for { // the message
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == ".\r\n" {
+				break
+			}
+		}
+		_, _ = c.Write([]byte("250 queued\r\n"))
+		groups <- read()
+		_, _ = c.Write([]byte("421 enough\r\n421 enough\r\n421 enough\r\n421 enough\r\n"))
+	}()
 	letters := []Letter{{From: "a@x.test", Data: []byte("x\r\n.\r\n")}, {From: "b@x.test", Data: []byte("y\r\n.\r\n")}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res := Send(ctx, letters, Options{Addr: ln.Addr().String(), Rcpt: "r@x.test", Timeout: 10 * time.Second})
-	if res.Sent != 2 || res.Accepted != 0 || res.Codes[550] != 1 || res.Codes[451] != 1 {
-		t.Fatalf("sent %d accepted %d codes %v errors %v", res.Sent, res.Accepted, res.Codes, res.Errors)
+	if res.Accepted != 1 {
+		t.Errorf("accepted %d, codes %v, errors %v", res.Accepted, res.Codes, res.Errors)
 	}
-	if res.Examples[451] != "4.3.0 try later" || len(res.Latencies) != 1 {
-		t.Errorf("examples %v, %d latencies", res.Examples, len(res.Latencies))
+	for _, want := range []string{"MAIL FROM:<a@x.test>\r\nRCPT TO:<r@x.test>\r\nDATA\r\n",
+		"RSET\r\nMAIL FROM:<b@x.test>\r\nRCPT TO:<r@x.test>\r\nDATA\r\n"} {
+		select {
+		case got := <-groups:
+			if got != want {
+				t.Errorf("first read of a group = %q, want %q", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("the server never read a group")
+		}
 	}
 }
 

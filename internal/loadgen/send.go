@@ -26,6 +26,11 @@ type Options struct {
 	Timeout time.Duration
 	// Helo is the EHLO name; "" means "load.test".
 	Helo string
+	// Lockstep sends each command alone and waits for its reply. Without
+	// it the client pipelines as sending servers do (RFC 2920): RSET (after
+	// the first letter), MAIL, RCPT and DATA in one write, then the
+	// message.
+	Lockstep bool
 }
 
 // maxDialFailures is how many connection attempts in a row a session makes
@@ -145,7 +150,11 @@ func session(ctx context.Context, letters []Letter, next *atomic.Int64, opt Opti
 			return r
 		}
 		r.Sent++
-		if err := c.transaction(letters[i], opt.Rcpt, r); err != nil {
+		transaction := c.pipelined
+		if opt.Lockstep {
+			transaction = c.transaction
+		}
+		if err := transaction(letters[i], opt.Rcpt, r); err != nil {
 			r.Errors[kind(err)]++
 			c.close()
 			c = nil
@@ -158,6 +167,10 @@ func session(ctx context.Context, letters []Letter, next *atomic.Int64, opt Opti
 type conn struct {
 	*smtpclient.Conn
 	stop func() bool // stops the context watcher
+	// used is set once a transaction ran: the next pipelined one starts
+	// with RSET.
+	used bool
+	cmds []byte // the pipelined group, reused
 }
 
 func dial(ctx context.Context, opt Options) (*conn, error) {
@@ -183,12 +196,6 @@ func dial(ctx context.Context, opt Options) (*conn, error) {
 // transaction sends one letter and RSET, recording its outcome in r. An
 // error means the connection is no longer usable.
 func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
-	record := func(rep smtpclient.Reply) {
-		r.Codes[rep.Code]++
-		if _, ok := r.Examples[rep.Code]; !ok {
-			r.Examples[rep.Code] = rep.Text
-		}
-	}
 	for _, cmd := range []struct {
 		line string
 		want int
@@ -198,10 +205,65 @@ func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
 			return err
 		}
 		if rep.Code != cmd.want {
-			record(rep)
+			r.record(rep)
 			return c.rset()
 		}
 	}
+	if err := c.message(l, r); err != nil {
+		return err
+	}
+	return c.rset()
+}
+
+// pipelined sends one letter as a pipelining client does: one write with
+// RSET (from the second letter on), MAIL, RCPT and DATA, then their
+// replies, then the message and its reply. The message goes when DATA got
+// 354 (the server then waits for it); otherwise the transaction ends with
+// the first refusal in the group.
+func (c *conn) pipelined(l Letter, rcpt string, r *Result) error {
+	b := c.cmds[:0]
+	replies := 3
+	if c.used {
+		b = append(b, "RSET\r\n"...)
+		replies++
+	}
+	c.used = true
+	b = append(b, "MAIL FROM:<"...)
+	b = append(b, l.From...)
+	b = append(b, ">\r\nRCPT TO:<"...)
+	b = append(b, rcpt...)
+	b = append(b, ">\r\nDATA\r\n"...)
+	c.cmds = b
+	if err := c.Raw(b); err != nil {
+		return err
+	}
+	// Every reply of the group is read, whatever the first ones said.
+	var refused, data smtpclient.Reply
+	for i := range replies {
+		rep, err := c.ReadReply()
+		if err != nil {
+			return err
+		}
+		switch {
+		case i == replies-1:
+			data = rep
+		case rep.Code != 250 && refused.Code == 0:
+			refused = rep
+		}
+	}
+	if data.Code != 354 {
+		if refused.Code == 0 {
+			refused = data
+		}
+		r.record(refused)
+		return nil
+	}
+	return c.message(l, r)
+}
+
+// message sends the letter's message after DATA's 354 and records the
+// end-of-DATA reply and how long it took.
+func (c *conn) message(l Letter, r *Result) error {
 	start := time.Now()
 	if err := c.Raw(l.Data); err != nil {
 		return err
@@ -211,11 +273,19 @@ func (c *conn) transaction(l Letter, rcpt string, r *Result) error {
 		return err
 	}
 	r.Latencies = append(r.Latencies, time.Since(start))
-	record(rep)
+	r.record(rep)
 	if rep.Code/100 == 2 {
 		r.Accepted++
 	}
-	return c.rset()
+	return nil
+}
+
+// record counts a reply's code and keeps the first text seen for it.
+func (r *Result) record(rep smtpclient.Reply) {
+	r.Codes[rep.Code]++
+	if _, ok := r.Examples[rep.Code]; !ok {
+		r.Examples[rep.Code] = rep.Text
+	}
 }
 
 func (c *conn) rset() error {

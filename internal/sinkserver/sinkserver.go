@@ -176,12 +176,18 @@ func (l *countingListener) Accept() (net.Conn, error) {
 }
 
 // no8BitMIMEConn drops the 8BITMIME line from the EHLO reply. go-smtp
-// always offers 8BITMIME and writes (and flushes) each reply line with its
-// own Write, so the line arrives here whole.
+// always offers 8BITMIME, never as the reply's last line, and writes a
+// reply whole (with the replies before it, when pipelined), so the line
+// arrives here whole, inside one Write.
 type no8BitMIMEConn struct{ net.Conn }
 
 func (c *no8BitMIMEConn) Write(p []byte) (int, error) {
-	if bytes.Equal(p, []byte("250-8BITMIME\r\n")) {
+	line := []byte("250-8BITMIME\r\n")
+	if i := bytes.Index(p, line); i >= 0 && (i == 0 || p[i-1] == '\n') {
+		out := append(append(make([]byte, 0, len(p)-len(line)), p[:i]...), p[i+len(line):]...)
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
 		return len(p), nil
 	}
 	return c.Conn.Write(p)

@@ -19,7 +19,7 @@ const SecondaryHostname = "mx2.campaign.test"
 // MX is a primary and a secondary MX of the test campaign (SPEC 12): two
 // daemons, each on a loopback address of its own and a store of its own,
 // sharing one DNS server. The secondary forwards to the primary, which
-// trusts the secondary's address.
+// trusts the secondary's address and knows its name ([secondary] names).
 type MX struct {
 	Primary, Secondary *Test
 }
@@ -53,6 +53,7 @@ func PrepareMX(t TB, opt MXOptions) *MX {
 		UseCampaign(c)
 		c.SMTP.Listen = []string{primaryAddr}
 		c.Secondary.Trusted = []string{secondaryIP}
+		c.Secondary.Names = []string{SecondaryHostname}
 		if mutate != nil {
 			mutate(c, true)
 		}

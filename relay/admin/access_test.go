@@ -163,7 +163,8 @@ func TestReaderOpensPagesOnly(t *testing.T) {
 }
 
 // TestLoginCookie: the cookie is HttpOnly, SameSite=Strict, for the whole
-// listener, and not Secure over plain HTTP; a wrong token sets none; the
+// listener, and not Secure over plain HTTP (Secure behind an HTTPS proxy);
+// a wrong token sets none; the
 // page to return to stays on this listener; logging out ends it.
 func TestLoginCookie(t *testing.T) {
 	p := startPages(t, nil)
@@ -179,6 +180,14 @@ func TestLoginCookie(t *testing.T) {
 	}
 	if strings.Contains(raw, "Secure") || strings.Contains(raw, readerToken) {
 		t.Errorf("Set-Cookie %q: Secure over plain HTTP, or the token itself", raw)
+	}
+	// Behind a TLS-terminating proxy (X-Forwarded-Proto: https) it is
+	// Secure.
+	form := url.Values{"token": {readerToken}}
+	_, _, h = do(t, p.req(t, "POST", "/login", strings.NewReader(form.Encode()),
+		"Content-Type", "application/x-www-form-urlencoded", "X-Forwarded-Proto", "https"))
+	if raw := h.Get("Set-Cookie"); !strings.Contains(raw, "; Secure") || !strings.Contains(raw, "HttpOnly") {
+		t.Errorf("Set-Cookie behind an HTTPS proxy %q, want Secure and HttpOnly", raw)
 	}
 	if c, code, _ := p.login(t, "not-the-token"); c != nil || code != http.StatusUnauthorized {
 		t.Errorf("wrong token: %d, cookie %v", code, c)
@@ -198,7 +207,6 @@ func TestLoginCookie(t *testing.T) {
 		t.Errorf("logout: %d, Set-Cookie %q", code, h.Get("Set-Cookie"))
 	}
 	// A cross-origin login (login CSRF) is refused too.
-	form := url.Values{"token": {readerToken}}
 	if code, _, _ := do(t, p.req(t, "POST", "/login", strings.NewReader(form.Encode()),
 		"Content-Type", "application/x-www-form-urlencoded", "Origin", "http://evil.example")); code != http.StatusForbidden {
 		t.Errorf("cross-origin login: %d, want 403", code)

@@ -93,7 +93,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, code, h)
+	writeJSON(w, code, inZone(h, s.opt.Location))
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
@@ -112,7 +112,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	if s.opt.Secondary {
 		out.Forwarding = &ForwardCounts{Waiting: st.Forward.Waiting, Forwarded: st.Forward.Forwarded}
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
 }
 
 func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
@@ -125,7 +125,7 @@ func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
 	for _, h := range held {
 		out = append(out, apiHeld(h))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
 }
 
 // letterID reads a letter ID from the path; IDs are upper-case hex, so a
@@ -144,7 +144,7 @@ func (s *Server) heldRelease(w http.ResponseWriter, r *http.Request) {
 		res.Outcome = store.EventDuplicate
 	}
 	// The batch closer hears the release on the store's event feed.
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, inZone(res, s.opt.Location))
 }
 
 func (s *Server) heldDrop(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +153,7 @@ func (s *Server) heldDrop(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, HeldResult{ID: id, Outcome: store.EventDropped})
+	writeJSON(w, http.StatusOK, inZone(HeldResult{ID: id, Outcome: store.EventDropped}, s.opt.Location))
 }
 
 // batchID reads a batch number from the path; a bad one is answered here.
@@ -177,7 +177,7 @@ func (s *Server) batchList(w http.ResponseWriter, r *http.Request) {
 	for _, b := range batches {
 		out = append(out, apiBatch(b, false))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
 }
 
 func (s *Server) batchShow(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +190,7 @@ func (s *Server) batchShow(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, apiBatch(*b, true))
+	writeJSON(w, http.StatusOK, inZone(apiBatch(*b, true), s.opt.Location))
 }
 
 // batchMessage sends the batch's message exactly as delivered.
@@ -228,7 +228,7 @@ func (s *Server) batchRetry(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RetryResult{ID: id, Requeued: n})
+	writeJSON(w, http.StatusOK, inZone(RetryResult{ID: id, Requeued: n}, s.opt.Location))
 }
 
 // events answers the last n events (?n=N, default 10), or with ?after=SEQ
@@ -265,7 +265,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if evs == nil {
 		evs = []Event{} // [] rather than null for scripts
 	}
-	writeJSON(w, http.StatusOK, evs)
+	writeJSON(w, http.StatusOK, inZone(evs, s.opt.Location))
 }
 
 func queryUint(s string, def uint64) (uint64, error) {
@@ -344,6 +344,9 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(writeDeadline))
 		if ok {
+			if s.opt.Location != nil {
+				e.Time = e.Time.In(s.opt.Location)
+			}
 			err = enc.Encode(e)
 		} else {
 			_, err = w.Write([]byte("\n"))
@@ -457,7 +460,7 @@ func (s *Server) heldDecide(action store.EventKind) http.HandlerFunc {
 			out.Results = append(out.Results, res)
 		}
 		// The batch closer hears the releases on the store's event feed.
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
 	}
 }
 
@@ -492,7 +495,7 @@ func (s *Server) batchFlush(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, FlushResult{Flushed: n, Paused: p.Paused})
+	writeJSON(w, http.StatusOK, inZone(FlushResult{Flushed: n, Paused: p.Paused}, s.opt.Location))
 }
 
 func (s *Server) pauseState(w http.ResponseWriter, r *http.Request) {
@@ -501,7 +504,7 @@ func (s *Server) pauseState(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, apiPause(p, false))
+	writeJSON(w, http.StatusOK, inZone(apiPause(p, false), s.opt.Location))
 }
 
 // setPause pauses or resumes the daemon; the batch closer and the delivery
@@ -521,6 +524,6 @@ func (s *Server) setPause(paused bool) http.HandlerFunc {
 			s.storeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, apiPause(p, changed))
+		writeJSON(w, http.StatusOK, inZone(apiPause(p, changed), s.opt.Location))
 	}
 }

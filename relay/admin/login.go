@@ -48,14 +48,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: s.tokens.session(who, expires), Path: "/",
 		Expires: expires, MaxAge: int(sessionLifetime.Seconds()),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r),
 	})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r)})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
@@ -74,4 +74,12 @@ func safeNext(next string) string {
 		}
 		return "?" + u.RawQuery
 	}()
+}
+
+// overTLS says whether the browser reached the pages over HTTPS: directly,
+// or through the TLS-terminating proxy the README describes, which says so
+// in X-Forwarded-Proto. Believing a forged header costs nothing: it only
+// keeps the cookie off plain HTTP.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 }

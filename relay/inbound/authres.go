@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/petitiond/petitiond/relay/verify"
@@ -489,12 +490,14 @@ type scrubbed struct {
 }
 
 // scrubAuthResults takes out of msg's header, in place, every
-// Authentication-Results field claiming own (this host's smtp.hostname),
-// and, on a letter from a trusted secondary, every field but the topmost
-// that claims the same host as the topmost: RFC 8601 5 wants fields of the
-// trust boundary that did not come from a trusted host deleted before
-// anything reads them. It returns the shortened message.
-func scrubAuthResults(msg []byte, own string, trusted bool) ([]byte, scrubbed) {
+// Authentication-Results field claiming own (this host's smtp.hostname);
+// every field claiming one of secondaries ([secondary] names) or, on a
+// letter from a trusted secondary, the same host as the topmost field,
+// but that topmost field itself. RFC 8601 5 wants fields of the trust
+// boundary that did not come from a trusted host deleted before anything
+// reads them, and a field naming a secondary is the secondary's only where
+// it is believed. It returns the shortened message.
+func scrubAuthResults(msg []byte, own string, secondaries []string, trusted bool) ([]byte, scrubbed) {
 	var sc scrubbed
 	var drop []headerField
 	topID, first := "", true
@@ -516,7 +519,7 @@ func scrubAuthResults(msg []byte, own string, trusted bool) ([]byte, scrubbed) {
 		case trusted && isFirst:
 			topID = id
 			sc.top, sc.topErr = parseAuthResults(string(f.value))
-		case topID != "" && sameHost(id, topID):
+		case topID != "" && sameHost(id, topID), slices.ContainsFunc(secondaries, func(n string) bool { return sameHost(id, n) }):
 			drop = append(drop, f)
 		}
 	}

@@ -140,40 +140,65 @@ func TestParseAuthResults(t *testing.T) {
 // secondaryField is what mx2 puts on top of a letter it forwards.
 const secondaryField = "Authentication-Results: mx2.campaign.test;\r\n\tspf=pass smtp.mailfrom=ana@spf.test smtp.remote-ip=192.0.2.1\r\n"
 
-// TestScrubAuthResults: fields claiming this host go always; on a letter
-// from a trusted secondary the topmost field is read and the others
-// claiming the same host go; nothing else in the letter changes.
+// TestScrubAuthResults: fields claiming this host go always, and fields
+// claiming a listed secondary ([secondary] names) go but for the topmost
+// of a letter from a trusted secondary, which is read, and below which the
+// others claiming its host go too; names compare as DNS names; fields of
+// anyone else, and the rest of the letter, stay as they are.
 func TestScrubAuthResults(t *testing.T) {
 	const (
 		own       = "Authentication-Results: MX.campaign.test.; spf=pass smtp.mailfrom=x@y.test\r\n"
 		forged    = "Authentication-Results: mx2.campaign.test; spf=pass smtp.mailfrom=ana@spf.test\r\n\tsmtp.remote-ip=203.0.113.1\r\n"
+		forgedMX3 = "Authentication-Results: MX3.Campaign.Test.; spf=pass smtp.mailfrom=ana@spf.test smtp.remote-ip=203.0.113.2\r\n"
+		unlisted  = "Authentication-Results: mx4.campaign.test; spf=pass smtp.mailfrom=ana@spf.test smtp.remote-ip=203.0.113.3\r\n"
 		other     = "Authentication-Results: mx.provider.test; dkim=pass header.d=spf.test\r\n"
 		broken    = "Authentication-Results: ;;;\r\n"
 		rest      = "From: Ana <ana@spf.test>\r\nSubject: hi\r\n\r\n"
-		body      = "Authentication-Results: mx.campaign.test; in the body, not a field\r\n"
+		body      = "Authentication-Results: mx2.campaign.test; in the body, not a field\r\n"
 		ownHost   = "mx.campaign.test"
 		received  = "Received: from a by b; Tue, 01 Dec 2026 10:00:00 +0000\r\n"
 		lowerCase = "authentication-results: mx.campaign.test; none\r\n"
 	)
+	// What mx3 puts on top, its name written as the listed one is not.
+	mx3Field := strings.Replace(secondaryField, "mx2.campaign.test", "MX3.Campaign.Test.", 1)
+	names := []string{"mx2.campaign.test.", "mx3.campaign.test"}
 	for _, tc := range []struct {
 		name, msg, want string
+		names           []string
 		trusted         bool
 		top             string // the authserv-id believed, "" for none
 	}{
-		{name: "untrusted: own host removed, others kept", msg: forged + own + received + other + lowerCase + rest + body,
+		{name: "untrusted: own host and listed secondaries removed, others kept", names: names,
+			msg:  forged + own + received + forgedMX3 + unlisted + other + lowerCase + rest + body,
+			want: received + unlisted + other + rest + body},
+		{name: "untrusted, no names: own host removed, secondaries' fields kept",
+			msg:  forged + own + received + other + lowerCase + rest + body,
 			want: forged + received + other + rest + body},
-		{name: "trusted: topmost read, copies of its host removed", msg: secondaryField + received + forged + own + other + rest + body,
-			want: secondaryField + received + other + rest + body, trusted: true, top: "mx2.campaign.test"},
-		{name: "trusted: topmost claims this host", msg: own + forged + rest, want: forged + rest, trusted: true},
-		{name: "trusted: unreadable topmost", msg: broken + forged + rest, want: broken + forged + rest, trusted: true},
-		{name: "nothing to remove", msg: received + other + rest + body, want: received + other + rest + body},
-		{name: "no header end", msg: forged + own, want: forged},
+		{name: "trusted: topmost read, copies of its host and listed secondaries removed", names: names,
+			msg:  secondaryField + received + forged + forgedMX3 + own + unlisted + other + rest + body,
+			want: secondaryField + received + unlisted + other + rest + body, trusted: true, top: "mx2.campaign.test"},
+		{name: "trusted: topmost read whatever its case, same host below removed", names: names,
+			msg:  mx3Field + forgedMX3 + forged + other + rest,
+			want: mx3Field + other + rest, trusted: true, top: "MX3.Campaign.Test."},
+		{name: "trusted, no names: topmost read, copies of its host removed",
+			msg:  secondaryField + forged + forgedMX3 + rest,
+			want: secondaryField + forgedMX3 + rest, trusted: true, top: "mx2.campaign.test"},
+		{name: "trusted: topmost claims this host", names: names, msg: own + forged + unlisted + rest,
+			want: unlisted + rest, trusted: true},
+		{name: "trusted: unreadable topmost", names: names, msg: broken + forged + unlisted + rest,
+			want: broken + unlisted + rest, trusted: true},
+		{name: "nothing to remove", names: names, msg: received + other + rest + body, want: received + other + rest + body},
+		{name: "no header end", names: names, msg: unlisted + forged + own, want: unlisted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := []byte(tc.msg)
-			out, sc := scrubAuthResults(msg, ownHost, tc.trusted)
+			out, sc := scrubAuthResults(msg, ownHost, tc.names, tc.trusted)
 			if string(out) != tc.want {
 				t.Errorf("scrubbed:\n%s\nwant:\n%s", out, tc.want)
+			}
+			fields := func(s string) int { return strings.Count(strings.ToLower(s), "authentication-results:") }
+			if want := fields(tc.msg) - fields(tc.want); sc.removed != want {
+				t.Errorf("removed %d fields, want %d", sc.removed, want)
 			}
 			got := ""
 			if sc.top != nil {
@@ -221,7 +246,7 @@ func FuzzParseAuthResults(f *testing.F) {
 		if bytes.ContainsAny([]byte(value), "\r\n") {
 			return
 		}
-		out, _ := scrubAuthResults(bytes.Clone(msg), id, true)
+		out, _ := scrubAuthResults(bytes.Clone(msg), id, []string{id}, true)
 		if len(out) > len(msg) || !bytes.HasSuffix(out, []byte("\r\n\r\nbody\r\n")) {
 			t.Fatalf("scrubbed %q into %q", msg, out)
 		}

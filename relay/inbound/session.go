@@ -563,18 +563,18 @@ func senderDomain(addr string) string {
 	return asciiLower(addr[at+1:])
 }
 
-// authResults takes the Authentication-Results fields that claim this host,
-// or that a trusted secondary's own field rules out, out of the letter
+// authResults takes the Authentication-Results fields that claim this host
+// or its secondaries, but for the one believed, out of the letter
 // (scrubAuthResults), and sets the client the letter is accounted to. It
 // returns what a trusted secondary's topmost field says, nil when nothing
 // is believed: then SPF and the per-IP limits go by the connecting IP.
 func (ss *session) authResults(l *inFlight) *relayed {
 	l.ip = ss.ip
 	trusted := ss.s.trusts(ss.ip)
-	msg, sc := scrubAuthResults(l.buf[receivedRoom:], ss.s.cfg.SMTP.Hostname, trusted)
+	msg, sc := scrubAuthResults(l.buf[receivedRoom:], ss.s.cfg.SMTP.Hostname, ss.s.cfg.Secondary.Names, trusted)
 	l.buf = l.buf[:receivedRoom+len(msg)]
 	if sc.removed > 0 {
-		ss.s.log.Info("Authentication-Results fields claiming this host or its secondary removed before verification",
+		ss.s.log.Info("Authentication-Results fields claiming this host or its secondaries removed before verification",
 			"session", ss.id, "ip", ss.ip, "removed", sc.removed)
 	}
 	if !trusted {

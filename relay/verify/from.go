@@ -140,7 +140,17 @@ func splitField(f string) (name, value string) {
 
 // unfold undoes header folding (RFC 5322 2.2.3).
 func unfold(s string) string {
-	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(s)
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '\r' && c != '\n' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // hasGroup reports whether an address list uses group syntax

@@ -31,6 +31,18 @@ func keyFlags(record string) []string {
 // stripSpace removes all white space, as folding may leave it anywhere in a
 // tag value.
 func stripSpace(s string) string {
+	// Most values are ASCII without white space: returned as they are
+	// after one pass over the bytes, rather than a call per rune.
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		switch c := s[i]; {
+		case c >= 0x80, c == ' ', c == '\t', c == '\n', c == '\v', c == '\f', c == '\r':
+			plain = false
+		}
+	}
+	if plain {
+		return s
+	}
 	return strings.Map(func(r rune) rune {
 		if unicode.IsSpace(r) {
 			return -1

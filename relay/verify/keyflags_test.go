@@ -3,9 +3,12 @@ package verify
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/petitiond/petitiond/internal/keyserver"
 )
@@ -178,4 +181,27 @@ func FuzzKeyFlags(f *testing.F) {
 			t.Fatalf("record %q refused i= at d=", rec)
 		}
 	})
+}
+
+// stripSpace's shortcut for plain ASCII changes nothing: it returns what
+// strings.Map with unicode.IsSpace returns, invalid UTF-8 included.
+func TestStripSpaceMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	alphabet := []string{"a", "=", ";", " ", "\t", "\r\n", "\v", "\f", "\u00a0", "\u0085", "\u2003", "ñ", "\xff", "\xc3"}
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		s := b.String()
+		want := strings.Map(func(r rune) rune {
+			if unicode.IsSpace(r) {
+				return -1
+			}
+			return r
+		}, s)
+		if got := stripSpace(s); got != want {
+			t.Fatalf("stripSpace(%q) = %q, want %q", s, got, want)
+		}
+	}
 }

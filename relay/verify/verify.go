@@ -6,7 +6,6 @@
 package verify
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/petitiond/petitiond/dnsname"
 )
@@ -75,6 +72,7 @@ type Verifier struct {
 	timeout   time.Duration
 	max       int
 	cache     *keyCache // nil: no caching
+	keys      keyRecords
 	spf       bool
 }
 
@@ -132,12 +130,15 @@ func resolverAddr(addr string) string {
 }
 
 // Verify checks msg's DKIM signatures against from (as ParseFrom returned
-// it). A signature is valid when go-msgauth verifies it (which already
-// refuses l= and expired x=), it covers From, and its d= aligns with
-// from.Domain. One valid signature is enough.
+// it). A signature is valid when it verifies (as go-msgauth verifies it,
+// which refuses l= and expired x=), it covers From, and its d= aligns with
+// from.Domain. One valid signature is enough: the signatures that could be
+// one (aligned, covering From) are checked first, in header order, and the
+// first valid one ends the check. When none is, every signature is
+// checked, so the verdict names the first failure in header order.
 func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict {
-	vd, lk := v.verify(ctx, msg, from, true)
-	if !vd.Pass && lk.cached {
+	vd, cached := v.verify(ctx, msg, from, true)
+	if !vd.Pass && cached {
 		// A key may have been replaced under the same selector since it
 		// was cached: fetch afresh before calling the letter unverified.
 		vd, _ = v.verify(ctx, msg, from, false)
@@ -145,83 +146,161 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte, from Sender) Verdict 
 	return vd
 }
 
-func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache bool) (Verdict, *lookups) {
-	lk := &lookups{errs: make(map[string]error), records: make(map[string][]string), useCache: useCache}
-	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
-		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, lk, name) },
-		MaxVerifications: v.max,
-	})
-	// ErrTooManySignatures comes with the verifications of the first max
-	// signatures; the rest are ignored.
-	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
-		return Verdict{Reason: "cannot verify: " + strings.TrimPrefix(err.Error(), "dkim: ")}, lk
+// verify checks msg once; cached says whether a key came from the cache.
+func (v *Verifier) verify(ctx context.Context, msg []byte, from Sender, useCache bool) (Verdict, bool) {
+	h, err := splitHeader(withoutBareLF(msg))
+	if err != nil {
+		return Verdict{Reason: "cannot verify: " + err.Error()}, false
 	}
-	if len(verifs) == 0 {
-		return Verdict{Reason: "no signature", Unsigned: true}, lk
+	fields := h.signatureFields()
+	if len(fields) == 0 {
+		return Verdict{Reason: "no signature", Unsigned: true}, false
 	}
-	selectors := signatureSelectors(msg)
+	// Signatures past the cap are ignored.
+	fields = fields[:min(len(fields), v.max)]
+	now := time.Now()
+	sigs := make([]*dkimSignature, len(fields))
+	aligned := make([]bool, len(fields))
+	var order []int // the signatures to check: those that can count first
+	for i, f := range fields {
+		sigs[i] = h.parseSignature(f, now)
+		aligned[i] = Aligned(strings.ToLower(sigs[i].domain), from.Domain)
+		if sigs[i].err == nil && aligned[i] {
+			order = append(order, i)
+		}
+	}
+	for i, s := range sigs {
+		if s.err == nil && !aligned[i] {
+			order = append(order, i)
+		}
+	}
+	lk := &lookups{v: v, ctx: ctx, useCache: useCache, fetches: make(map[string]*keyFetch, len(order))}
+	records := make([]string, len(sigs))
+	for n, i := range order {
+		if n == 1 {
+			// The first signature did not settle it: fetch the other
+			// keys at once, so slow lookups take one timeout, not one each.
+			lk.prefetch(sigs, order[1:])
+		}
+		s := sigs[i]
+		records[i], s.err = h.check(s, lk.get, &v.keys)
+		if s.err == nil && aligned[i] && !subdomainRefused(records[i], s.identifier, s.domain) {
+			return Verdict{Pass: true, Domain: strings.ToLower(s.domain), Selector: verdictSelector(h, s), Reason: "pass"}, lk.cached
+		}
+	}
 
 	var first *Verdict
 	tempFail := false
-	for i, vf := range verifs {
-		sel := ""
-		if i < len(selectors) {
-			sel = selectors[i]
-		}
-		domain := strings.ToLower(vf.Domain) // as signed, in the canonical case
-		aligned := Aligned(domain, from.Domain)
+	for i, s := range sigs {
+		domain := strings.ToLower(s.domain) // as signed, in the canonical case
 		var reason string
 		switch {
-		case vf.Err != nil:
-			reason = failReason(vf.Err, lk.get(sel, domain))
+		case s.err != nil:
+			reason = s.err.reason
 			// Retrying helps only a signature that would count if its
 			// key could be fetched.
-			if dkim.IsTempFail(vf.Err) && aligned {
+			if s.err.temp && aligned[i] {
 				tempFail = true
 			}
-		case subdomainRefused(lk.record(sel, domain), vf.Identifier, vf.Domain):
-			// go-msgauth does not read key flags; the record it verified
-			// with is the one this lookup fetched.
+		case subdomainRefused(records[i], s.identifier, s.domain):
+			// The key's flag s: i= must not name a subdomain of d=.
 			reason = "unauthorized subdomain"
-		case !coversFrom(vf.HeaderKeys):
-			reason = "from not signed"
-		case !aligned:
-			reason = fmt.Sprintf("not aligned: d=%s From %s", domain, from.Domain)
 		default:
-			return Verdict{Pass: true, Domain: domain, Selector: sel, Reason: "pass"}, lk
+			reason = fmt.Sprintf("not aligned: d=%s From %s", domain, from.Domain)
 		}
 		if first == nil {
-			first = &Verdict{Domain: domain, Selector: sel, Reason: reason}
+			first = &Verdict{Domain: domain, Selector: verdictSelector(h, s), Reason: reason}
 		}
 	}
 	first.TempFail = tempFail
-	return *first, lk
+	return *first, lk.cached
 }
 
-// lookup fetches a key record with a deadline, and returns errors in the
-// shape go-msgauth needs: it tells a temporary failure only by a type
-// assertion to net.Error (no unwrapping), so the error must be a bare
-// net.Error.
-func (v *Verifier) lookup(ctx context.Context, lk *lookups, name string) ([]string, error) {
-	if lk.useCache {
+// verdictSelector is a signature's s= for its verdict, read leniently (its
+// tags may not parse): the first tag named s, white space removed, its
+// bytes kept as they are (stripSpace would make invalid UTF-8 U+FFFD).
+func verdictSelector(h *dkimHeader, s *dkimSignature) string {
+	_, value, _ := strings.Cut(string(h.field(s.index)), ":")
+	for t := range strings.SplitSeq(value, ";") {
+		k, val, ok := strings.Cut(t, "=")
+		if ok && strings.TrimSpace(k) == "s" {
+			return strings.Join(strings.Fields(val), "")
+		}
+	}
+	return ""
+}
+
+// lookups fetches the key records of one verification, each name once,
+// and remembers whether one came from the cache.
+type lookups struct {
+	v        *Verifier
+	ctx      context.Context
+	useCache bool // may keys come from the cache
+
+	mu      sync.Mutex
+	fetches map[string]*keyFetch // by lower-case name
+	cached  bool                 // some key came from the cache
+}
+
+type keyFetch struct {
+	done chan struct{} // closed when res is set
+	res  keyLookup
+}
+
+// get fetches name's key record, or waits for the fetch already started.
+func (l *lookups) get(name string) keyLookup {
+	key := keyName(name)
+	l.mu.Lock()
+	f, ok := l.fetches[key]
+	if !ok {
+		f = &keyFetch{done: make(chan struct{})}
+		l.fetches[key] = f
+	}
+	l.mu.Unlock()
+	if ok {
+		<-f.done
+		return f.res
+	}
+	var cached bool
+	f.res, cached = l.v.lookup(l.ctx, name, l.useCache)
+	close(f.done)
+	if cached {
+		l.mu.Lock()
+		l.cached = true
+		l.mu.Unlock()
+	}
+	return f.res
+}
+
+// prefetch starts the key lookups of the signatures at idx (those whose
+// tags parsed) and waits for them.
+func (l *lookups) prefetch(sigs []*dkimSignature, idx []int) {
+	var wg sync.WaitGroup
+	for _, i := range idx {
+		if sigs[i].err == nil {
+			name := sigs[i].selector + "._domainkey." + sigs[i].domain
+			wg.Go(func() { l.get(name) })
+		}
+	}
+	wg.Wait()
+}
+
+// lookup fetches a key record with a deadline (or from the cache when
+// useCache), and returns errors as asNetError shapes them.
+func (v *Verifier) lookup(ctx context.Context, name string, useCache bool) (res keyLookup, cached bool) {
+	if useCache {
 		if txts, ok := v.cache.get(name); ok {
-			lk.set(name, txts, nil)
-			lk.mu.Lock()
-			lk.cached = true
-			lk.mu.Unlock()
-			return txts, nil
+			return keyLookup{txts: txts}, true
 		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
 	txts, err := v.lookupTXT(lctx, name)
 	if err != nil {
-		err = asNetError(err, name, lctx.Err() != nil)
-	} else {
-		v.cache.put(name, txts)
+		return keyLookup{err: asNetError(err, name, lctx.Err() != nil)}, false
 	}
-	lk.set(name, txts, err)
-	return txts, err
+	v.cache.put(name, txts)
+	return keyLookup{txts: txts}, false
 }
 
 // asNetError flattens err into a *net.DNSError that keeps its temporary or
@@ -241,7 +320,7 @@ func asNetError(err error, name string, ctxDone bool) error {
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		d.IsTimeout = netErr.Timeout()
-		// Deprecated in net, but it is what go-msgauth reads.
+		// Deprecated in net, but a resolver may still say so.
 		d.IsTemporary = netErr.Temporary()
 	}
 	if ctxDone {
@@ -250,80 +329,8 @@ func asNetError(err error, name string, ctxDone bool) error {
 	return d
 }
 
-// lookups remembers each key lookup's error, to tell "key not found" from
-// other failures in a Verdict, and each record fetched, to read the key
-// flags go-msgauth ignores without asking DNS again. go-msgauth runs lookups
-// of several signatures in parallel, hence the lock.
-type lookups struct {
-	useCache bool // may keys come from the cache
-	mu       sync.Mutex
-	errs     map[string]error
-	records  map[string][]string
-	cached   bool // some key came from the cache
-}
-
 func keyName(name string) string {
 	return strings.ToLower(strings.TrimSuffix(name, "."))
-}
-
-func (l *lookups) set(name string, txts []string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.errs[keyName(name)] = err
-	l.records[keyName(name)] = txts
-}
-
-func (l *lookups) get(selector, domain string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.errs[keyName(selector+"._domainkey."+domain)]
-}
-
-// record returns the key record fetched for selector and domain, or "" when
-// there was not exactly one (go-msgauth fails a signature then).
-func (l *lookups) record(selector, domain string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if txts := l.records[keyName(selector+"._domainkey."+domain)]; len(txts) == 1 {
-		return txts[0]
-	}
-	return ""
-}
-
-// failReason turns a go-msgauth verification error into a short reason.
-func failReason(err, lookupErr error) string {
-	// go-msgauth reports a failed lookup as a temporary failure or as "no
-	// key for signature"; only then is the lookup error the reason (another
-	// signature may have used the same key name and failed before looking).
-	if lookupErr != nil && (dkim.IsTempFail(err) || strings.Contains(err.Error(), "no key for signature")) {
-		var dnsErr *net.DNSError
-		switch {
-		case errors.As(lookupErr, &dnsErr) && dnsErr.IsNotFound:
-			return "key not found"
-		case errors.As(lookupErr, &dnsErr) && dnsErr.Timeout():
-			return "key lookup timed out"
-		case errors.As(lookupErr, &dnsErr) && dnsErr.Temporary():
-			return "key lookup failed temporarily"
-		default:
-			return "key lookup failed"
-		}
-	}
-	msg := strings.TrimPrefix(err.Error(), "dkim: ")
-	switch {
-	case strings.Contains(msg, "body hash did not verify"):
-		return "body hash mismatch"
-	case strings.Contains(msg, "signature did not verify"):
-		return "bad signature"
-	case strings.Contains(msg, "signature has expired"):
-		return "expired"
-	case strings.Contains(msg, "body length tag"):
-		return "body length limit (l=)"
-	case strings.Contains(msg, "From field not signed"):
-		return "from not signed"
-	case strings.Contains(msg, "key revoked"):
-		return "key revoked"
-	}
-	return msg
 }
 
 func coversFrom(keys []string) bool {
@@ -333,24 +340,4 @@ func coversFrom(keys []string) bool {
 		}
 	}
 	return false
-}
-
-// signatureSelectors returns the s= tag of each DKIM-Signature field, in
-// header order: the order of go-msgauth's verifications, which do not carry
-// the selector.
-func signatureSelectors(msg []byte) []string {
-	var sels []string
-	for _, f := range headerFields(msg, "DKIM-Signature") {
-		_, value := splitField(f)
-		sel := ""
-		for tag := range strings.SplitSeq(unfold(value), ";") {
-			k, val, ok := strings.Cut(tag, "=")
-			if ok && strings.TrimSpace(k) == "s" {
-				sel = strings.Join(strings.Fields(val), "")
-				break
-			}
-		}
-		sels = append(sels, sel)
-	}
-	return sels
 }

@@ -44,6 +44,12 @@ type Conn struct {
 	fromReceived bool
 	recipients   []string
 	didAuth      bool
+
+	// petitiond: replies wait in text.W while the client's next command is
+	// already buffered, and leave together (RFC 2920); wmu guards the
+	// writer, which a goroutine reading a message (LMTP) flushes too.
+	wmu      sync.Mutex
+	replyBuf []byte
 }
 
 func newConn(c net.Conn, s *Server) *Conn {
@@ -58,7 +64,7 @@ func newConn(c net.Conn, s *Server) *Conn {
 
 func (c *Conn) init() {
 	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
+		R:         flushingReader{c: c, r: c.conn}, // petitiond: replies out before any read
 		LineLimit: c.server.MaxLineLength,
 	}
 	rwc := struct {
@@ -93,7 +99,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	defer func() {
 		if err := recover(); err != nil {
 			c.writeResponse(421, EnhancedCode{4, 0, 0}, "Internal server error")
-			c.Close()
+			c.closeWithReplies()
 
 			stack := debug.Stack()
 			c.server.ErrorLog.Printf("panic serving %v: %v\n%s", c.conn.RemoteAddr(), err, stack)
@@ -139,7 +145,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleData(arg)
 	case "QUIT":
 		c.writeResponse(221, EnhancedCode{2, 0, 0}, "Bye")
-		c.Close()
+		c.closeWithReplies()
 	case "AUTH":
 		c.handleAuth(arg)
 	case "STARTTLS":
@@ -214,7 +220,7 @@ func (c *Conn) protocolError(code int, ec EnhancedCode, msg string) {
 	c.errCount++
 	if c.errCount > errThreshold {
 		c.writeResponse(500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
-		c.Close()
+		c.closeWithReplies()
 	}
 }
 
@@ -945,6 +951,8 @@ func (c *Conn) handleStartTLS() {
 	}
 
 	c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	// petitiond: the handshake reads the connection itself.
+	c.flush()
 
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
@@ -1015,6 +1023,8 @@ func (c *Conn) handleData(arg string) {
 	r.limited = false
 	io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
 	c.writeResponse(code, enhancedCode, msg)
+	// petitiond: the reply that ends a transaction goes out at once.
+	c.flush()
 }
 
 func (c *Conn) handleBdat(arg string) {
@@ -1114,6 +1124,7 @@ func (c *Conn) handleBdat(arg string) {
 		io.Copy(ioutil.Discard, chunk)
 
 		c.writeResponse(dataErrorToStatus(err))
+		c.flush() // petitiond: it ends the transaction
 
 		if err == errPanic {
 			c.Close()
@@ -1139,6 +1150,7 @@ func (c *Conn) handleBdat(arg string) {
 		} else {
 			c.writeResponse(dataErrorToStatus(err))
 		}
+		c.flush() // petitiond: the replies that end the transaction
 
 		if err == errPanic {
 			c.Close()
@@ -1276,6 +1288,7 @@ func (c *Conn) handleDataLMTP() {
 	for i, rcpt := range c.recipients {
 		code, enchCode, msg := dataErrorToStatus(<-status.status[i])
 		c.writeResponse(code, enchCode, "<"+rcpt+"> "+msg)
+		c.flush() // petitiond: each recipient's reply as soon as it is known
 	}
 
 	// If done gets false, the panic occurred in LMTPData and the connection
@@ -1299,7 +1312,7 @@ func dataErrorToStatus(err error) (code int, enchCode EnhancedCode, msg string) 
 
 func (c *Conn) Reject() {
 	c.writeResponse(421, EnhancedCode{4, 4, 5}, "Too busy. Try again later.")
-	c.Close()
+	c.closeWithReplies()
 }
 
 func (c *Conn) greet() {
@@ -1311,11 +1324,6 @@ func (c *Conn) greet() {
 }
 
 func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
-	// TODO: error handling
-	if c.server.WriteTimeout != 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
-	}
-
 	// All responses must include an enhanced code, if it is missing - use
 	// a generic code X.0.0.
 	if enhCode == EnhancedCodeNotSet {
@@ -1339,15 +1347,83 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 		}
 	}
 
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	// petitiond: the reply is formatted without fmt and waits in the
+	// writer for flush (see flushingReader), instead of a write per line.
+	b := c.replyBuf[:0]
 	lastLineIndex := len(text) - 1
-	for i := 0; i < lastLineIndex; i++ {
-		c.text.PrintfLine("%d-%v", code, text[i])
+	for i, line := range text {
+		b = strconv.AppendInt(b, int64(code), 10)
+		if i < lastLineIndex {
+			b = append(b, '-')
+		} else {
+			b = append(b, ' ')
+			if enhCode != NoEnhancedCode {
+				b = strconv.AppendInt(b, int64(enhCode[0]), 10)
+				b = append(b, '.')
+				b = strconv.AppendInt(b, int64(enhCode[1]), 10)
+				b = append(b, '.')
+				b = strconv.AppendInt(b, int64(enhCode[2]), 10)
+				b = append(b, ' ')
+			}
+		}
+		b = append(b, line...)
+		b = append(b, '\r', '\n')
 	}
-	if enhCode == NoEnhancedCode {
-		c.text.PrintfLine("%d %v", code, text[lastLineIndex])
-	} else {
-		c.text.PrintfLine("%d %v.%v.%v %v", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+	c.replyBuf = b
+	if len(b) > c.text.W.Available() {
+		// The writer sends what it holds to make room.
+		c.setWriteDeadline()
 	}
+	// TODO: error handling (a failed write fails the next flush, and the
+	// read after it)
+	c.text.W.Write(b)
+}
+
+// petitiond: flush sends the replies waiting in the writer. The connection
+// calls it before every read from the network (flushingReader), so a reply
+// waits only while the next command is already buffered, never for the
+// client (RFC 2920 section 3.2); and at once after the reply that ends a
+// transaction, before closing and before STARTTLS.
+func (c *Conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.text.W.Buffered() == 0 {
+		return nil
+	}
+	c.setWriteDeadline()
+	return c.text.W.Flush()
+}
+
+func (c *Conn) setWriteDeadline() {
+	if c.server.WriteTimeout != 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
+	}
+}
+
+// petitiond: closeWithReplies sends the replies still waiting, then
+// closes.
+func (c *Conn) closeWithReplies() {
+	c.flush()
+	c.Close()
+}
+
+// petitiond: flushingReader is the connection as the reader sees it: the
+// buffered reader calls it only when it needs more input than it holds,
+// which is when a read may block, so the replies waiting go out first. A
+// reply that cannot be sent ends the read with that error, and so the
+// session: a client that no longer reads its replies gets nothing more.
+type flushingReader struct {
+	c *Conn
+	r io.Reader
+}
+
+func (r flushingReader) Read(b []byte) (int, error) {
+	if err := r.c.flush(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(b)
 }
 
 func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {

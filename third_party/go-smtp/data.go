@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -105,6 +106,25 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 	// not rewrite CRLF -> LF.
 
 	for n < len(b) && r.state != stateEOF {
+		// petitiond: inside a line, copy the buffered bytes up to the next
+		// CR at once: the state machine below would keep stateData for
+		// each of them and copy them one by one.
+		if r.state == stateData && r.r.Buffered() > 0 {
+			k := r.r.Buffered()
+			if k > len(b)-n {
+				k = len(b) - n
+			}
+			buf, _ := r.r.Peek(k)
+			if i := bytes.IndexByte(buf, '\r'); i != 0 {
+				if i < 0 {
+					i = len(buf)
+				}
+				copy(b[n:], buf[:i])
+				r.r.Discard(i)
+				n += i
+				continue
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {

@@ -159,7 +159,7 @@ func (s *Server) handleConn(c *Conn) error {
 	s.locker.Unlock()
 
 	defer func() {
-		c.Close()
+		c.closeWithReplies() // petitiond: the last replies wait in the writer
 
 		s.locker.Lock()
 		delete(s.conns, c)
