@@ -369,3 +369,19 @@ func TestMaildirDeliverLarge(t *testing.T) {
 		t.Errorf("file name %s does not give its size %d", filepath.Base(r.Path), len(want))
 	}
 }
+
+// BenchmarkMaildirDeliver3MB writes a batch message of 3 MB, the size of
+// a thousand letters, to one recipient's Maildir.
+func BenchmarkMaildirDeliver3MB(b *testing.B) {
+	m := Maildir{Root: b.TempDir()}
+	msg := []byte(strings.Repeat("X-Line: "+strings.Repeat("x", 70)+"\r\n", 3<<20/80))
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := m.Deliver(context.Background(), envFrom, "big@ofapp.example", msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(r.Path)
+	}
+}
