@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// The pacer rests as long as each spent slice took, and only then.
+// The pacer rests paceRest times as long as each spent slice took, and
+// only then.
 func TestPacer(t *testing.T) {
 	clock := t0
 	var slept []time.Duration
@@ -24,7 +25,7 @@ func TestPacer(t *testing.T) {
 		clock = clock.Add(work)
 		p.yield()
 	}
-	want := []time.Duration{1100 * time.Microsecond, 2 * time.Millisecond}
+	want := []time.Duration{3300 * time.Microsecond, 6 * time.Millisecond}
 	if !slices.Equal(slept, want) {
 		t.Errorf("rested %v, want %v", slept, want)
 	}
