@@ -49,9 +49,12 @@ type Closer struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
-	// build makes the message of a batch; Build, except in tests that
+	// build makes the message of a batch; Build, paced, except in tests that
 	// need a builder that fails on a given letter.
 	build func(Spec) ([]byte, error)
+	// scratch is the working space of every build: one at a time, on the
+	// closer's goroutine.
+	scratch scratch
 }
 
 // NewCloser makes a closer; now nil means time.Now, log nil discards.
@@ -62,7 +65,9 @@ func NewCloser(cfg CloserConfig, st *store.Store, log *slog.Logger, now func() t
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Closer{cfg: cfg, store: st, log: log, now: now, build: Build}
+	c := &Closer{cfg: cfg, store: st, log: log, now: now}
+	c.build = func(s Spec) ([]byte, error) { return buildPaced(s, &c.scratch) }
+	return c
 }
 
 // retryAfterError is how long the closer waits after a store or build

@@ -131,7 +131,29 @@ func isDotAtom(s string) bool {
 // Build fails only for a Spec that cannot make a message (no letters, a bad
 // From, recipient or Message-ID, a language without a catalogue); a letter
 // it cannot read is still batched, with a note in the summary.
-func Build(s Spec) ([]byte, error) {
+func Build(s Spec) ([]byte, error) { return build(s, nil, nil) }
+
+// scratch is the builder's working space: the summary, the CSV list and
+// the digest, each megabytes in a batch of a thousand letters, before they
+// are copied into the message. The closer keeps one across builds, because
+// fresh memory of that size costs page faults and garbage collection on
+// the cores that the letters arriving meanwhile need. The message returned
+// never shares it.
+type scratch struct {
+	summaryText, summary, csvList, csvBody, digest bytes.Buffer
+}
+
+// build is Build calling yield, when not nil, after each letter it
+// prepares and each it writes into the digest: the closer paces the build
+// there (see pacer). It works in sc, or in buffers of its own when sc is
+// nil.
+func build(s Spec, yield func(), sc *scratch) ([]byte, error) {
+	if sc == nil {
+		sc = new(scratch)
+	}
+	for _, b := range []*bytes.Buffer{&sc.summaryText, &sc.summary, &sc.csvList, &sc.csvBody, &sc.digest} {
+		b.Reset()
+	}
 	if err := validate(s); err != nil {
 		return nil, err
 	}
@@ -145,6 +167,9 @@ func Build(s Spec) ([]byte, error) {
 	for i := range s.Letters {
 		letters[i] = prepareLetter(&s.Letters[i])
 		eightBit = eightBit || letters[i].carry.cte == "8bit"
+		if yield != nil {
+			yield()
+		}
 	}
 	data := batchData(s, letters)
 	var texts struct{ subject, csvName, digestDesc string }
@@ -162,24 +187,23 @@ func Build(s Spec) ([]byte, error) {
 		}
 	}
 	data.CSVName = texts.csvName
-	var summaryText bytes.Buffer
-	summaryText.Grow(summarySize(&data))
-	if err := cat.Write(&summaryText, "batch.summary", data); err != nil {
+	sc.summaryText.Grow(summarySize(&data))
+	if err := cat.Write(&sc.summaryText, "batch.summary", data); err != nil {
 		return nil, fmt.Errorf("batch %d: %w", s.Number, err)
 	}
-	summary, err := qpEncode(summaryText.Bytes())
+	summary, err := qpEncode(&sc.summary, sc.summaryText.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: summary: %w", s.Number, err)
 	}
-	csvList, err := csvList(letters, cat.Location())
+	csvList, err := csvList(&sc.csvList, letters, cat.Location())
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
-	csvBody, err := qpEncode(csvList)
+	csvBody, err := qpEncode(&sc.csvBody, csvList)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: csv: %w", s.Number, err)
 	}
-	digest, digestSeed, digestBoundary, err := digestBody(letters)
+	digest, digestSeed, digestBoundary, err := digestBody(&sc.digest, letters, yield)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: digest: %w", s.Number, err)
 	}
@@ -362,12 +386,11 @@ func addFields(h *textproto.Header, fields ...string) {
 }
 
 // qpEncode encodes text (LF line breaks) as quoted-printable with CRLF line
-// breaks. Quoted-printable output never contains "=_", which is why the
-// boundaries start with it.
-func qpEncode(text []byte) ([]byte, error) {
-	var buf bytes.Buffer
+// breaks, into buf, and returns buf's bytes. Quoted-printable output never
+// contains "=_", which is why the boundaries start with it.
+func qpEncode(buf *bytes.Buffer, text []byte) ([]byte, error) {
 	buf.Grow(len(text) + len(text)/8)
-	w := quotedprintable.NewWriter(&buf)
+	w := quotedprintable.NewWriter(buf)
 	if _, err := w.Write(text); err != nil {
 		return nil, err
 	}
@@ -381,8 +404,9 @@ func qpEncode(text []byte) ([]byte, error) {
 // returns it with the seed of its boundary and the boundary. Each letter is
 // written as it is, or base64-encoded where carriageOf says so: go-message's
 // message.Writer would wrap 7bit/8bit lines at 998 bytes, which changes the
-// bytes and breaks the letter's signature.
-func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
+// bytes and breaks the letter's signature. It writes into buf; yield, when
+// not nil, is called after each letter.
+func digestBody(buf *bytes.Buffer, letters []preparedLetter, yield func()) ([]byte, []byte, string, error) {
 	raws := make([][]byte, len(letters))
 	bodies := make([][]byte, len(letters))
 	size := 0
@@ -396,9 +420,8 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 	}
 	seed := contentHash(raws...)
 	boundary := pickBoundary("=_petitiond-digest-", seed, bodies...)
-	var buf bytes.Buffer
 	buf.Grow(size)
-	mw := textproto.NewMultipartWriter(&buf)
+	mw := textproto.NewMultipartWriter(buf)
 	if err := mw.SetBoundary(boundary); err != nil {
 		return nil, nil, "", err
 	}
@@ -414,6 +437,9 @@ func digestBody(letters []preparedLetter) ([]byte, []byte, string, error) {
 		}
 		if _, err := w.Write(bodies[i]); err != nil {
 			return nil, nil, "", err
+		}
+		if yield != nil {
+			yield()
 		}
 	}
 	if err := mw.Close(); err != nil {

@@ -265,12 +265,11 @@ func isBlank(r rune) bool {
 // local 8-bit charset ("MarÃ­a").
 const utf8BOM = "\ufeff"
 
-// csvList is the list of letters as CSV (RFC 4180) with a byte order mark;
-// times are RFC 3339 in loc.
-func csvList(letters []preparedLetter, loc *time.Location) ([]byte, error) {
-	var buf bytes.Buffer
+// csvList is the list of letters as CSV (RFC 4180) with a byte order mark,
+// written into buf; times are RFC 3339 in loc.
+func csvList(buf *bytes.Buffer, letters []preparedLetter, loc *time.Location) ([]byte, error) {
 	buf.Grow(len(utf8BOM) + 64 + 128*len(letters))
-	cw := NewCSVWriter(&buf, loc)
+	cw := NewCSVWriter(buf, loc)
 	for i := range letters {
 		if err := cw.row(&letters[i]); err != nil {
 			return nil, err

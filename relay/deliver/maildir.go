@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,14 +97,17 @@ func writeMaildir(dir, from, rcpt string, msg []byte) (Receipt, error) {
 		}
 	}
 
-	file := localCopy(from, rcpt, msg)
-	unique, err := uniqueName(len(file))
+	file := newLocalCopy(from, rcpt, msg)
+	unique, err := uniqueName(file.size())
 	if err != nil {
 		return Receipt{}, temporary("maildir: unique name", err)
 	}
 	tmpPath := filepath.Join(dir, "tmp", unique)
 	newPath := filepath.Join(dir, "new", unique)
-	if err := safeio.WriteNew(tmpPath, file, 0o600); err != nil {
+	// Streamed, not copied whole: a batch message is megabytes, and every
+	// allocation while letters arrive makes their sessions help the
+	// garbage collector.
+	if _, err := safeio.WriteNewFrom(tmpPath, file, 0o600); err != nil {
 		return Receipt{}, temporary("maildir: write "+tmpPath, err)
 	}
 	if err := os.Rename(tmpPath, newPath); err != nil {
@@ -118,22 +122,47 @@ func writeMaildir(dir, from, rcpt string, msg []byte) (Receipt, error) {
 	return Receipt{Path: newPath}, nil
 }
 
-// localCopy is msg as a Maildir file: Return-Path (the envelope sender,
-// RFC 5321 4.4) and Delivered-To on top, and CRLF turned into the LF that
-// local mail files use. A lone CR or LF is left as it is.
-func localCopy(from, rcpt string, msg []byte) []byte {
-	head := "Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n"
-	out := make([]byte, 0, len(head)+len(msg))
-	out = append(out, head...)
-	for {
-		i := bytes.Index(msg, []byte("\r\n"))
-		if i < 0 {
-			return append(out, msg...)
+// localCopy reads msg as a Maildir file: Return-Path (the envelope
+// sender, RFC 5321 4.4) and Delivered-To on top, and CRLF turned into the
+// LF that local mail files use. A lone CR or LF is left as it is.
+type localCopy struct {
+	head string
+	msg  []byte // what is left to read
+}
+
+func newLocalCopy(from, rcpt string, msg []byte) *localCopy {
+	return &localCopy{head: "Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n", msg: msg}
+}
+
+// size is how many bytes are left to read.
+func (c *localCopy) size() int {
+	return len(c.head) + len(c.msg) - bytes.Count(c.msg, crlf)
+}
+
+var crlf = []byte("\r\n")
+
+func (c *localCopy) Read(p []byte) (int, error) {
+	n := copy(p, c.head)
+	c.head = c.head[n:]
+	for n < len(p) && len(c.msg) > 0 {
+		i := bytes.Index(c.msg, crlf)
+		switch {
+		case i < 0:
+			i = len(c.msg)
+		case i == 0:
+			p[n] = '\n'
+			n++
+			c.msg = c.msg[2:]
+			continue
 		}
-		out = append(out, msg[:i]...)
-		out = append(out, '\n')
-		msg = msg[i+2:]
+		k := copy(p[n:], c.msg[:i])
+		n += k
+		c.msg = c.msg[k:]
 	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // uniqueName follows the Maildir convention time.unique.host, with 128

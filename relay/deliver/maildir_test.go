@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
 	"net/mail"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/petitiond/petitiond/relay/batch"
@@ -311,5 +313,75 @@ func TestMaildirReadByPython(t *testing.T) {
 		if g.LetterBodies[i] != strings.ReplaceAll(b, "\r\n", "\n") {
 			t.Errorf("letter %d reads %q, want %q", i+1, g.LetterBodies[i], b)
 		}
+	}
+}
+
+// The Maildir file is streamed from the message: whatever the size of the
+// reads, it is the envelope fields and the message with every CRLF (and
+// nothing else) made LF, and its size is known before it is read.
+func TestLocalCopy(t *testing.T) {
+	for _, msg := range []string{
+		"",
+		"a\r\nb\r\n",
+		"\r\n\r\n\r\n",
+		"lone CR\rlone LF\nCR CR LF\r\r\nLF CR\n\rend\r",
+		"no line end",
+		"ends in CR LF\r\n",
+		strings.Repeat("line of a long message\r\n", 20000) + "last",
+	} {
+		head := "Return-Path: <" + envFrom + ">\nDelivered-To: r@x.example\n"
+		want := head + strings.ReplaceAll(msg, "\r\n", "\n")
+		if got := newLocalCopy(envFrom, "r@x.example", []byte(msg)).size(); got != len(want) {
+			t.Errorf("size of %.20q = %d, want %d", msg, got, len(want))
+		}
+		for _, bufSize := range []int{1, 2, 3, 7, 32 << 10} {
+			var out bytes.Buffer
+			if _, err := io.CopyBuffer(struct{ io.Writer }{&out}, newLocalCopy(envFrom, "r@x.example", []byte(msg)), make([]byte, bufSize)); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != want {
+				t.Errorf("%.20q read %d bytes at a time gives %d bytes, want %d", msg, bufSize, out.Len(), len(want))
+			}
+		}
+		if err := iotest.TestReader(newLocalCopy(envFrom, "r@x.example", []byte(msg)), []byte(want)); err != nil {
+			t.Errorf("%.20q: %v", msg, err)
+		}
+	}
+}
+
+// A message of several megabytes (a batch of 1,000 letters) arrives whole.
+func TestMaildirDeliverLarge(t *testing.T) {
+	m := Maildir{Root: t.TempDir()}
+	msg := strings.Repeat("From: a@b.example\r\nX-Line: "+strings.Repeat("x", 70)+"\r\n", 40000)
+	r, err := m.Deliver(context.Background(), envFrom, "big@ofapp.example", []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(r.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Return-Path: <" + envFrom + ">\nDelivered-To: big@ofapp.example\n" + strings.ReplaceAll(msg, "\r\n", "\n")
+	if string(got) != want {
+		t.Errorf("file holds %d bytes, want %d", len(got), len(want))
+	}
+	if !strings.HasSuffix(r.Path, ",S="+strconv.Itoa(len(want))) {
+		t.Errorf("file name %s does not give its size %d", filepath.Base(r.Path), len(want))
+	}
+}
+
+// BenchmarkMaildirDeliver3MB writes a batch message of 3 MB, the size of
+// a thousand letters, to one recipient's Maildir.
+func BenchmarkMaildirDeliver3MB(b *testing.B) {
+	m := Maildir{Root: b.TempDir()}
+	msg := []byte(strings.Repeat("X-Line: "+strings.Repeat("x", 70)+"\r\n", 3<<20/80))
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := m.Deliver(context.Background(), envFrom, "big@ofapp.example", msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(r.Path)
 	}
 }
