@@ -14,6 +14,7 @@ import (
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/batchmime"
+	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay/inbound"
@@ -417,4 +418,36 @@ func BenchmarkSecondaryBacklog(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "letters/s")
 	s.WaitStats("the queue empty", func(st store.Stats) bool { return st.Forward.Waiting == 0 })
+}
+
+// TestSecondaryRefusesAtSMTPTime: what the primary would refuse, the
+// secondary refuses in the session, with the primary's replies, and keeps
+// nothing of it (SPEC 12: never a bounce later): bare line endings, a
+// letter over max_message_bytes, an unverified letter under policy reject.
+func TestSecondaryRefusesAtSMTPTime(t *testing.T) {
+	mx := testenv.PrepareMX(t, testenv.MXOptions{PrimaryIP: primaryIP, SecondaryIP: secondaryIP,
+		Configure: func(c *config.Config, _ bool) {
+			c.Verify.Unverified = config.UnverifiedReject
+			c.SMTP.MaxMessageBytes = 32 << 10
+		}})
+	s := mx.Secondary
+	s.Start()
+
+	expectReply(t, "bare LF", s.SendFrom(clientIP, "client.test", "bounce@client.test",
+		[]byte("From: eva@ed.test\r\nSubject: x\n\r\nbody\r\n")), "554 5.6.0")
+	big := s.Letter("fede@ed.test", "Libertad", strings.Repeat("Libertad a los presos políticos. ", 2000))
+	expectReply(t, "over max_message_bytes", s.SendFrom(clientIP, "client.test", "bounce@client.test",
+		s.Sign("ed.test", big, keyserver.SignOptions{})), "552 5.3.4")
+	expectReply(t, "unsigned under policy reject", s.SendFrom(clientIP, "client.test", "bounce@client.test",
+		s.Letter("gala@ed.test", "Libertad", testenv.Body)), "550 5.7.20")
+	// And a letter the primary would count is taken.
+	queuedAs(t, "signed", s.SendFrom(clientIP, "client.test", "bounce@client.test", s.Signed("ed.test", "hugo@ed.test")), "S")
+
+	st, err := s.Store().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Forward.Waiting != 1 || st.Held != 0 || st.Counted != 0 {
+		t.Errorf("the secondary keeps %+v, want only the signed letter waiting", st)
+	}
 }
