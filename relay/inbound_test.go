@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -898,7 +901,10 @@ func TestLimitsAcrossListeners(t *testing.T) {
 // TestStoreFailure: when the store cannot write, the letter gets 451 4.3.0
 // (never a 250 without the fsync) and the sender will retry.
 func TestStoreFailure(t *testing.T) {
-	e := testenv.Start(t, nil)
+	var logs lockedBuffer
+	e := testenv.PrepareWith(t, testenv.Options{Domains: testenv.SigningDomains(),
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Configure: testenv.UseCampaign})
+	e.Start()
 	if err := e.Store().Close(); err != nil { // the daemon's store, closed under it
 		t.Fatal(err)
 	}
@@ -907,4 +913,37 @@ func TestStoreFailure(t *testing.T) {
 	if strings.Contains(r.Text, "closed") {
 		t.Errorf("internal error text reached the client: %q", r.Text)
 	}
+	// The admin must act: the failure is logged at ERROR (SPEC 8), naming
+	// the session the reply named.
+	session := regexp.MustCompile(`session ([0-9a-f]{12})`).FindStringSubmatch(r.Text)
+	found := false
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var rec struct {
+			Level, Session string
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "ERROR" && session != nil && rec.Session == session[1] {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no ERROR line for session %v in the log:\n%s", session, logs.String())
+	}
+}
+
+// lockedBuffer is a log destination safe for the daemon's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
