@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -130,6 +132,14 @@ func TestEraseDeliveredSupporter(t *testing.T) {
 		t.Fatal("before the erasure no file holds the supporter: the test would prove nothing")
 	}
 
+	// The organisers' pages show her before: search, the batch, the list.
+	pages := []string{"/search?q=rosalba", "/batches/1", "/signers.csv"}
+	for _, path := range pages {
+		if page := organisersPage(t, e, path); !showsSupporter(page) {
+			t.Fatalf("before the erasure %s does not show her: the test would prove nothing", path)
+		}
+	}
+
 	out := cliOK(t, "erase", "-admin", e.AdminURL(), "ROSALBA.quintanilla+x@ed.test")
 	if !strings.Contains(out, id) || !strings.Contains(out, heldID) || strings.Contains(strings.ToLower(out), "rosalba") {
 		t.Errorf("erase output names the wrong things:\n%s", out)
@@ -171,6 +181,11 @@ func TestEraseDeliveredSupporter(t *testing.T) {
 	}
 	if found := supporterTraces(t, e.Config.Store.Dir, supporterAddr, supporterName, supporterText); len(found) > 0 {
 		t.Errorf("after the erasure, files under store.dir still hold: %v", found)
+	}
+	for _, path := range pages {
+		if page := organisersPage(t, e, path); showsSupporter(page) {
+			t.Errorf("after the erasure %s still shows her:\n%s", path, page)
+		}
 	}
 	// A new letter from her is a duplicate: the batched one stays counted.
 	if r := e.Send(supporterLetter(e, supporterAddr)); !strings.Contains(r.Text, "already counted") {
@@ -283,4 +298,32 @@ func TestHeldLettersLeaveNoTraceInStoreFiles(t *testing.T) {
 	testenv.WaitFor(t, "the expired letter gone from every file under store.dir", 15*time.Second, func() bool {
 		return len(supporterTraces(t, e.Config.Store.Dir, expiredName, expiredText)) == 0
 	})
+}
+
+// showsSupporter says whether a page shows the supporter's name, address
+// or text (a search page repeats its query, so the query is not enough).
+func showsSupporter(page string) bool {
+	page = strings.ToLower(page)
+	return strings.Contains(page, strings.ToLower(supporterName)) || strings.Contains(page, strings.ToLower(supporterAddr)) ||
+		strings.Contains(page, supporterText)
+}
+
+// organisersPage reads one of the organisers' pages with the admin token.
+func organisersPage(t *testing.T, e *testenv.Test, path string) string {
+	t.Helper()
+	req, err := http.NewRequest("GET", e.AdminURL()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+	return string(body)
 }
