@@ -94,7 +94,8 @@ func TestDefault(t *testing.T) {
 		cfg.Campaign.Language != "es" || cfg.Campaign.Timezone != "America/Santiago" || !cfg.Verify.SPF ||
 		cfg.Verify.ConfirmTTL != d(168*time.Hour) || cfg.Verify.ConfirmPerHour != 200 ||
 		cfg.Batch.MaxBytes != 10485760 || cfg.Admin.ReaderToken != "" || cfg.Receipts.Enabled ||
-		cfg.Secondary.Primary != "" || len(cfg.Secondary.Trusted) != 0 || cfg.Secondary.Names == nil || len(cfg.Secondary.Names) != 0 {
+		cfg.Secondary.Primary != "" || len(cfg.Secondary.Trusted) != 0 || cfg.Secondary.Names == nil || len(cfg.Secondary.Names) != 0 ||
+		cfg.Store.HeldRetention != d(720*time.Hour) || cfg.Store.MinFreeBytes != 256<<20 {
 		t.Errorf("default differs from SPEC section 3:\n%s", cfg.TOML())
 	}
 	// Each call is a fresh copy: no shared mutable state.
