@@ -70,12 +70,17 @@ func TestUnverifiedCapKeys(t *testing.T) {
 	c := newUnverifiedCap(1000)
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	c.add("flood.test", "192.0.2.1", 900, now)
+	c.add("v6.test", "2001:db8:1:2::1", 900, now)
 	for _, tc := range []struct {
 		domain, ip, want string
 	}{
 		{"flood.test", "198.51.100.1", "sender domain flood.test"},
 		{"other.test", "192.0.2.200", "client network 192.0.2.0/24"},
 		{"other.test", "192.0.3.1", ""},
+		// IPv6 is counted per /64: another address in it shares the cap,
+		// the next /64 does not.
+		{"other.test", "2001:db8:1:2:ffff::7", "client network 2001:db8:1:2::/64"},
+		{"other.test", "2001:db8:1:3::1", ""},
 	} {
 		if got := c.over(tc.domain, tc.ip, 200, now); got != tc.want {
 			t.Errorf("over(%s, %s) = %q, want %q", tc.domain, tc.ip, got, tc.want)
