@@ -451,3 +451,34 @@ func TestSecondaryRefusesAtSMTPTime(t *testing.T) {
 		t.Errorf("the secondary keeps %+v, want only the signed letter waiting", st)
 	}
 }
+
+// TestSecondarySendsNothingToSupporters: with confirmation by reply and
+// receipts on both machines, only the primary writes to supporters: the
+// secondary forwards an unsigned letter and a signed one and queues no
+// request and no receipt, while the primary, once back, does both.
+func TestSecondarySendsNothingToSupporters(t *testing.T) {
+	mx := testenv.PrepareMX(t, testenv.MXOptions{PrimaryIP: primaryIP, SecondaryIP: secondaryIP,
+		Configure: func(c *config.Config, _ bool) {
+			c.Verify.Unverified = config.UnverifiedConfirm
+			c.Receipts.Enabled = true
+			c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
+			c.Delivery.RetryMax = config.Duration{Duration: 300 * time.Millisecond}
+		}})
+	p, s := mx.Primary, mx.Secondary
+	s.Start()
+	queuedAs(t, "unsigned", s.SendFrom(clientIP, "client.test", "ines@ed.test", s.Letter("ines@ed.test", "Libertad", testenv.Body)), "S")
+	queuedAs(t, "signed", s.SendFrom(clientIP, "client.test", "bounce@client.test", s.Signed("ed.test", "juan@ed.test")), "S")
+
+	p.Start()
+	p.WaitStats("a request and a receipt queued on the primary", func(st store.Stats) bool {
+		return st.Supporters.ConfirmSent+st.Supporters.ConfirmWaiting == 1 && st.Supporters.ReceiptsSent == 1
+	})
+	s.WaitStats("the secondary's queue empty", func(st store.Stats) bool { return st.Forward.Waiting == 0 })
+	st, err := s.Store().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Supporters != (store.SupporterMailCounts{}) {
+		t.Errorf("the secondary wrote to supporters: %+v", st.Supporters)
+	}
+}
