@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/config"
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay"
 	"github.com/petitiond/petitiond/store"
@@ -276,29 +277,11 @@ func TestNewFailureClosesStore(t *testing.T) {
 	st.Close()
 }
 
-// testClock is a clock the test moves by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestReleasedOldLettersMakeOneBatch (SPEC 7): twenty held letters, older
 // than max_wait, released one by one, wait from their release: they make
 // one batch, not one batch each.
 func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
+	clk := testclock.NewManual(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 	e := testenv.Prepare(t, func(c *config.Config) {
 		c.Batch.MaxWait = config.Duration{Duration: time.Hour}
 		c.Batch.MaxLetters = 100
@@ -321,7 +304,7 @@ func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
 		ids = append(ids, l.ID)
 	}
 
-	clk.advance(2 * time.Hour) // every held letter is older than max_wait
+	clk.Advance(2 * time.Hour) // every held letter is older than max_wait
 	for _, id := range ids {
 		if _, err := st.Release(context.Background(), id); err != nil {
 			t.Fatal(err)
@@ -335,7 +318,7 @@ func TestReleasedOldLettersMakeOneBatch(t *testing.T) {
 
 	// max_wait after the releases, a new letter wakes the closer (if the
 	// last release has not already: then the new letter waits its turn).
-	clk.advance(time.Hour + time.Second)
+	clk.Advance(time.Hour + time.Second)
 	expectReply(t, "a verified letter", e.Send(e.Signed("ed.test", "late@ed.test")), "250 2.0.0 queued as L")
 	var bs []store.Batch
 	testenv.WaitFor(t, "the released letters batched", 10*time.Second, func() bool {

@@ -6,12 +6,12 @@ import (
 	"mime/quotedprintable"
 	"net/mail"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay/notify"
 	"github.com/petitiond/petitiond/store"
@@ -292,30 +292,12 @@ func TestConfirmationNoBackscatter(t *testing.T) {
 	}
 }
 
-// steppedClock is the daemon's clock, moved on by hand.
-type steppedClock struct {
-	mu   sync.Mutex
-	skew time.Duration
-}
-
-func (c *steppedClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.skew)
-}
-
-func (c *steppedClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.skew += d
-	c.mu.Unlock()
-}
-
 // A burst past confirm_per_hour waits its turn, and a restart loses
 // neither the request waiting nor the tokens already sent: after the
 // restart the early replies still count, and the hour over, the last
 // request leaves and its reply counts too.
 func TestConfirmationBurstWaitsAcrossRestart(t *testing.T) {
-	clk := &steppedClock{}
+	clk := &testclock.Skewed{}
 	e := testenv.PrepareWith(t, testenv.Options{Domains: testenv.SigningDomains(), Configure: func(c *config.Config) {
 		testenv.UseCampaign(c)
 		confirmPolicy(c)
@@ -359,7 +341,7 @@ func TestConfirmationBurstWaitsAcrossRestart(t *testing.T) {
 	if n := len(requests()); n != 2 {
 		t.Fatalf("%d requests before the hour is over", n)
 	}
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	expectReply(t, "beto's reply an hour later", reply(t, e, beto, sent[beto]), "250 2.0.0")
 	testenv.WaitFor(t, "the third request, an hour on", 15*time.Second, func() bool { return requests()[carla] != "" })
 	expectReply(t, "carla's reply", reply(t, e, carla, requests()[carla]), "250 2.0.0")

@@ -8,12 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/petitiond/petitiond/internal/testclock"
 )
 
 var recipients = []string{"familias@ofapp.example", "copias@sr.example"}
 
 // acceptN accepts n verified letters, a minute apart, and returns their IDs.
-func acceptN(t *testing.T, s *Store, clk *testClock, n int) []string {
+func acceptN(t *testing.T, s *Store, clk *testclock.Manual, n int) []string {
 	t.Helper()
 	var ids []string
 	for i := range n {
@@ -365,7 +367,7 @@ func TestPendingSinceRelease(t *testing.T) {
 }
 
 // closeOne accepts a letter and closes it into a batch for recipients.
-func closeOne(t *testing.T, s *Store, clk *testClock, sender string, recips []string) *Batch {
+func closeOne(t *testing.T, s *Store, clk *testclock.Manual, sender string, recips []string) *Batch {
 	t.Helper()
 	mustAccept(t, s, verified(clk, sender))
 	b, err := closeNext(context.Background(), s, 100, recips)

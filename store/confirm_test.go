@@ -7,12 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/petitiond/petitiond/internal/testclock"
 )
 
 const confirmVia = "libertad@campaign.example"
 
 // askingLetter is an unverified letter held under policy "confirm".
-func askingLetter(clk *testClock, sender, text string) NewLetter {
+func askingLetter(clk *testclock.Manual, sender, text string) NewLetter {
 	nl := unverified(clk, sender, HeldConfirm)
 	nl.ConfirmVia = confirmVia
 	nl.Body = append(nl.Body, text...)

@@ -10,32 +10,16 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/petitiond/petitiond/internal/testclock"
 )
 
-// testClock is a clock the tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *testClock {
-	return &testClock{t: time.Date(2019, 10, 18, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
-
 // openStore opens a store in dir and closes it when the test ends.
+// newClock is a clock the tests move by hand.
+func newClock() *testclock.Manual {
+	return testclock.NewManual(time.Date(2019, 10, 18, 12, 0, 0, 0, time.UTC))
+}
+
 func openStore(t testing.TB, dir string, opt Options) *Store {
 	t.Helper()
 	if opt.LockTimeout == 0 {
@@ -50,7 +34,7 @@ func openStore(t testing.TB, dir string, opt Options) *Store {
 }
 
 // verified is a counted letter from sender that passed DKIM.
-func verified(clk *testClock, sender string) NewLetter {
+func verified(clk *testclock.Manual, sender string) NewLetter {
 	domain := sender[strings.IndexByte(sender, '@')+1:]
 	return NewLetter{
 		Received:     clk.Now(),
@@ -65,7 +49,7 @@ func verified(clk *testClock, sender string) NewLetter {
 
 // unverified is a letter from sender without a passing signature; hold is
 // "" (policy relay) or a Held* reason.
-func unverified(clk *testClock, sender string, hold HeldReason) NewLetter {
+func unverified(clk *testclock.Manual, sender string, hold HeldReason) NewLetter {
 	nl := verified(clk, sender)
 	nl.Verdict = Verdict{Kind: VerdictUnverified, Reason: "no signature"}
 	nl.Hold = hold

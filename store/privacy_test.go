@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/internal/traces"
 )
 
@@ -27,7 +28,7 @@ const (
 
 // ana is a letter from the distinctive supporter; spelled is the address
 // as this letter writes it.
-func ana(clk *testClock, spelled string) NewLetter {
+func ana(clk *testclock.Manual, spelled string) NewLetter {
 	return NewLetter{
 		Received: clk.Now(), From: spelled, Name: anaName, RemoteIP: anaIP, Session: "sess-ana",
 		Verdict:      Verdict{Kind: VerdictDKIM, Domain: "privacy.test", Selector: "s1"},
@@ -441,7 +442,7 @@ func TestPurgeIsWiped(t *testing.T) {
 
 // heldLetter is an unsigned letter from sender, held for an admin, with a
 // name and text no other letter holds.
-func heldLetter(clk *testClock, sender, name, text string) NewLetter {
+func heldLetter(clk *testclock.Manual, sender, name, text string) NewLetter {
 	nl := unverified(clk, sender, HeldUnverified)
 	nl.Name = name
 	nl.Body = []byte("From: " + nl.Name + " <" + sender + ">\r\nSubject: Libertad\r\n\r\n" + text + "\r\n")

@@ -14,26 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/store"
 )
-
-// manualClock is a clock the test moves.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func getHealth(t *testing.T, s *Server) (int, Health) {
 	t.Helper()
@@ -57,7 +40,7 @@ func getHealth(t *testing.T, s *Server) (int, Health) {
 // healthy (200), a stopped SMTP listener is not (503).
 func TestHealthzJSON(t *testing.T) {
 	st := openStore(t)
-	clk := &manualClock{t: time.Now()}
+	clk := testclock.NewManual(time.Now())
 	var mu sync.Mutex
 	var smtpErr error
 	s := startServerWith(t, st, Options{Listen: "127.0.0.1:0", Now: clk.Now, SMTP: func() error {
@@ -136,7 +119,7 @@ func (l *lineBuffer) lines(t *testing.T, substr string) []map[string]any {
 // left out.
 func TestWrongTokenLogLimited(t *testing.T) {
 	var logs lineBuffer
-	clk := &manualClock{t: time.Now()}
+	clk := testclock.NewManual(time.Now())
 	s, err := New(openStore(t), Options{Listen: "127.0.0.1:0", Token: "s3cret", Now: clk.Now,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {

@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/relay/deliver"
 	"github.com/petitiond/petitiond/store"
 )
@@ -191,27 +191,9 @@ func TestCloseRule(t *testing.T) {
 	}
 }
 
-// stepClock is a clock a test moves by hand.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // acceptSized stores n counted letters with texts of about size bytes
 // each, a second apart, and returns their IDs.
-func acceptSized(t *testing.T, st *store.Store, clk *stepClock, n, size int) []string {
+func acceptSized(t *testing.T, st *store.Store, clk *testclock.Manual, n, size int) []string {
 	t.Helper()
 	var ids []string
 	for i := range n {
@@ -235,7 +217,7 @@ func acceptSized(t *testing.T, st *store.Store, clk *stepClock, n, size int) []s
 // stays within it, every letter goes once and in order, and the letters
 // left over go when their time comes.
 func TestMaxBytes(t *testing.T) {
-	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.NewManual(time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC))
 	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +274,7 @@ func TestMaxBytes(t *testing.T) {
 
 // A letter too big for max_bytes even alone still goes, alone.
 func TestMaxBytesLetterAlone(t *testing.T) {
-	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.NewManual(time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC))
 	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +338,7 @@ func TestLargestFit(t *testing.T) {
 // The closer writes the batch in campaign.language with times in
 // campaign.timezone, and gives the builder each letter's verdict.
 func TestCloserLanguageAndZone(t *testing.T) {
-	clk := &stepClock{t: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.NewManual(time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC))
 	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)

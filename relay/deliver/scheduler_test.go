@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -258,25 +259,6 @@ func TestMinAttempts(t *testing.T) {
 	}
 }
 
-// jumpClock is the system clock, moved forward by jump once the first
-// attempt was recorded.
-type jumpClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *jumpClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *jumpClock) jump(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
 // TestClockJumpDoesNotGiveUpEarly: the clock jumps 1000 hours forward
 // after the first attempt; a copy of a host that stays down is failed only
 // after the attempts retry_min..give_up_after imply, not at its next
@@ -288,8 +270,8 @@ func TestClockJumpDoesNotGiveUpEarly(t *testing.T) {
 	}
 	tr := sinkTransport(t, sink)
 	sink.Close() // the host is down for good
-	clk := &jumpClock{}
-	tr2 := &jumpOnFirst{Transport: tr, jump: func() { clk.jump(1000 * time.Hour) }}
+	clk := &testclock.Skewed{}
+	tr2 := &jumpOnFirst{Transport: tr, jump: func() { clk.Advance(1000 * time.Hour) }}
 	policy := Policy{Min: 20 * time.Millisecond, Max: 50 * time.Millisecond, GiveUpAfter: 300 * time.Millisecond}
 	e := newSchedEnvWith(t, tr2, SchedulerOptions{Policy: policy, Now: clk.Now}, 1, "")
 	b := e.waitBatch(t, "given up", func(b *store.Batch) bool {

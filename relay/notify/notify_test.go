@@ -9,43 +9,26 @@ import (
 	"net/mail"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/store"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 const via = "libertad@campaign.test"
 
 // notifyEnv is a store and a notifier on a clock the test moves; the test
 // runs the notifier's steps itself.
 type notifyEnv struct {
-	clk *clock
+	clk *testclock.Manual
 	st  *store.Store
 	n   *Notifier
 }
 
 func newNotifyEnv(t *testing.T, lang string, perHour int, receipts bool) *notifyEnv {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC)}
+	clk := testclock.NewManual(time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC))
 	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{Now: clk.Now, Receipts: receipts})
 	if err != nil {
 		t.Fatal(err)
@@ -128,12 +111,12 @@ func TestRequestsWaitTheirTurn(t *testing.T) {
 	if w, _ := e.st.ConfirmWaiting(10); len(w) != 1 || w[0].Letter != letters["carla@sin-firma.test"] {
 		t.Fatalf("waiting: %+v, want carla's", w)
 	}
-	e.clk.advance(30 * time.Minute)
+	e.clk.Advance(30 * time.Minute)
 	e.n.step(ctx)
 	if got := e.queued(t); len(got) != 2 {
 		t.Fatalf("a request left before its turn: %d queued", len(got))
 	}
-	e.clk.advance(30 * time.Minute)
+	e.clk.Advance(30 * time.Minute)
 	e.n.step(ctx)
 	got := e.queued(t)
 	if len(got) != 3 {
@@ -210,7 +193,7 @@ func TestExpiryAndPause(t *testing.T) {
 	if w, _ := e.st.ConfirmWaiting(10); len(w) != 1 {
 		t.Errorf("a request left while paused: waiting %+v", w)
 	}
-	e.clk.advance(24 * time.Hour)
+	e.clk.Advance(24 * time.Hour)
 	e.n.step(ctx)
 	if l, _ := e.st.Letter(first); l.HeldReason != store.HeldUnconfirmed {
 		t.Errorf("after the TTL the letter is held as %s", l.HeldReason)
