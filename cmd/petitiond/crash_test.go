@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/batchmime"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
@@ -149,36 +149,23 @@ func TestCrashSafety(t *testing.T) {
 	dir := t.TempDir()
 	smtpAddr := freePort(t)
 	cfgPath := filepath.Join(dir, "petitiond.toml")
-	cfg := fmt.Sprintf(`[campaign]
-name = "Crash test"
-addresses = ["libertad@campaign.test"]
-recipients = ["familias@ofapp.test", "copias@sr.test"]
-from = "relay@campaign.test"
-[smtp]
-listen = [%q]
-hostname = "mx.campaign.test"
-max_per_ip = 100
-[verify]
-unverified = "reject"
-dns_resolver = %q
-dns_timeout = "2s"
-[batch]
-max_letters = 7
-max_wait = "200ms"
-[delivery]
-mode = "smtp"
-smarthost = %q
-starttls = "off"
-retry_min = "100ms"
-retry_max = "400ms"
-[store]
-dir = %q
-[admin]
-listen = ""
-`, smtpAddr, ks.Addr, sink.Addr, filepath.Join(dir, "data"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeBinaryConfig(t, cfgPath, func(c *config.Config) {
+		c.Campaign.Name = "Crash test"
+		c.SMTP.Listen = []string{smtpAddr}
+		c.SMTP.MaxPerIP = 100
+		c.Verify.Unverified = config.UnverifiedReject
+		c.Verify.DNSResolver = ks.Addr
+		c.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
+		c.Batch.MaxLetters = 7
+		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
+		c.Delivery.Mode = config.DeliverySMTP
+		c.Delivery.Smarthost = sink.Addr
+		c.Delivery.StartTLS = config.StartTLSOff
+		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
+		c.Delivery.RetryMax = config.Duration{Duration: 400 * time.Millisecond}
+		c.Store.Dir = filepath.Join(dir, "data")
+		c.Admin.Listen = ""
+	})
 
 	const workers, perWorker = 8, 150
 	// Pre-sign every letter so the load is steady.

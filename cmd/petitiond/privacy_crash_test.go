@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
@@ -59,35 +59,22 @@ func crashDuringErase(t *testing.T, bin, dnsAddr string, key *keyserver.Key, fp 
 	dataDir := filepath.Join(dir, "data")
 	smtpAddr, adminAddr := freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "petitiond.toml")
-	cfg := fmt.Sprintf(`[campaign]
-name = "Crash test"
-addresses = [%q]
-recipients = [%q, %q]
-from = %q
-[smtp]
-listen = [%q]
-hostname = "mx.campaign.test"
-[verify]
-unverified = "reject"
-dns_resolver = %q
-dns_timeout = "2s"
-[batch]
-max_letters = 10
-max_wait = "200ms"
-[delivery]
-mode = "smtp"
-smarthost = %q
-starttls = "off"
-retry_min = "100ms"
-retry_max = "400ms"
-[store]
-dir = %q
-[admin]
-listen = %q
-`, testenv.CampaignAddr, testenv.Familias, testenv.Copias, testenv.CampaignFrom, smtpAddr, dnsAddr, sink.Addr, dataDir, adminAddr)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeBinaryConfig(t, cfgPath, func(c *config.Config) {
+		c.Campaign.Name = "Crash test"
+		c.SMTP.Listen = []string{smtpAddr}
+		c.Verify.Unverified = config.UnverifiedReject
+		c.Verify.DNSResolver = dnsAddr
+		c.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
+		c.Batch.MaxLetters = 10
+		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
+		c.Delivery.Mode = config.DeliverySMTP
+		c.Delivery.Smarthost = sink.Addr
+		c.Delivery.StartTLS = config.StartTLSOff
+		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
+		c.Delivery.RetryMax = config.Duration{Duration: 400 * time.Millisecond}
+		c.Store.Dir = dataDir
+		c.Admin.Listen = adminAddr
+	})
 	send := func(from string, timeout time.Duration) (string, error) {
 		msg := testenv.Letter(from, testenv.CampaignAddr, "Libertad", "Liberen a los presos de la revuelta. "+from)
 		if strings.Contains(from, supporterName) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -59,32 +58,19 @@ func newMXCrash(t *testing.T, bin string) *mxCrash {
 	dir := t.TempDir()
 	m := &mxCrash{primary: p, bin: bin, cfgPath: filepath.Join(dir, "petitiond.toml"), dataDir: filepath.Join(dir, "data"),
 		smtpAddr: freePortOn(t, "127.0.0.3"), adminAddr: freePortOn(t, "127.0.0.3")}
-	cfg := fmt.Sprintf(`[campaign]
-name = "Crash test"
-addresses = [%q]
-recipients = [%q, %q]
-from = %q
-[smtp]
-listen = [%q]
-hostname = %q
-max_per_ip = 100
-[verify]
-dns_resolver = %q
-dns_timeout = "2s"
-[delivery]
-retry_min = "100ms"
-retry_max = "300ms"
-[store]
-dir = %q
-[admin]
-listen = %q
-[secondary]
-primary = %q
-`, testenv.CampaignAddr, testenv.Familias, testenv.Copias, testenv.CampaignFrom, m.smtpAddr, testenv.SecondaryHostname,
-		p.DNS.Addr, m.dataDir, m.adminAddr, primaryAddr)
-	if err := os.WriteFile(m.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeBinaryConfig(t, m.cfgPath, func(c *config.Config) {
+		c.Campaign.Name = "Crash test"
+		c.SMTP.Listen = []string{m.smtpAddr}
+		c.SMTP.Hostname = testenv.SecondaryHostname
+		c.SMTP.MaxPerIP = 100
+		c.Verify.DNSResolver = p.DNS.Addr
+		c.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
+		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
+		c.Delivery.RetryMax = config.Duration{Duration: 300 * time.Millisecond}
+		c.Store.Dir = m.dataDir
+		c.Admin.Listen = m.adminAddr
+		c.Secondary.Primary = primaryAddr
+	})
 	return m
 }
 
