@@ -30,6 +30,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeJSON answers v as JSON with its times read in campaign.timezone.
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSON(w, status, inZone(v, s.opt.Location))
+}
+
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, Error{Error: msg})
 }
@@ -93,7 +98,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, code, inZone(h, s.opt.Location))
+	s.writeJSON(w, code, h)
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
@@ -112,7 +117,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	if s.opt.Secondary {
 		out.Forwarding = &ForwardCounts{Waiting: st.Forward.Waiting, Forwarded: st.Forward.Forwarded}
 	}
-	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
@@ -125,7 +130,7 @@ func (s *Server) heldList(w http.ResponseWriter, r *http.Request) {
 	for _, h := range held {
 		out = append(out, apiHeld(h))
 	}
-	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, out)
 }
 
 // letterID reads a letter ID from the path; IDs are upper-case hex, so a
@@ -144,7 +149,7 @@ func (s *Server) heldRelease(w http.ResponseWriter, r *http.Request) {
 		res.Outcome = store.EventDuplicate
 	}
 	// The batch closer hears the release on the store's event feed.
-	writeJSON(w, http.StatusOK, inZone(res, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) heldDrop(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +158,7 @@ func (s *Server) heldDrop(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(HeldResult{ID: id, Outcome: store.EventDropped}, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, HeldResult{ID: id, Outcome: store.EventDropped})
 }
 
 // batchID reads a batch number from the path; a bad one is answered here.
@@ -177,7 +182,7 @@ func (s *Server) batchList(w http.ResponseWriter, r *http.Request) {
 	for _, b := range batches {
 		out = append(out, apiBatch(b, false))
 	}
-	writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) batchShow(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +195,7 @@ func (s *Server) batchShow(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(apiBatch(*b, true), s.opt.Location))
+	s.writeJSON(w, http.StatusOK, apiBatch(*b, true))
 }
 
 // batchMessage sends the batch's message exactly as delivered.
@@ -228,7 +233,7 @@ func (s *Server) batchRetry(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(RetryResult{ID: id, Requeued: n}, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, RetryResult{ID: id, Requeued: n})
 }
 
 // events answers the last n events (?n=N, default 10), or with ?after=SEQ
@@ -265,7 +270,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if evs == nil {
 		evs = []Event{} // [] rather than null for scripts
 	}
-	writeJSON(w, http.StatusOK, inZone(evs, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, evs)
 }
 
 func queryUint(s string, def uint64) (uint64, error) {
@@ -460,7 +465,7 @@ func (s *Server) heldDecide(action store.EventKind) http.HandlerFunc {
 			out.Results = append(out.Results, res)
 		}
 		// The batch closer hears the releases on the store's event feed.
-		writeJSON(w, http.StatusOK, inZone(out, s.opt.Location))
+		s.writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -495,7 +500,7 @@ func (s *Server) batchFlush(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(FlushResult{Flushed: n, Paused: p.Paused}, s.opt.Location))
+	s.writeJSON(w, http.StatusOK, FlushResult{Flushed: n, Paused: p.Paused})
 }
 
 func (s *Server) pauseState(w http.ResponseWriter, r *http.Request) {
@@ -504,7 +509,7 @@ func (s *Server) pauseState(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(apiPause(p, false), s.opt.Location))
+	s.writeJSON(w, http.StatusOK, apiPause(p, false))
 }
 
 // setPause pauses or resumes the daemon; the batch closer and the delivery
@@ -524,6 +529,6 @@ func (s *Server) setPause(paused bool) http.HandlerFunc {
 			s.storeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, inZone(apiPause(p, changed), s.opt.Location))
+		s.writeJSON(w, http.StatusOK, apiPause(p, changed))
 	}
 }

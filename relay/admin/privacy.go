@@ -90,7 +90,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(apiLookup(sp.Address, rec), s.opt.Location))
+	s.writeJSON(w, http.StatusOK, apiLookup(sp.Address, rec))
 }
 
 func (s *Server) erase(w http.ResponseWriter, r *http.Request) {
@@ -111,7 +111,7 @@ func (s *Server) erase(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, inZone(apiErasure(er), s.opt.Location))
+	s.writeJSON(w, http.StatusOK, apiErasure(er))
 }
 
 func apiLookup(address string, rec *store.SupporterRecord) Lookup {
