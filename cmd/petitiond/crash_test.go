@@ -150,19 +150,8 @@ func TestCrashSafety(t *testing.T) {
 	smtpAddr := freePort(t)
 	cfgPath := filepath.Join(dir, "petitiond.toml")
 	writeBinaryConfig(t, cfgPath, func(c *config.Config) {
-		c.Campaign.Name = "Crash test"
-		c.SMTP.Listen = []string{smtpAddr}
+		crashCampaign(c, smtpAddr, ks.Addr, sink.Addr, 7)
 		c.SMTP.MaxPerIP = 100
-		c.Verify.Unverified = config.UnverifiedReject
-		c.Verify.DNSResolver = ks.Addr
-		c.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
-		c.Batch.MaxLetters = 7
-		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
-		c.Delivery.Mode = config.DeliverySMTP
-		c.Delivery.Smarthost = sink.Addr
-		c.Delivery.StartTLS = config.StartTLSOff
-		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
-		c.Delivery.RetryMax = config.Duration{Duration: 400 * time.Millisecond}
 		c.Store.Dir = filepath.Join(dir, "data")
 		c.Admin.Listen = ""
 	})
@@ -336,19 +325,7 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	batches, err := st.Batches()
-	if err != nil {
-		t.Fatal(err)
-	}
-	inBatch := map[string]uint64{}
-	for _, b := range batches {
-		for _, id := range b.LetterIDs {
-			if prev, ok := inBatch[id]; ok {
-				t.Errorf("letter %s in batches %d and %d", id, prev, b.ID)
-			}
-			inBatch[id] = b.ID
-		}
-	}
+	inBatch := batchOf(t, st)
 	for id, sender := range acked {
 		l, err := st.Letter(id)
 		if err != nil {

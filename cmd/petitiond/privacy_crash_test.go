@@ -60,18 +60,7 @@ func crashDuringErase(t *testing.T, bin, dnsAddr string, key *keyserver.Key, fp 
 	smtpAddr, adminAddr := freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "petitiond.toml")
 	writeBinaryConfig(t, cfgPath, func(c *config.Config) {
-		c.Campaign.Name = "Crash test"
-		c.SMTP.Listen = []string{smtpAddr}
-		c.Verify.Unverified = config.UnverifiedReject
-		c.Verify.DNSResolver = dnsAddr
-		c.Verify.DNSTimeout = config.Duration{Duration: 2 * time.Second}
-		c.Batch.MaxLetters = 10
-		c.Batch.MaxWait = config.Duration{Duration: 200 * time.Millisecond}
-		c.Delivery.Mode = config.DeliverySMTP
-		c.Delivery.Smarthost = sink.Addr
-		c.Delivery.StartTLS = config.StartTLSOff
-		c.Delivery.RetryMin = config.Duration{Duration: 100 * time.Millisecond}
-		c.Delivery.RetryMax = config.Duration{Duration: 400 * time.Millisecond}
+		crashCampaign(c, smtpAddr, dnsAddr, sink.Addr, 10)
 		c.Store.Dir = dataDir
 		c.Admin.Listen = adminAddr
 	})

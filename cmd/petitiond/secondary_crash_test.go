@@ -129,19 +129,7 @@ func (m *mxCrash) checkPrimary(t *testing.T, senders []string) {
 	if stats, _ := st.Stats(); stats.Counted != uint64(len(senders)) {
 		t.Errorf("primary counted %d, want %d", stats.Counted, len(senders))
 	}
-	batches, err := st.Batches()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := map[string]uint64{}
-	for _, b := range batches {
-		for _, id := range b.LetterIDs {
-			if prev, ok := in[id]; ok {
-				t.Errorf("letter %s in batches %d and %d", id, prev, b.ID)
-			}
-			in[id] = b.ID
-		}
-	}
+	batchOf(t, st)
 }
 
 // checkSecondaryEmpty opens the stopped secondary's store: nothing waits,
