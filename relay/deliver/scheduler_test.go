@@ -69,6 +69,12 @@ func newSchedEnvWith(t *testing.T, tr Transport, opt SchedulerOptions, letters i
 	}
 	opt.From, opt.Workers = "relay@campaign.test", 2
 	s := NewScheduler(st, tr, opt)
+	return &schedEnv{st: st, sched: s, stop: runScheduler(t, s, st)}
+}
+
+// runScheduler runs s until the returned stop (also a cleanup of t), which
+// ends it, waits for it and closes st.
+func runScheduler(t *testing.T, s *Scheduler, st *store.Store) (stop func()) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	abort, abortCancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -78,15 +84,14 @@ func newSchedEnvWith(t *testing.T, tr Transport, opt SchedulerOptions, letters i
 		}
 		close(done)
 	}()
-	e := &schedEnv{st: st, sched: s}
-	e.stop = sync.OnceFunc(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		abortCancel()
 		<-done
 		st.Close()
 	})
-	t.Cleanup(e.stop)
-	return e
+	t.Cleanup(stop)
+	return stop
 }
 
 func (e *schedEnv) waitBatch(t *testing.T, what string, cond func(b *store.Batch) bool) *store.Batch {

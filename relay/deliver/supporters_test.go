@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,22 +49,7 @@ func newSupporterEnv(t *testing.T, tr Transport, opt SchedulerOptions, paused bo
 		e.letters = append(e.letters, res.ID)
 	}
 	opt.From, opt.Supporters, opt.Workers = "relay@campaign.test", tr, 2
-	s := NewScheduler(st, failTransport{t}, opt)
-	runCtx, cancel := context.WithCancel(context.Background())
-	abort, abortCancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		if err := s.Run(runCtx, abort); err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-		close(done)
-	}()
-	t.Cleanup(sync.OnceFunc(func() {
-		cancel()
-		abortCancel()
-		<-done
-		st.Close()
-	}))
+	runScheduler(t, NewScheduler(st, failTransport{t}, opt), st)
 	return e
 }
 
