@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay"
 	"github.com/petitiond/petitiond/relay/inbound"
@@ -901,7 +901,7 @@ func TestLimitsAcrossListeners(t *testing.T) {
 // TestStoreFailure: when the store cannot write, the letter gets 451 4.3.0
 // (never a 250 without the fsync) and the sender will retry.
 func TestStoreFailure(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	e := testenv.PrepareWith(t, testenv.Options{Domains: testenv.SigningDomains(),
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Configure: testenv.UseCampaign})
 	e.Start()
@@ -928,22 +928,4 @@ func TestStoreFailure(t *testing.T) {
 	if !found {
 		t.Errorf("no ERROR line for session %v in the log:\n%s", session, logs.String())
 	}
-}
-
-// lockedBuffer is a log destination safe for the daemon's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -11,12 +11,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/petitiond/petitiond/config"
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/testenv"
 	"github.com/petitiond/petitiond/relay/admin"
 )
@@ -207,24 +207,6 @@ func TestAdminStatsSupporterMail(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a running command's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAdminTailFollow: tail -f shows events as they happen, and when the
 // daemon restarts it reconnects and resumes, missing nothing and repeating
 // nothing.
@@ -239,7 +221,7 @@ func TestAdminTailFollow(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"tail", "-f", "-n", "1", "-json", "-admin", e.AdminURL()}, &stdout, &stderr)

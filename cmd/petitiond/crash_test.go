@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -21,6 +19,7 @@ import (
 	"github.com/petitiond/petitiond/internal/keyserver"
 	"github.com/petitiond/petitiond/internal/sinkserver"
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
@@ -51,14 +50,14 @@ func freePort(t *testing.T) string {
 // daemonProc is the built binary running as a child process.
 type daemonProc struct {
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncbuf.Buffer
 }
 
 func startDaemon(t *testing.T, bin, cfgPath, smtpAddr string) *daemonProc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
-	logs := &bytes.Buffer{}
-	cmd.Stderr = &syncWriter{w: logs}
+	logs := &syncbuf.Buffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,17 +101,6 @@ func (d *daemonProc) signal(t *testing.T, sig syscall.Signal) error {
 		t.Fatalf("daemon did not exit on %v", sig)
 		return nil
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // TestCrashSafety runs the real binary under concurrent load, kills it with

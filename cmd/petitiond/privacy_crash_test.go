@@ -182,8 +182,5 @@ func crashDuringErase(t *testing.T, bin, dnsAddr string, key *keyserver.Key, fp 
 
 // logText is what the daemon wrote to stderr so far.
 func (d *daemonProc) logText() string {
-	sw := d.cmd.Stderr.(*syncWriter)
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
 	return d.logs.String()
 }

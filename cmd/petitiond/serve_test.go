@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petitiond/petitiond/internal/syncbuf"
 )
 
 // TestServeEmbeddedDefault runs the built binary with no config at all in an
@@ -23,8 +25,8 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "serve")
 	cmd.Dir = dir
-	var logs bytes.Buffer
-	cmd.Stderr = &syncWriter{w: &logs}
+	var logs syncbuf.Buffer
+	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/petitiond/petitiond/internal/smtpclient"
+	"github.com/petitiond/petitiond/internal/syncbuf"
 )
 
 // TestSIGHUPIsLoggedAndIgnored: SIGHUP, which would end a process by
@@ -25,7 +26,7 @@ func TestSIGHUPIsLoggedAndIgnored(t *testing.T) {
 	smtpAddr := freePort(t)
 	cfgPath := writeServeConfig(t, dir, smtpAddr, "")
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/testclock"
 	"github.com/petitiond/petitiond/store"
 )
@@ -84,29 +84,11 @@ func TestHealthzJSON(t *testing.T) {
 	}
 }
 
-// lineBuffer collects log lines.
-type lineBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lineBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the JSON log lines whose msg contains substr.
-func (l *lineBuffer) lines(t *testing.T, substr string) []map[string]any {
+// logLines returns the JSON log lines in logs whose msg contains substr.
+func logLines(t *testing.T, logs *syncbuf.Buffer, substr string) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(l.b.String()), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
+	for _, m := range logs.JSONLines(t) {
 		if strings.Contains(fmt.Sprint(m["msg"]), substr) {
 			out = append(out, m)
 		}
@@ -118,7 +100,7 @@ func (l *lineBuffer) lines(t *testing.T, substr string) []map[string]any {
 // few log lines a minute, not one each; the next line says how many were
 // left out.
 func TestWrongTokenLogLimited(t *testing.T) {
-	var logs lineBuffer
+	var logs syncbuf.Buffer
 	clk := testclock.NewManual(time.Now())
 	s, err := New(openStore(t), Options{Listen: "127.0.0.1:0", Token: "s3cret", Now: clk.Now,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
@@ -142,14 +124,14 @@ func TestWrongTokenLogLimited(t *testing.T) {
 		}
 	}
 	const msg = "refused: missing or wrong"
-	if got := logs.lines(t, msg); len(got) != wrongTokenBurst {
+	if got := logLines(t, &logs, msg); len(got) != wrongTokenBurst {
 		t.Fatalf("%d wrong tokens logged %d lines, want %d", tries, len(got), wrongTokenBurst)
 	}
 	clk.Advance(wrongTokenWindow)
 	if _, err := c.Stats(context.Background()); !errors.Is(err, ErrUnauthorized) {
 		t.Fatal(err)
 	}
-	got := logs.lines(t, msg)
+	got := logLines(t, &logs, msg)
 	if len(got) != wrongTokenBurst+1 || got[len(got)-1]["suppressed"] != float64(tries-wrongTokenBurst) {
 		t.Errorf("after a minute: %d lines, last %v; want one more saying %d were suppressed", len(got), got[len(got)-1], tries-wrongTokenBurst)
 	}

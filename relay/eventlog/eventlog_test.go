@@ -1,46 +1,16 @@
 package eventlog
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/wait"
 	"github.com/petitiond/petitiond/store"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("not JSON: %q", sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // TestWriter: every event committed after New gets one line, in order, at
 // the level SPEC 8 gives its kind (failed ERROR; rejected, deferred WARN;
@@ -54,7 +24,7 @@ func TestWriter(t *testing.T) {
 	if err := st.Reject(ctx, store.Rejection{Class: store.RejectFrom, From: "before@ed.test", Reason: "not logged"}); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	w, err := New(st, slog.New(slog.NewJSONHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +67,7 @@ func TestWriter(t *testing.T) {
 		{"accepted", "INFO", "abc123"}, {"rejected", "WARN", "def456"}, {"batched", "INFO", ""},
 		{"deferred", "WARN", ""}, {"failed", "ERROR", ""},
 	}
-	lines := out.lines(t)
+	lines := out.JSONLines(t)
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d: %v", len(lines), len(want), lines)
 	}
@@ -124,7 +94,7 @@ func TestDuplicateMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	w, err := New(st, slog.New(slog.NewJSONHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +116,7 @@ func TestDuplicateMessages(t *testing.T) {
 	}
 	var lines []map[string]any
 	if err := wait.Until(ctx, 10*time.Second, func() (bool, error) {
-		lines = out.lines(t)
+		lines = out.JSONLines(t)
 		return len(lines) >= 4, nil
 	}); err != nil {
 		t.Fatalf("%d lines, want 4: %v: %v", len(lines), lines, err)

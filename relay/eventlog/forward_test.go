@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/store"
 )
 
@@ -19,7 +20,7 @@ func TestWriterForwarding(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	w, err := New(st, slog.New(slog.NewJSONHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestWriterForwarding(t *testing.T) {
 		{"failed", "ERROR", "letter not forwarded: the primary refused it, or forwarding gave up; held for an admin"},
 		{"forwarded", "INFO", "letter forwarded to the primary"},
 	}
-	lines := out.lines(t)
+	lines := out.JSONLines(t)
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d: %v", len(lines), len(want), lines)
 	}
