@@ -121,9 +121,9 @@ func TestSendNoServer(t *testing.T) {
 	}
 }
 
-// scriptedServer accepts one connection, writes script at once and reads
-// until the client goes; it returns the address.
-func scriptedServer(t *testing.T, script string) string {
+// serveOne accepts one connection on a loopback listener and hands it to
+// handle, which has 30 seconds; it returns the address.
+func serveOne(t *testing.T, handle func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -137,6 +137,16 @@ func scriptedServer(t *testing.T, script string) string {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		handle(c)
+	}()
+	return ln.Addr().String()
+}
+
+// scriptedServer accepts one connection, writes script at once and reads
+// until the client goes; it returns the address.
+func scriptedServer(t *testing.T, script string) string {
+	t.Helper()
+	return serveOne(t, func(c net.Conn) {
 		_, _ = c.Write([]byte(script))
 		buf := make([]byte, 64<<10)
 		for {
@@ -144,8 +154,7 @@ func scriptedServer(t *testing.T, script string) string {
 				return
 			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // Refusals are counted by code, with an example text, and the session goes
@@ -191,19 +200,8 @@ func TestSendRefusals(t *testing.T) {
 // the whole group.
 func TestSendPipelines(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	groups := make(chan string, 2)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	addr := serveOne(t, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		read := func() string {
 			buf := make([]byte, 4096)
@@ -229,11 +227,11 @@ func TestSendPipelines(t *testing.T) {
 		_, _ = c.Write([]byte("250 queued\r\n"))
 		groups <- read()
 		_, _ = c.Write([]byte("421 enough\r\n421 enough\r\n421 enough\r\n421 enough\r\n"))
-	}()
+	})
 	letters := []Letter{{From: "a@x.test", Data: []byte("x\r\n.\r\n")}, {From: "b@x.test", Data: []byte("y\r\n.\r\n")}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res := Send(ctx, letters, Options{Addr: ln.Addr().String(), Rcpt: "r@x.test", Timeout: 10 * time.Second})
+	res := Send(ctx, letters, Options{Addr: addr, Rcpt: "r@x.test", Timeout: 10 * time.Second})
 	if res.Accepted != 1 {
 		t.Errorf("accepted %d, codes %v, errors %v", res.Accepted, res.Codes, res.Errors)
 	}
