@@ -1,7 +1,6 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/petitiond/petitiond/internal/sinkserver"
+	"github.com/petitiond/petitiond/internal/syncbuf"
 	"github.com/petitiond/petitiond/internal/wait"
 )
 
@@ -359,21 +359,11 @@ func needTool(t *testing.T, name string, paths ...string) string {
 // -v so its log shows every command it received.
 type postfixSink struct {
 	Addr string
-
-	mu  sync.Mutex
-	log bytes.Buffer
-}
-
-func (p *postfixSink) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.Write(b)
+	log  syncbuf.Buffer // its stdout and stderr
 }
 
 // Commands returns the SMTP commands smtp-sink logged, in order.
 func (p *postfixSink) Commands() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var cmds []string
 	for _, line := range strings.Split(p.log.String(), "\n") {
 		// "/usr/sbin/smtp-sink: MAIL FROM:<a@b> BODY=8BITMIME"
@@ -418,7 +408,7 @@ func startPostfixSink(t *testing.T, flags ...string) *postfixSink {
 			args = append(args, "-u", "nobody") // smtp-sink refuses to run as root
 		}
 		cmd := exec.Command(bin, append(args, addr, "10")...)
-		cmd.Stdout, cmd.Stderr = p, p
+		cmd.Stdout, cmd.Stderr = &p.log, &p.log
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("smtp-sink: %v", err)
 		}
